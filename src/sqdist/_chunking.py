@@ -1,0 +1,98 @@
+"""Working-memory budget and row chunking.
+
+Every function that could build a large temporary takes ``working_memory``
+(MiB).  ``None`` means the global default, 256 MiB, changeable with
+:func:`set_working_memory` or temporarily with :func:`working_memory`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import warnings
+from collections.abc import Iterator
+
+from ._validation import SqdistError, check_positive_number
+
+__all__ = ["get_working_memory", "set_working_memory", "working_memory"]
+
+_DEFAULT_MIB = 256.0
+_state = threading.local()
+
+
+def get_working_memory() -> float:
+    """Current default working-memory budget in MiB (256 unless changed)."""
+    return getattr(_state, "mib", _DEFAULT_MIB)
+
+
+def set_working_memory(mib: float) -> None:
+    """Set the default working-memory budget (MiB) for this thread.
+
+    Examples
+    --------
+    >>> import sqdist
+    >>> old = sqdist.get_working_memory()
+    >>> sqdist.set_working_memory(64)
+    >>> sqdist.get_working_memory()
+    64.0
+    >>> sqdist.set_working_memory(old)
+    """
+    _state.mib = check_positive_number(mib, "working_memory")
+
+
+@contextlib.contextmanager
+def working_memory(mib: float) -> Iterator[None]:
+    """Context manager that sets the default budget temporarily.
+
+    Examples
+    --------
+    >>> import sqdist
+    >>> with sqdist.working_memory(32):
+    ...     sqdist.get_working_memory()
+    32.0
+    """
+    old = get_working_memory()
+    set_working_memory(mib)
+    try:
+        yield
+    finally:
+        _state.mib = old
+
+
+def resolve_budget(mib: float | None) -> int:
+    """Budget in bytes from a MiB value or the default."""
+    if mib is None:
+        mib = get_working_memory()
+    else:
+        mib = check_positive_number(mib, "working_memory")
+    return int(mib * 2**20)
+
+
+def rows_per_chunk(n_rows: int, bytes_per_row: int, budget_bytes: int, *, what: str = "rows") -> int:
+    """How many rows fit the budget; at least one (with a warning when one row is already over)."""
+    if n_rows <= 0:
+        return 1
+    bytes_per_row = max(int(bytes_per_row), 1)
+    rows = budget_bytes // bytes_per_row
+    if rows < 1:
+        warnings.warn(
+            f"working_memory of {budget_bytes / 2**20:.3g} MiB is too small for one row of {what} "
+            f"({bytes_per_row / 2**20:.3g} MiB); using one row at a time",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return 1
+    return int(min(rows, n_rows))
+
+
+def row_slices(n_rows: int, chunk: int) -> Iterator[slice]:
+    """Consecutive slices of at most ``chunk`` rows covering ``range(n_rows)``."""
+    if chunk < 1:
+        raise SqdistError(f"chunk: expected >= 1, got {chunk}")
+    for start in range(0, n_rows, chunk):
+        yield slice(start, min(start + chunk, n_rows))
+
+
+def n_chunks(n_rows: int, chunk: int) -> int:
+    return max(1, math.ceil(n_rows / chunk))

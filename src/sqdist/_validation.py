@@ -1,0 +1,120 @@
+"""Input validation shared by every public function.
+
+Public functions call these helpers once, up front, and then hand trusted
+tensors to private ``_impl`` functions.  Every error raised here is a
+:class:`SqdistError` whose message names the argument, what was given
+(shape, dtype, device or value) and what was expected.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["SqdistError"]
+
+
+class SqdistError(ValueError):
+    """The one error type of sqdist: bad input, named with what was given and expected."""
+
+
+def describe(x: Any) -> str:
+    """Short description of an array-like for error messages."""
+    if isinstance(x, torch.Tensor):
+        return f"tensor of shape {tuple(x.shape)}, dtype {x.dtype}, device {x.device}"
+    if isinstance(x, np.ndarray):
+        return f"ndarray of shape {x.shape}, dtype {x.dtype}"
+    return f"{type(x).__name__}"
+
+
+def as_tensor(x: Any, name: str, *, min_ndim: int = 2) -> tuple[torch.Tensor, bool]:
+    """Convert ``x`` to a floating tensor without copying when possible.
+
+    Returns ``(tensor, was_numpy)``.  NumPy arrays and other array-likes
+    (lists) share memory where NumPy allows it.  Integer and boolean inputs
+    are converted to float: ``float64`` for NumPy / array-like input (NumPy's
+    convention), ``float32`` for torch tensors (torch's).  Complex input is
+    rejected.
+    """
+    was_numpy = not isinstance(x, torch.Tensor)
+    if was_numpy:
+        try:
+            arr = np.asarray(x)
+        except (TypeError, ValueError) as exc:
+            raise SqdistError(f"{name}: expected an array or tensor, got {describe(x)} ({exc})") from None
+        if arr.dtype == object or arr.dtype.kind in "USV":
+            raise SqdistError(f"{name}: expected a numeric array, got dtype {arr.dtype}")
+        if arr.dtype.kind == "c":
+            raise SqdistError(f"{name}: complex input is not supported (got dtype {arr.dtype}); pass real values")
+        if arr.dtype.kind in "biu":
+            arr = arr.astype(np.float64)
+        if not arr.flags.writeable:  # torch.from_numpy warns on read-only memory maps
+            arr = np.array(arr)
+        t = torch.from_numpy(arr) if arr.dtype.byteorder in "=|" else torch.from_numpy(arr.astype(arr.dtype.newbyteorder("=")))
+    else:
+        t = x
+        if t.is_complex():
+            raise SqdistError(f"{name}: complex input is not supported (got {describe(t)}); pass real values")
+        if not t.is_floating_point():
+            t = t.to(torch.float32)
+    if t.ndim < min_ndim:
+        raise SqdistError(
+            f"{name}: expected at least {min_ndim} dimensions (n, d), got {describe(t)}; "
+            f"reshape a 1-D vector of n scalars with .reshape(-1, 1)"
+        )
+    return t, was_numpy
+
+
+def check_pair(X: torch.Tensor, T: torch.Tensor, xname: str = "X", tname: str = "T") -> None:
+    """Check that two point sets share the feature dimension and device."""
+    if X.device != T.device:
+        raise SqdistError(
+            f"{xname} and {tname} must be on the same device, got {xname} on {X.device} and {tname} on {T.device}"
+        )
+    if X.shape[-1] != T.shape[-1]:
+        raise SqdistError(
+            f"{xname} and {tname} must have the same number of features (last dimension), "
+            f"got {xname} of shape {tuple(X.shape)} and {tname} of shape {tuple(T.shape)}"
+        )
+
+
+def common_dtype(X: torch.Tensor, T: torch.Tensor) -> torch.dtype:
+    """Promoted floating dtype of two tensors."""
+    return torch.promote_types(X.dtype, T.dtype)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Dtype used for arithmetic: half precisions accumulate in float32."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise SqdistError(f"{name}: expected one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+    return value
+
+
+def check_positive_number(value: Any, name: str, *, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+        raise SqdistError(f"{name}: expected a finite real number, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise SqdistError(f"{name}: expected a number {'>=' if allow_zero else '>'} 0, got {value!r}")
+    return float(value)
+
+
+def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise SqdistError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise SqdistError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def to_output(t: torch.Tensor, was_numpy: bool) -> Any:
+    """Return ``t`` as NumPy when the input was NumPy, else as the tensor."""
+    if was_numpy:
+        return t.detach().numpy() if t.requires_grad else t.numpy()
+    return t

@@ -1,0 +1,58 @@
+"""The ``sqdist`` command line: one sub-command per feature module.
+
+Each feature module used here exposes ``configure_parser(parser)`` and
+``run(args) -> int``.  Errors from bad input (:class:`SqdistError`, unreadable
+files) print one line on stderr and exit with status 2 -- never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from ._validation import SqdistError
+
+# sub-command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "bench": ("sqdist.bench", "Task 1: time and validate the distance matrix computed four ways"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line (exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="sqdist", description="Exact pairwise squared distances, RBF kernel, broadcasting and k-means.")
+    parser.add_argument("--version", action="version", version=f"sqdist {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (module, help_) in COMMANDS.items():
+        mod = importlib.import_module(module)
+        p = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip().splitlines()[0])
+        mod.configure_parser(p)
+        p.set_defaults(_module=mod)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_module", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args._module.run(args) or 0)
+    except SqdistError as exc:
+        print(f"sqdist {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"sqdist {args.command}: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"sqdist {args.command}: interrupted", file=sys.stderr)
+        return 130
