@@ -16,7 +16,6 @@ from ._validation import SqdistError
 
 # sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "bench": ("sqdist.bench", "Task 1: time and validate the distance matrix computed four ways"),
 }
 
 

@@ -1,0 +1,32 @@
+"""Shared test fixtures: tests import the package from this tree's ``src``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+if str(SRC) not in sys.path:
+    sys.path.insert(0, str(SRC))
+
+
+@pytest.fixture
+def run_cli():
+    """Run ``python -m sqdist ARGS...`` from this tree; returns the CompletedProcess."""
+
+    def _run(*args: str, timeout: float = 300, cwd: str | None = None, env: dict | None = None):
+        e = dict(os.environ)
+        e["PYTHONPATH"] = str(SRC) + os.pathsep + e.get("PYTHONPATH", "")
+        e.setdefault("MPLBACKEND", "Agg")
+        if env:
+            e.update(env)
+        return subprocess.run(
+            [sys.executable, "-m", "sqdist", *args],
+            capture_output=True, text=True, timeout=timeout, cwd=cwd, env=e,
+        )
+
+    return _run
