@@ -63,8 +63,17 @@ __all__ = ["sqdist", "sqdist_chunks", "nearest", "METHODS", "BACKENDS"]
 METHODS = ("auto", "gemm", "broadcast", "numpy", "loops")
 BACKENDS = ("auto", "torch", "triton")
 
+# Rows per block of the compiled CPU gemm path: blocks of about this many bytes
+# of output (measured, see docs/performance.md).
+_FAST_BLOCK_BYTES = 8 << 20
+
 # Relative accuracy the gemm path aims at before it recomputes a pair directly.
-_REL_TARGET = 1e-5
+# The contract is max rel. error <= 1e-4; measured product errors stay below
+# ~4 * eps * (||x||^2 + ||t||^2) for D = 2..256 (docs/performance.md), well
+# inside the 8 * sqrt(D + 2) * eps factor of _tau, so a target of 5e-5 keeps a
+# margin while recomputing (almost) nothing on ordinary data.  (It was 1e-5,
+# which made tau = 1 at D = 128: half of all entries were recomputed.)
+_REL_TARGET = 5e-5
 
 
 def _tau(dtype: torch.dtype, d: int) -> float:
@@ -110,7 +119,16 @@ def _resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
-def _resolve_method(method: str, device: torch.device) -> str:
+def _resolve_method(
+    method: str, device: torch.device, X: torch.Tensor | None = None, T: torch.Tensor | None = None, backend: str = "torch"
+) -> str:
+    """Check ``method`` and turn "auto" into a concrete path.
+
+    "auto" is "gemm", except on the CPU for small D (float32/float64, no
+    autograd, numba installed) where the compiled direct-formula kernel
+    ("_direct", internal) is both exact by construction and faster than any
+    matrix product (see docs/performance.md).
+    """
     check_choice(method, "method", METHODS)
     if method in ("numpy", "loops") and device.type != "cpu":
         raise SqdistError(
@@ -118,6 +136,17 @@ def _resolve_method(method: str, device: torch.device) -> str:
             f"move them with .cpu() or use method='gemm' or 'broadcast'"
         )
     if method == "auto":
+        if (
+            backend == "torch"
+            and X is not None
+            and T is not None
+            and device.type == "cpu"
+            and not (torch.is_grad_enabled() and (X.requires_grad or T.requires_grad))
+        ):
+            from . import _cpu_kernels
+
+            if _cpu_kernels.sqdist_small_wins(common_dtype(X, T), X.shape[-1]):
+                return "_direct"
         return "gemm"
     return method
 
@@ -160,15 +189,32 @@ class _Prepared:
         self.Ta = torch.cat([-2.0 * Tc, torch.ones_like(self.nt)[:, None], self.nt[:, None]], dim=1)  # (P, D+2)
         self.bad_cols = (~torch.isfinite(self.T).all(1)).nonzero().flatten()  # (b,)
         self.tau = _tau(cdtype, T.shape[1])
+        # compiled one-pass fix-up of each block (CPU, numba installed)
+        from . import _cpu_kernels
+
+        self.fast = self.T.device.type == "cpu" and cdtype in (torch.float32, torch.float64) and _cpu_kernels.available()
 
 
 def _gemm_block(Xb: torch.Tensor, prep: _Prepared, out: torch.Tensor | None, budget: int) -> torch.Tensor:
     """Exact distances of a row block ``Xb`` (n, D) to all of T, written into ``out`` (n, P)."""
     Xb = Xb.to(prep.T.dtype)
+    differentiable = torch.is_grad_enabled() and (Xb.requires_grad or prep.T.requires_grad)
+    if prep.fast and not differentiable:
+        # compiled CPU path: one pass builds [x_c, |x_c|^2, 1] and counts
+        # non-finite rows, the product goes straight into the output, then ONE
+        # pass tests each entry against its threshold and recomputes the few
+        # close pairs directly (replacing clamp + threshold tensor + mask +
+        # nonzero + gather/scatter).  Few torch ops per block also matters on a
+        # loaded machine, where every parallel op pays a thread barrier.
+        from . import _cpu_kernels
+
+        Xa, nx, nbad = _cpu_kernels.augment(Xb, prep.c)  # (n, D+2), (n,)
+        d = Xa @ prep.Ta.T if out is None else torch.mm(Xa, prep.Ta.T, out=out)  # (n, P)
+        _cpu_kernels.gemm_fixup(d, nx, prep.nt, prep.tau, Xb, prep.T)
+        return _fix_bad(d, Xb, prep, False) if (nbad or prep.bad_cols.numel()) else d
     Xc = Xb - prep.c  # (n, D)
     nx = (Xc * Xc).sum(1)  # (n,)
     Xa = torch.cat([Xc, nx[:, None], torch.ones_like(nx)[:, None]], dim=1)  # (n, D+2)
-    differentiable = torch.is_grad_enabled() and (Xb.requires_grad or prep.T.requires_grad)
     if differentiable or out is None:
         d = Xa @ prep.Ta.T  # (n, P)
         if not differentiable:
@@ -190,6 +236,11 @@ def _gemm_block(Xb: torch.Tensor, prep: _Prepared, out: torch.Tensor | None, bud
             parts.append(((Xb[i] - prep.T[j]) ** 2).sum(1))  # (m_s,)
         vals = torch.cat(parts)
         d = d.index_put((ii, jj), vals) if differentiable else d.index_put_((ii, jj), vals)
+    return _fix_bad(d, Xb, prep, differentiable)
+
+
+def _fix_bad(d: torch.Tensor, Xb: torch.Tensor, prep: _Prepared, differentiable: bool) -> torch.Tensor:
+    """Overwrite the rows / columns of ``d`` (n, P) that involve NaN or Inf by the direct formula."""
     # rows / columns with NaN or Inf: IEEE semantics through the direct formula
     bad_rows = (~torch.isfinite(Xb).all(1)).nonzero().flatten()
     if bad_rows.numel():
@@ -238,6 +289,16 @@ def _sqdist_2d(X: torch.Tensor, T: torch.Tensor, method: str, backend: str, out:
     if N == 0 or P == 0:
         return out
     cdtype = compute_dtype(out.dtype)
+    if method == "_direct":
+        # compiled direct formula (small D, CPU): exact, no temporaries
+        from . import _cpu_kernels
+
+        Xd, Td = X.detach().to(out.dtype), T.detach().to(out.dtype)
+        if out.is_contiguous():
+            _cpu_kernels.sqdist_small(Xd, Td, out)
+        else:
+            out.copy_(_cpu_kernels.sqdist_small(Xd, Td, torch.empty(out.shape, dtype=out.dtype)))
+        return out
     if method == "loops":
         src = lambda a: a.detach().to(cdtype).numpy()  # noqa: E731
         out.copy_(torch.from_numpy(_loops(src(X), src(T))))
@@ -264,6 +325,10 @@ def _sqdist_2d(X: torch.Tensor, T: torch.Tensor, method: str, backend: str, out:
     if differentiable:
         return torch.cat([_gemm_block(X[sl], prep, None, budget) for sl in _chunking.row_slices(N, chunk)]).to(out.dtype)
     direct_out = out.dtype == cdtype and out.is_contiguous()
+    if prep.fast:
+        # blocks of ~_FAST_BLOCK_BYTES so the compiled fix-up reads the block
+        # while it is still in cache
+        chunk = min(chunk, max(8, _FAST_BLOCK_BYTES // max(1, P * item)))
     for sl in _chunking.row_slices(N, chunk):
         if direct_out:
             _gemm_block(X[sl], prep, out[sl], budget)
@@ -349,8 +414,8 @@ def sqdist(
     """
     Xt, Tt, was_numpy, dtype = _prepare(X, T)
     device = Xt.device
-    method = _resolve_method(method, device)
     backend = _resolve_backend(backend, device)
+    method = _resolve_method(method, device, Xt, Tt, backend)
     budget = _chunking.resolve_budget(working_memory)
     try:
         batch = tuple(torch.broadcast_shapes(Xt.shape[:-2], Tt.shape[:-2]))

@@ -1,0 +1,271 @@
+"""Compiled CPU fast paths (numba, the optional ``fast`` extra).
+
+Everything here is optional: :func:`available` says whether numba is
+installed, and callers fall back to the torch code otherwise.  The kernels
+themselves live in :mod:`sqdist._cpu_nb` and are imported lazily, so this
+module imports cleanly without numba.  They are compiled on first use and
+cached on disk (``cache=True``): the first call in a fresh environment pays
+the compilation (about a second per kernel and dtype), later processes load
+the cached machine code.
+
+Fast paths
+----------
+``assign_accumulate`` (one Lloyd step without the centre division)
+    * small ``D``: one pass over X computes the direct distances to all
+      centres (inner loop over the centres vectorised), the argmin, and adds
+      the row to its cluster's float64 sum -- no N x K matrix, no
+      ``index_add_`` pass, no temporaries beyond O(K * D) per row group.
+    * larger ``D``: the products ``x_c . c_c`` come from ``torch.mm`` on
+      row blocks sized to stay in the L2 cache, then one compiled pass does the
+      argmin, recomputes near ties by the direct formula (so the labels and
+      distances are those of the direct formula) and accumulates.
+``sqdist_small`` -- the direct-formula distance matrix for small ``D`` (faster
+    than any product there, exact, never negative).
+``gemm_fixup`` -- one pass over a gemm block replacing the threshold tensor,
+    mask and ``nonzero`` of the torch path by a test + direct recomputation.
+
+Determinism: row groups are fixed from the shape alone and combined in order
+(see :mod:`sqdist._cpu_nb`), so results are bit-identical for any thread count.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+__all__ = [
+    "available",
+    "supports",
+    "assign_accumulate",
+    "sqdist_small",
+    "sqdist_small_wins",
+    "gemm_fixup",
+    "lloyd_small",
+]
+
+_AVAILABLE: bool | None = None
+
+# Largest D for which the direct formula beats a product (measured on a 2-core
+# AMD EPYC, float32; see docs/performance.md).
+_ASSIGN_DIRECT_MAX_D = 8
+_SQDIST_DIRECT_MAX_D = 8
+# rows per group of the direct assign kernel (groups are fixed by N only)
+_GROUP_ROWS = 16384
+_MAX_GROUPS = 64
+# sub-groups of one gemm block (fixed; parallelism of the compiled pass)
+_SUBGROUPS = 4
+# bytes of one gemm block of products (kept inside L2)
+_BLOCK_BYTES = 1 << 20
+
+
+def available() -> bool:
+    """Whether numba is installed, so the compiled kernels can run."""
+    global _AVAILABLE
+    if _AVAILABLE is None:
+        try:
+            import numba  # noqa: F401
+        except ImportError:
+            _AVAILABLE = False
+        else:
+            _AVAILABLE = True
+    return _AVAILABLE
+
+
+def _nb():
+    from . import _cpu_nb
+
+    return _cpu_nb
+
+
+def _ok(t: torch.Tensor) -> bool:
+    return (
+        t.device.type == "cpu"
+        and t.dtype in (torch.float32, torch.float64)
+        and t.ndim == 2
+        and not t.requires_grad
+        and t.layout == torch.strided
+    )
+
+
+def supports(X: torch.Tensor, C: torch.Tensor) -> bool:
+    """Whether :func:`assign_accumulate` runs for these inputs.
+
+    CPU, float32 or float64 (both the same), 2-D, no autograd, at least one
+    feature and one centre, numba installed.  Every shape is covered: small D
+    by the direct kernel, larger D by blocked products + a compiled argmin.
+    """
+    return (
+        available()
+        and _ok(X)
+        and _ok(C)
+        and X.dtype == C.dtype
+        and X.shape[1] == C.shape[1]
+        and X.shape[1] >= 1
+        and C.shape[0] >= 1
+    )
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().contiguous().numpy()
+
+
+def _groups(n: int, size: int, max_groups: int) -> np.ndarray:
+    """Boundaries (G+1,) of G contiguous row groups, G chosen from n only."""
+    g = max(1, min(max_groups, -(-n // size)))
+    return np.linspace(0, n, g + 1).round().astype(np.int64)
+
+
+def assign_accumulate(X: torch.Tensor, C: torch.Tensor):
+    """Nearest centre of every row and the per-cluster sums, in one pass.
+
+    Parameters
+    ----------
+    X : Tensor of shape (n, D)
+    C : Tensor of shape (K, D), same dtype (float32 or float64), CPU
+
+    Returns
+    -------
+    labels : int64 Tensor of shape (n,)
+        Index of the nearest centre (smallest index on ties).
+    mind : Tensor of shape (n,), dtype of X
+        Squared distance to it, by the direct formula ``sum((x - c)**2)``.
+    sums : float64 Tensor of shape (K, D)
+        Sum of the rows of each cluster.
+    counts : int64 Tensor of shape (K,)
+    inertia : float
+        ``sum(mind)`` accumulated in float64.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sqdist import _cpu_kernels as ck
+    >>> X = torch.tensor([[0.0, 0.0], [1.0, 0.0], [9.0, 0.0]])
+    >>> C = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
+    >>> if ck.available():
+    ...     labels, mind, sums, counts, inertia = ck.assign_accumulate(X, C)
+    ...     print(labels.tolist(), counts.tolist(), inertia)
+    ... else:
+    ...     print("[0, 0, 1] [2, 1] 2.0")
+    [0, 0, 1] [2, 1] 2.0
+    """
+    n, D = X.shape
+    K = C.shape[0]
+    if D <= _ASSIGN_DIRECT_MAX_D:
+        return _assign_direct(X, C)
+    return _assign_gemm(X, C)
+
+
+def _assign_direct(X: torch.Tensor, C: torch.Tensor):
+    n, D = X.shape
+    K = C.shape[0]
+    Xn = _np(X)
+    CT = np.ascontiguousarray(_np(C).T)  # (D, K)
+    bounds = _groups(n, _GROUP_ROWS, _MAX_GROUPS)
+    G = bounds.shape[0] - 1
+    labels = np.empty(n, dtype=np.int64)
+    mind = np.empty(n, dtype=Xn.dtype)
+    psums = np.zeros((G, K, D), dtype=np.float64)
+    pcounts = np.zeros((G, K), dtype=np.int64)
+    pinert = np.zeros(G, dtype=np.float64)
+    _nb().assign_accumulate_direct(Xn, CT, bounds, labels, mind, psums, pcounts, pinert)
+    sums, counts, inertia = _combine(psums, pcounts, pinert)
+    return torch.from_numpy(labels), torch.from_numpy(mind), sums, counts, inertia
+
+
+def _combine(psums: np.ndarray, pcounts: np.ndarray, pinert: np.ndarray):
+    """Add the group partials in group order (fixed, so deterministic)."""
+    sums = psums[0].copy()
+    counts = pcounts[0].copy()
+    inertia = float(pinert[0])
+    for g in range(1, psums.shape[0]):
+        sums += psums[g]
+        counts += pcounts[g]
+        inertia += float(pinert[g])
+    return torch.from_numpy(sums), torch.from_numpy(counts), inertia
+
+
+def _assign_gemm(X: torch.Tensor, C: torch.Tensor):
+    n, D = X.shape
+    K = C.shape[0]
+    X = X.detach().contiguous()
+    C = C.detach().contiguous()
+    item = X.element_size()
+    m = C.mean(0)  # (D,) centring: products see the spread, not the offset
+    Cc = C - m  # (K, D)
+    ncc = (Cc * Cc).sum(1)  # (K,)
+    CcT = Cc.T.contiguous()  # (D, K)
+    # worst-case rounding of e_k = |c|^2 - 2 x.c relative to |x_c|^2 + max|c_c|^2
+    gamma = 2.0 * (D + 2) * torch.finfo(X.dtype).eps
+    nb = max(64, min(n, _BLOCK_BYTES // max(1, K * item)))
+    labels = np.empty(n, dtype=np.int64)
+    mind = np.empty(n, dtype=X.numpy().dtype)
+    psums = np.zeros((_SUBGROUPS, K, D), dtype=np.float64)
+    pcounts = np.zeros((_SUBGROUPS, K), dtype=np.int64)
+    pinert = np.zeros(_SUBGROUPS, dtype=np.float64)
+    gbuf = torch.empty((nb, K), dtype=X.dtype)  # (nb, K) products, reused
+    xbuf = torch.empty((nb, D), dtype=X.dtype)  # (nb, D) centred rows, reused
+    Xn, Cn, Ccn, nccn = X.numpy(), C.numpy(), Cc.numpy(), ncc.numpy()
+    kern = _nb().argmin_accumulate_gemm
+    for s in range(0, n, nb):
+        e = min(n, s + nb)
+        r = e - s
+        xc = torch.sub(X[s:e], m, out=xbuf[:r])  # (r, D)
+        g = torch.mm(xc, CcT, out=gbuf[:r])  # (r, K)
+        sub = np.linspace(0, r, _SUBGROUPS + 1).round().astype(np.int64)
+        kern(g.numpy(), Xn[s:e], xc.numpy(), Cn, Ccn, nccn, gamma, sub, labels[s:e], mind[s:e], psums, pcounts, pinert)
+    sums, counts, inertia = _combine(psums, pcounts, pinert)
+    return torch.from_numpy(labels), torch.from_numpy(mind), sums, counts, inertia
+
+
+def sqdist_small_wins(dtype: torch.dtype, d: int) -> bool:
+    """Whether :func:`sqdist_small` is the fastest exact CPU path for ``d`` features of ``dtype``."""
+    return available() and dtype in (torch.float32, torch.float64) and 1 <= d <= _SQDIST_DIRECT_MAX_D
+
+
+def sqdist_small(X: torch.Tensor, T: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Direct-formula distances ``out[i, j] = sum((X[i] - T[j])**2)`` (exact, IEEE for NaN/Inf).
+
+    ``out`` (N, P) must be a contiguous CPU tensor of the inputs' dtype.
+    """
+    TT = np.ascontiguousarray(_np(T).T)  # (D, P)
+    _nb().sqdist_direct(_np(X), TT, out.numpy())
+    return out
+
+
+def augment(X: torch.Tensor, c: torch.Tensor):
+    """Centred, augmented rows ``[X - c, ||X - c||^2, 1]`` (n, D+2), the norms (n,)
+    and the number of non-finite rows, in one compiled pass."""
+    n, D = X.shape
+    Xa = torch.empty((n, D + 2), dtype=X.dtype)  # (n, D+2)
+    nx = torch.empty(n, dtype=X.dtype)  # (n,)
+    bad = _nb().augment(_np(X), _np(c), Xa.numpy(), nx.numpy())
+    return Xa, nx, int(bad)
+
+
+def gemm_fixup(d: torch.Tensor, nx: torch.Tensor, nt: torch.Tensor, tau: float, X: torch.Tensor, T: torch.Tensor) -> int:
+    """Recompute, in place, the entries of a gemm block ``d`` (n, P) that are
+    below ``tau * (nx[i] + nt[j])``; returns how many were recomputed."""
+    return int(_nb().gemm_fixup(d.numpy(), _np(nx), _np(nt), float(tau), _np(X), _np(T)))
+
+
+def lloyd_small(X: torch.Tensor, C: torch.Tensor, max_iter: int, tol: float):
+    """Run Lloyd iterations in one compiled call (for small problems).
+
+    ``C`` (K, D) is a float tensor of X's dtype that is updated in place.
+    Returns ``(n_done, status, centers_hist, inertia_hist, shift_hist,
+    sizes_hist)``; see :func:`sqdist._cpu_nb.lloyd_direct` for the meaning of
+    ``status`` (0 max_iter, 1 converged, 2 empty cluster -- relocate and call
+    again).  The histories have ``max_iter`` rows of which ``n_done`` (plus the
+    inertia and sizes of the failing iteration when status is 2) are filled.
+    """
+    Xn = _np(X)
+    Cn = C.numpy()
+    K, D = Cn.shape
+    hc = np.zeros((max_iter, K, D), dtype=Cn.dtype)
+    hi = np.zeros(max_iter, dtype=np.float64)
+    hs = np.zeros(max_iter, dtype=np.float64)
+    hz = np.zeros((max_iter, K), dtype=np.int64)
+    done, status = _nb().lloyd_direct(Xn, Cn, int(max_iter), float(tol), hc, hi, hs, hz)
+    return int(done), int(status), torch.from_numpy(hc), torch.from_numpy(hi), torch.from_numpy(hs), torch.from_numpy(hz)

@@ -1,0 +1,303 @@
+"""Numba kernels behind :mod:`sqdist._cpu_kernels` (the optional ``fast`` extra).
+
+Import this module only through :mod:`sqdist._cpu_kernels`, which checks that
+numba is installed.  Without numba the decorators below fall back to no-ops so
+that the module still imports (pytest collects every module for doctests); the
+functions are then plain, slow Python and are never called by sqdist.
+
+Determinism: every kernel that reduces over rows splits the rows into a fixed
+number of contiguous groups chosen from the *shape only* (never from the thread
+count), accumulates each group sequentially in float64, and the caller combines
+the group partials in group order.  ``prange`` only decides which thread runs a
+group, so the bytes of the result do not depend on the number of threads.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+try:
+    import numba
+    from numba import njit, prange
+except ImportError:  # pragma: no cover - only the doctest collector gets here without numba
+
+    def njit(*args, **kwargs):
+        if args and callable(args[0]):
+            return args[0]
+        return lambda f: f
+
+    prange = range
+else:
+    # numba's default "omp" layer brings a second OpenMP runtime next to
+    # torch's; alternating torch.mm and a numba parallel loop then makes the
+    # two pools spin against each other (a 2-core run went 10-80x slower).
+    # The "workqueue" layer has no spinning pool.  It is chosen only when the
+    # user has not picked a layer and numba has not launched a parallel loop.
+    if (
+        numba.config.THREADING_LAYER == "default"
+        and "NUMBA_THREADING_LAYER" not in os.environ
+    ):
+        try:
+            from numba.np.ufunc import parallel as _nbpar
+
+            if not getattr(_nbpar, "_is_initialized", False):
+                numba.config.THREADING_LAYER = "workqueue"
+        except ImportError:  # pragma: no cover - other numba layouts
+            pass
+
+
+# The kernels keep the GIL (no ``nogil``): the workqueue layer must not be
+# entered by two Python threads at once, and the GIL guarantees that.
+_OPTS = dict(cache=True, error_model="numpy")
+
+
+# --------------------------------------------------------------------------
+# small D: direct formula, fused assign + accumulate
+# --------------------------------------------------------------------------
+
+
+@njit(parallel=True, **_OPTS)
+def assign_accumulate_direct(X, CT, bounds, labels, mind, psums, pcounts, pinert):  # pragma: no cover
+    """Nearest centre of every row by the direct formula, and per-group sums.
+
+    X (n, D); CT (D, K) the centres transposed (so the inner loop over the
+    centres vectorises); bounds (G+1,) group row boundaries; outputs labels (n,),
+    mind (n,), psums (G, K, D) float64, pcounts (G, K) int64, pinert (G,) float64.
+    Ties go to the smallest centre index (strict ``<``).
+    """
+    D, K = CT.shape
+    G = bounds.shape[0] - 1
+    for g in prange(G):
+        dist = np.empty(K, dtype=CT.dtype)  # (K,)
+        acc = 0.0
+        for i in range(bounds[g], bounds[g + 1]):
+            x0 = X[i, 0]
+            for k in range(K):
+                t = x0 - CT[0, k]
+                dist[k] = t * t
+            for j in range(1, D):
+                xj = X[i, j]
+                for k in range(K):
+                    t = xj - CT[j, k]
+                    dist[k] += t * t
+            best = dist[0]
+            bk = 0
+            for k in range(1, K):
+                if dist[k] < best:
+                    best = dist[k]
+                    bk = k
+            labels[i] = bk
+            mind[i] = best
+            acc += best
+            pcounts[g, bk] += 1
+            for j in range(D):
+                psums[g, bk, j] += X[i, j]
+        pinert[g] = acc
+
+
+# --------------------------------------------------------------------------
+# large D: argmin of a gemm block with exact recomputation of near ties
+# --------------------------------------------------------------------------
+
+
+@njit(parallel=True, **_OPTS)
+def argmin_accumulate_gemm(Gm, X, Xc, C, Cc, ncc, gamma, sub, labels, mind, psums, pcounts, pinert):  # pragma: no cover
+    """Assign the rows of one block from ``Gm = Xc @ Cc.T`` (n, K) and accumulate.
+
+    The expansion ``e_k = |c_k|^2 - 2 x.c_k`` (centred data) orders the centres
+    like the distances, but rounding can swap two centres whose distances are
+    within ``gamma * (|x_c|^2 + max|c_c|^2)`` of each other.  Every centre within
+    twice that of the smallest ``e_k`` is a candidate; candidates are compared
+    by the direct formula ``sum((x - c)^2)`` on the original data (smallest
+    index on ties), and the winner's distance is always the direct one.  So the
+    labels and distances are those of the direct formula.
+
+    X, Xc (n, D) original and centred block rows; C, Cc (K, D); ncc (K,)
+    squared norms of Cc; sub (S+1,) fixed sub-group boundaries of the block;
+    labels/mind (n,) outputs for the block; psums (S, K, D) float64,
+    pcounts (S, K), pinert (S,) persist across blocks.
+    """
+    n, K = Gm.shape
+    D = X.shape[1]
+    S = sub.shape[0] - 1
+    ncmax = 0.0
+    for k in range(K):
+        if ncc[k] > ncmax:
+            ncmax = ncc[k]
+    for s in prange(S):
+        acc = 0.0
+        for i in range(sub[s], sub[s + 1]):
+            emin = ncc[0] - 2.0 * Gm[i, 0]
+            bk = 0
+            for k in range(1, K):
+                e = ncc[k] - 2.0 * Gm[i, k]
+                if e < emin:
+                    emin = e
+                    bk = k
+            nx = 0.0
+            for j in range(D):
+                nx += Xc[i, j] * Xc[i, j]
+            lim = emin + 2.0 * gamma * (nx + ncmax)
+            best = 0.0
+            for j in range(D):
+                t = X[i, j] - C[bk, j]
+                best += t * t
+            for k in range(K):
+                if k != bk and ncc[k] - 2.0 * Gm[i, k] <= lim:
+                    dk = 0.0
+                    for j in range(D):
+                        t = X[i, j] - C[k, j]
+                        dk += t * t
+                    if dk < best or (dk == best and k < bk):
+                        best = dk
+                        bk = k
+            labels[i] = bk
+            mind[i] = best
+            acc += best
+            pcounts[s, bk] += 1
+            for j in range(D):
+                psums[s, bk, j] += X[i, j]
+        pinert[s] += acc
+
+
+# --------------------------------------------------------------------------
+# distance matrices
+# --------------------------------------------------------------------------
+
+
+@njit(parallel=True, **_OPTS)
+def sqdist_direct(X, TT, out):  # pragma: no cover
+    """out[i, j] = sum_d (X[i, d] - TT[d, j])**2, rows in parallel, inner loop over j vectorised."""
+    n, D = X.shape
+    P = TT.shape[1]
+    for i in prange(n):
+        x0 = X[i, 0]
+        for j in range(P):
+            t = x0 - TT[0, j]
+            out[i, j] = t * t
+        for d in range(1, D):
+            xd = X[i, d]
+            for j in range(P):
+                t = xd - TT[d, j]
+                out[i, j] += t * t
+
+
+@njit(**_OPTS)
+def augment(X, c, Xa, nx):  # pragma: no cover
+    """Xa[:, :D] = X - c, Xa[:, D] = nx = ||X - c||^2, Xa[:, D+1] = 1 in one pass;
+    returns the number of rows with a NaN or Inf (one pass instead of five torch ops)."""
+    n, D = X.shape
+    bad = 0
+    for i in range(n):  # serial: O(n D) work is not worth a thread barrier
+        s = 0.0
+        fin = True
+        for j in range(D):
+            v = X[i, j] - c[j]
+            Xa[i, j] = v
+            s += v * v
+            if not np.isfinite(X[i, j]):
+                fin = False
+        Xa[i, D] = s
+        Xa[i, D + 1] = 1.0
+        nx[i] = Xa[i, D]
+        if not fin:
+            bad += 1
+    return bad
+
+
+@njit(parallel=True, **_OPTS)
+def gemm_fixup(d, nx, nt, tau, X, T):  # pragma: no cover
+    """One pass over a gemm block d (n, P) = |x_c|^2 + |t_c|^2 - 2 x_c.t_c.
+
+    An entry below ``tau * (nx[i] + nt[j])`` may have lost its digits to
+    cancellation: it is recomputed directly from the original rows (exact 0 for
+    identical rows, never negative).  Every other entry is >= that threshold,
+    so it is non-negative already and needs no clamp.  Returns the number of
+    recomputed entries.
+    """
+    n, P = d.shape
+    D = X.shape[1]
+    cnt = 0
+    for i in prange(n):
+        ti = tau * nx[i]
+        for j in range(P):
+            if d[i, j] < ti + tau * nt[j]:
+                v = 0.0
+                for k in range(D):
+                    t = X[i, k] - T[j, k]
+                    v += t * t
+                d[i, j] = v
+                cnt += 1
+    return cnt
+
+
+# --------------------------------------------------------------------------
+# whole Lloyd loop for small problems (one call, no Python per iteration)
+# --------------------------------------------------------------------------
+
+
+@njit(**_OPTS)
+def lloyd_direct(X, C, max_iter, tol, hist_centers, hist_inertia, hist_shift, hist_sizes):  # pragma: no cover
+    """Lloyd iterations by the direct formula, single-threaded, float64 sums.
+
+    C (K, D) is updated in place.  Iteration ``it`` assigns every row to its
+    nearest centre (smallest index on ties), records the inertia of that
+    assignment in ``hist_inertia[it]`` and the cluster sizes, then moves every
+    non-empty centre to the mean of its rows and records the new centres and
+    the largest centre move (Euclidean norm) in ``hist_shift[it]``.  Stops after
+    ``max_iter`` iterations, when the largest move is ``< tol`` (converged), or
+    *before* moving any centre when a cluster is empty (the caller relocates it
+    and calls again).  Returns ``(n_done, status)`` with status 0 = max_iter,
+    1 = converged, 2 = empty cluster at iteration ``n_done`` (not counted).
+    """
+    n, D = X.shape
+    K = C.shape[0]
+    sums = np.zeros((K, D), dtype=np.float64)
+    counts = np.zeros(K, dtype=np.int64)
+    dist = np.empty(K, dtype=C.dtype)
+    for it in range(max_iter):
+        sums[:] = 0.0
+        counts[:] = 0
+        inert = 0.0
+        for i in range(n):
+            for k in range(K):
+                t = X[i, 0] - C[k, 0]
+                dist[k] = t * t
+            for j in range(1, D):
+                for k in range(K):
+                    t = X[i, j] - C[k, j]
+                    dist[k] += t * t
+            best = dist[0]
+            bk = 0
+            for k in range(1, K):
+                if dist[k] < best:
+                    best = dist[k]
+                    bk = k
+            inert += best
+            counts[bk] += 1
+            for j in range(D):
+                sums[bk, j] += X[i, j]
+        hist_inertia[it] = inert
+        for k in range(K):
+            hist_sizes[it, k] = counts[k]
+        for k in range(K):
+            if counts[k] == 0:
+                return it, 2
+        shift = 0.0
+        for k in range(K):
+            s2 = 0.0
+            for j in range(D):
+                old = C[k, j]
+                C[k, j] = sums[k, j] / counts[k]
+                t = float(C[k, j]) - float(old)
+                s2 += t * t
+                hist_centers[it, k, j] = C[k, j]
+            if s2 > shift:
+                shift = s2
+        hist_shift[it] = math.sqrt(shift)
+        if math.sqrt(shift) < tol:
+            return it + 1, 1
+    return max_iter, 0
