@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-import sqdist
 from sqdist import bench
 from sqdist._machine import format_machine, machine_info
 from sqdist._validation import SqdistError
@@ -58,7 +57,7 @@ def test_loops_timed_on_subset_and_flagged(tiny_result):
 def test_validation_verdict_and_checks(tiny_result):
     assert tiny_result.validation_passed
     verdict = tiny_result.verdict()
-    assert verdict.startswith("validation passed: torch CPU (broadcast, gemm) equals loops/numpy within tolerance")
+    assert verdict.startswith("validation passed: torch CPU (broadcast, gemm) equals loops/NumPy within tolerance")
     assert verdict in bench.format_table(tiny_result)
     pairs = {(c.N, c.method, c.reference) for c in tiny_result.checks}
     assert pairs == {(n, m, ref) for n in (12, 20) for m in ("broadcast", "gemm") for ref in ("loops", "numpy")}
@@ -199,13 +198,17 @@ def test_machine_info():
     assert info["cpu_model"] in format_machine(info)
 
 
-def test_cli_bench_tiny(run_cli, tmp_path):
+def test_cli_bench_tiny(tmp_path, capsys):
+    from sqdist import cli
+
     out = tmp_path / "res.json"
-    r = run_cli("bench", "--sizes", "8x6x2,5x5x3", "--threads", "1", "--quick", "--device", "cpu", "--out", str(out))
-    assert r.returncode == 0, r.stderr
-    assert "validation passed: torch CPU" in r.stdout
+    rc = cli.main(["bench", "--sizes", "8x6x2,5x5x3", "--threads", "1", "--quick", "--device", "cpu", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "validation passed: torch CPU" in captured.out
     for label in ("two Python loops", "NumPy broadcasting", "torch broadcast", "torch gemm (auto)"):
-        assert label in r.stdout
+        assert label in captured.out
+    assert "8x6x2: two Python loops on cpu" in captured.err  # progress goes to stderr
     data = json.loads(out.read_text())
     assert [(x["N"], x["method"]) for x in data["rows"]][:2] == [(8, "loops"), (8, "numpy")]
 
@@ -240,3 +243,16 @@ def test_cli_help(capsys):
     out = capsys.readouterr().out
     for opt in ("--sizes", "--device", "--out", "--threads", "--quick"):
         assert opt in out
+
+
+def test_stderr_of_the_measured_call_stays_visible(capfd):
+    import sys
+
+    def noisy():
+        print("budget too small", file=sys.stderr, flush=True)  # e.g. a RuntimeWarning being shown
+        return torch.zeros(3)
+
+    bench._measure_cpu(noisy)
+    err = capfd.readouterr().err
+    assert "budget too small" in err
+    assert "profiler_start" not in err and "USDT" not in err
