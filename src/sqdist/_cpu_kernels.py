@@ -49,15 +49,19 @@ _AVAILABLE: bool | None = None
 
 # Largest D for which the direct formula beats a product (measured on a 2-core
 # AMD EPYC, float32; see docs/performance.md).
-_ASSIGN_DIRECT_MAX_D = 8
-_SQDIST_DIRECT_MAX_D = 8
+_ASSIGN_DIRECT_MAX_D = 32
+_SQDIST_DIRECT_MAX_D = 16
 # rows per group of the direct assign kernel (groups are fixed by N only)
 _GROUP_ROWS = 16384
 _MAX_GROUPS = 64
 # sub-groups of one gemm block (fixed; parallelism of the compiled pass)
 _SUBGROUPS = 4
-# bytes of one gemm block of products (kept inside L2)
-_BLOCK_BYTES = 1 << 20
+# bytes of one gemm block of products.  Smaller (L2-sized) blocks would be the
+# textbook choice, but each block costs a hand-over between torch's and
+# numba's thread pools, and on a loaded 2-core machine every hand-over costs
+# milliseconds: 64 MiB blocks measured 1.2-1.5x the bare product there, 1 MiB
+# blocks 3.5-5.7x (docs/performance.md).
+_BLOCK_BYTES = 64 << 20
 
 
 def available() -> bool:
@@ -117,13 +121,16 @@ def _groups(n: int, size: int, max_groups: int) -> np.ndarray:
     return np.linspace(0, n, g + 1).round().astype(np.int64)
 
 
-def assign_accumulate(X: torch.Tensor, C: torch.Tensor):
+def assign_accumulate(X: torch.Tensor, C: torch.Tensor, *, labels_out: torch.Tensor | None = None, mind_out: torch.Tensor | None = None):
     """Nearest centre of every row and the per-cluster sums, in one pass.
 
     Parameters
     ----------
     X : Tensor of shape (n, D)
     C : Tensor of shape (K, D), same dtype (float32 or float64), CPU
+    labels_out, mind_out : Tensor of shape (n,), optional
+        Contiguous int64 / X-dtype buffers to write into (reuse them across
+        Lloyd iterations: the call then allocates only O(K * D) memory).
 
     Returns
     -------
@@ -152,26 +159,27 @@ def assign_accumulate(X: torch.Tensor, C: torch.Tensor):
     """
     n, D = X.shape
     K = C.shape[0]
+    labels = torch.empty(n, dtype=torch.int64) if labels_out is None else labels_out
+    mind = torch.empty(n, dtype=X.dtype) if mind_out is None else mind_out
     if D <= _ASSIGN_DIRECT_MAX_D:
-        return _assign_direct(X, C)
-    return _assign_gemm(X, C)
+        return _assign_direct(X, C, labels, mind)
+    return _assign_gemm(X, C, labels, mind)
 
 
-def _assign_direct(X: torch.Tensor, C: torch.Tensor):
+def _assign_direct(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor):
     n, D = X.shape
     K = C.shape[0]
     Xn = _np(X)
     CT = np.ascontiguousarray(_np(C).T)  # (D, K)
     bounds = _groups(n, _GROUP_ROWS, _MAX_GROUPS)
     G = bounds.shape[0] - 1
-    labels = np.empty(n, dtype=np.int64)
-    mind = np.empty(n, dtype=Xn.dtype)
+    labels, mind = labels_t.numpy(), mind_t.numpy()
     psums = np.zeros((G, K, D), dtype=np.float64)
     pcounts = np.zeros((G, K), dtype=np.int64)
     pinert = np.zeros(G, dtype=np.float64)
     _nb().assign_accumulate_direct(Xn, CT, bounds, labels, mind, psums, pcounts, pinert)
     sums, counts, inertia = _combine(psums, pcounts, pinert)
-    return torch.from_numpy(labels), torch.from_numpy(mind), sums, counts, inertia
+    return labels_t, mind_t, sums, counts, inertia
 
 
 def _combine(psums: np.ndarray, pcounts: np.ndarray, pinert: np.ndarray):
@@ -186,7 +194,7 @@ def _combine(psums: np.ndarray, pcounts: np.ndarray, pinert: np.ndarray):
     return torch.from_numpy(sums), torch.from_numpy(counts), inertia
 
 
-def _assign_gemm(X: torch.Tensor, C: torch.Tensor):
+def _assign_gemm(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor):
     n, D = X.shape
     K = C.shape[0]
     X = X.detach().contiguous()
@@ -196,11 +204,11 @@ def _assign_gemm(X: torch.Tensor, C: torch.Tensor):
     Cc = C - m  # (K, D)
     ncc = (Cc * Cc).sum(1)  # (K,)
     CcT = Cc.T.contiguous()  # (D, K)
-    # worst-case rounding of e_k = |c|^2 - 2 x.c relative to |x_c|^2 + max|c_c|^2
-    gamma = 2.0 * (D + 2) * torch.finfo(X.dtype).eps
+    # worst-case rounding of e_k = |c|^2 - 2 x.c (product, centring, norms and
+    # the subtraction in X's dtype) relative to |x_c|^2 + max|c_c|^2
+    gamma = 2.0 * (D + 4) * torch.finfo(X.dtype).eps
     nb = max(64, min(n, _BLOCK_BYTES // max(1, K * item)))
-    labels = np.empty(n, dtype=np.int64)
-    mind = np.empty(n, dtype=X.numpy().dtype)
+    labels, mind = labels_t.numpy(), mind_t.numpy()
     psums = np.zeros((_SUBGROUPS, K, D), dtype=np.float64)
     pcounts = np.zeros((_SUBGROUPS, K), dtype=np.int64)
     pinert = np.zeros(_SUBGROUPS, dtype=np.float64)
@@ -216,7 +224,7 @@ def _assign_gemm(X: torch.Tensor, C: torch.Tensor):
         sub = np.linspace(0, r, _SUBGROUPS + 1).round().astype(np.int64)
         kern(g.numpy(), Xn[s:e], xc.numpy(), Cn, Ccn, nccn, gamma, sub, labels[s:e], mind[s:e], psums, pcounts, pinert)
     sums, counts, inertia = _combine(psums, pcounts, pinert)
-    return torch.from_numpy(labels), torch.from_numpy(mind), sums, counts, inertia
+    return labels_t, mind_t, sums, counts, inertia
 
 
 def sqdist_small_wins(dtype: torch.dtype, d: int) -> bool:

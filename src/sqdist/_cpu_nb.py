@@ -130,30 +130,39 @@ def argmin_accumulate_gemm(Gm, X, Xc, C, Cc, ncc, gamma, sub, labels, mind, psum
     for s in prange(S):
         acc = 0.0
         for i in range(sub[s], sub[s + 1]):
-            emin = ncc[0] - 2.0 * Gm[i, 0]
+            # one pass: smallest and second smallest e_k (in the block's dtype)
+            m1 = ncc[0] - 2 * Gm[i, 0]
+            m2 = np.inf
             bk = 0
             for k in range(1, K):
-                e = ncc[k] - 2.0 * Gm[i, k]
-                if e < emin:
-                    emin = e
-                    bk = k
+                e = ncc[k] - 2 * Gm[i, k]
+                if e < m2:
+                    if e < m1:
+                        m2 = m1
+                        m1 = e
+                        bk = k
+                    else:
+                        m2 = e
             nx = 0.0
             for j in range(D):
                 nx += Xc[i, j] * Xc[i, j]
-            lim = emin + 2.0 * gamma * (nx + ncmax)
+            lim = m1 + 2.0 * gamma * (nx + ncmax)
             best = 0.0
             for j in range(D):
                 t = X[i, j] - C[bk, j]
                 best += t * t
-            for k in range(K):
-                if k != bk and ncc[k] - 2.0 * Gm[i, k] <= lim:
-                    dk = 0.0
-                    for j in range(D):
-                        t = X[i, j] - C[k, j]
-                        dk += t * t
-                    if dk < best or (dk == best and k < bk):
-                        best = dk
-                        bk = k
+            if m2 <= lim:
+                # a near tie: compare every candidate by the direct formula
+                b0 = bk
+                for k in range(K):
+                    if k != b0 and ncc[k] - 2 * Gm[i, k] <= lim:
+                        dk = 0.0
+                        for j in range(D):
+                            t = X[i, j] - C[k, j]
+                            dk += t * t
+                        if dk < best or (dk == best and k < bk):
+                            best = dk
+                            bk = k
             labels[i] = bk
             mind[i] = best
             acc += best

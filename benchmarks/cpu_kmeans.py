@@ -1,0 +1,264 @@
+"""CPU k-means benchmark: time per Lloyd iteration against every importable peer.
+
+Run (from the repository root)::
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=src \
+        python benchmarks/cpu_kmeans.py --threads 2 --json cpu_kmeans.json
+
+Same float32 data (a Gaussian mixture), same initial centres (the true
+mixture centres, perturbed) and the same iteration count for everyone, all thread pools
+pinned, one process.  Peers: scikit-learn ``KMeans(algorithm="lloyd")``, FAISS
+``faiss.Kmeans`` (no subsampling), fast-pytorch-kmeans, a naive torch loop
+(full N x K matrix), and ours: ``sqdist._cpu_kernels.assign_accumulate`` +
+the centre division ("ours (kernel)"), the one-call small-problem loop
+("ours (lloyd_small)") and ``sqdist.kmeans`` end to end when it exists.
+Agreement with scikit-learn is checked (labels >= 99.9 % equal, inertia within
+1e-5 relative).  ``--memory`` also measures the peak memory of 20 kernel
+iterations at N = 1e7, D = 2 in a subprocess.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+sys.path.insert(0, os.path.dirname(__file__))
+
+from _common import interleaved, median, pin_threads, table, write_json  # noqa: E402
+
+from sqdist import _cpu_kernels  # noqa: E402
+
+SHAPES = [(250, 2, 5), (1_000_000, 2, 8), (200_000, 64, 256), (100_000, 128, 1024)]
+
+
+def make_data(n: int, d: int, k: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=4.0, size=(k, d))
+    X = (centres[rng.integers(0, k, n)] + rng.normal(size=(n, d))).astype(np.float32)
+    X = X[rng.permutation(n)]
+    # initial centres: the true centres, perturbed -- no cluster starts empty,
+    # so no peer's empty-cluster policy (they differ) enters the comparison
+    C0 = (centres + rng.normal(scale=0.5, size=(k, d))).astype(np.float32)
+    return np.ascontiguousarray(X), C0
+
+
+def inertia_of(X: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, float]:
+    """Exact labels / inertia of centres C in float64 (chunked)."""
+    Xt, Ct = torch.from_numpy(X).double(), torch.from_numpy(C).double()
+    labels, tot = [], 0.0
+    for s in range(0, X.shape[0], 4096):
+        d = torch.cdist(Xt[s : s + 4096], Ct) ** 2
+        m, l = d.min(1)
+        labels.append(l)
+        tot += float(m.sum())
+    return torch.cat(labels).numpy(), tot
+
+
+# ---------------------------------------------------------------- runners
+# each returns (centres after `iters` iterations, iterations actually run)
+
+
+def run_kernel(X, C0, iters):
+    Xt = torch.from_numpy(X)
+    C = torch.from_numpy(C0.copy())
+    labels = torch.empty(X.shape[0], dtype=torch.int64)
+    mind = torch.empty(X.shape[0], dtype=Xt.dtype)
+    for _ in range(iters):
+        _, _, sums, counts, _ = _cpu_kernels.assign_accumulate(Xt, C, labels_out=labels, mind_out=mind)
+        nz = counts > 0
+        C[nz] = (sums[nz] / counts[nz, None]).to(C.dtype)  # (K, D), empty clusters keep their centre
+    return C.numpy(), iters
+
+
+def run_lloyd_small(X, C0, iters):
+    C = torch.from_numpy(C0.copy())
+    done, status, *_ = _cpu_kernels.lloyd_small(torch.from_numpy(X), C, iters, -1.0)
+    return C.numpy(), done
+
+
+def run_naive_torch(X, C0, iters):
+    Xt = torch.from_numpy(X)
+    C = torch.from_numpy(C0.copy())
+    K = C.shape[0]
+    for _ in range(iters):
+        d = (Xt * Xt).sum(1)[:, None] + (C * C).sum(1)[None, :] - 2 * Xt @ C.T  # (N, K)
+        lab = d.argmin(1)
+        sums = torch.zeros(K, X.shape[1], dtype=torch.float64).index_add_(0, lab, Xt.double())
+        counts = torch.bincount(lab, minlength=K)
+        nz = counts > 0
+        C[nz] = (sums[nz] / counts[nz, None]).float()
+    return C.numpy(), iters
+
+
+def run_sklearn(X, C0, iters):
+    from sklearn.cluster import KMeans
+
+    km = KMeans(n_clusters=C0.shape[0], init=C0, n_init=1, max_iter=iters, tol=0.0, algorithm="lloyd").fit(X)
+    return km.cluster_centers_.astype(np.float32), int(km.n_iter_)
+
+
+def run_faiss(X, C0, iters):
+    import faiss
+
+    km = faiss.Kmeans(X.shape[1], C0.shape[0], niter=iters, nredo=1, verbose=False, seed=0,
+                      min_points_per_centroid=1, max_points_per_centroid=10**9, update_index=True)
+    km.train(X, init_centroids=C0)
+    return np.asarray(km.centroids, dtype=np.float32), iters
+
+
+def run_sqdist_kmeans(X, C0, iters):
+    import sqdist
+
+    res = sqdist.kmeans(X, C0.shape[0], init=C0, max_iter=iters, tol=0.0)
+    return np.asarray(res.centers, dtype=np.float32), int(res.n_iter)
+
+
+def runners():
+    r = {"ours (kernel)": run_kernel, "ours (lloyd_small)": run_lloyd_small}
+    try:
+        import sqdist
+
+        if hasattr(sqdist, "kmeans"):
+            r["sqdist.kmeans"] = run_sqdist_kmeans
+    except ImportError:
+        pass
+    r["naive torch"] = run_naive_torch
+    try:
+        import sklearn  # noqa: F401
+
+        r["sklearn"] = run_sklearn
+    except ImportError:
+        pass
+    try:
+        import faiss  # noqa: F401
+
+        r["faiss"] = run_faiss
+    except ImportError:
+        pass
+    try:
+        import fast_pytorch_kmeans  # noqa: F401
+
+        r["fast-pytorch-kmeans"] = run_fast_pytorch_kmeans
+    except Exception:  # noqa: BLE001 - a broken install (e.g. missing psutil) counts as not importable
+        pass
+    return r
+
+
+def run_fast_pytorch_kmeans(X, C0, iters):
+    from fast_pytorch_kmeans import KMeans
+
+    km = KMeans(n_clusters=C0.shape[0], max_iter=iters, tol=-1.0, mode="euclidean", verbose=0)
+    km.fit_predict(torch.from_numpy(X), centroids=torch.from_numpy(C0.copy()))
+    return km.centroids.numpy().astype(np.float32), iters
+
+
+MEM_SCRIPT = r"""
+import resource, sys, torch, numpy as np
+sys.path.insert(0, sys.argv[1])
+from sqdist import _cpu_kernels as ck
+n, iters = int(sys.argv[2]), 20
+torch.set_num_threads(2)
+X = torch.randn(n, 2); C = X[:8].clone()
+ck.assign_accumulate(X[:1000], C)            # compile / load cache first
+labels = torch.empty(n, dtype=torch.int64); mind = torch.empty(n)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+for _ in range(iters):
+    _, _, s, c, _ = ck.assign_accumulate(X, C, labels_out=labels, mind_out=mind)
+    C = (s / c.clamp_min(1)[:, None]).float()
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((peak - base) * 1024)
+"""
+
+
+def memory_check(n: int = 10_000_000) -> dict:
+    src = os.path.join(os.path.dirname(__file__), "..", "src")
+    out = subprocess.run([sys.executable, "-c", MEM_SCRIPT, src, str(n)], capture_output=True, text=True, timeout=600)
+    extra = int(out.stdout.strip().splitlines()[-1])
+    return {"n": n, "X_bytes": n * 2 * 4, "labels_plus_mind_bytes": n * 12, "peak_growth_bytes_during_fit": extra}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--iters", type=int, default=10, help="Lloyd iterations per timed fit (small shapes use 20)")
+    ap.add_argument("--shapes", default=None, help="e.g. 250x2x5,1000000x2x8 (N x D x K)")
+    ap.add_argument("--json", default="cpu_kmeans.json")
+    ap.add_argument("--budget", type=float, default=90.0, help="seconds of timing rounds per shape")
+    ap.add_argument("--memory", action="store_true", help="also measure peak memory at N = 1e7, D = 2")
+    args = ap.parse_args(argv)
+    env = pin_threads(args.threads)
+    shapes = SHAPES if not args.shapes else [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    # first-call cost of the kernels (compilation or on-disk cache load), separately
+    t = time.perf_counter()
+    _cpu_kernels.assign_accumulate(torch.zeros(4, 2), torch.zeros(2, 2))
+    first_direct = time.perf_counter() - t
+    t = time.perf_counter()
+    _cpu_kernels.assign_accumulate(torch.zeros(4, 64), torch.zeros(2, 64))
+    first_gemm = time.perf_counter() - t
+    t = time.perf_counter()
+    _cpu_kernels.lloyd_small(torch.zeros(4, 2), torch.zeros(2, 2), 1, 0.0)
+    first_lloyd = time.perf_counter() - t
+    results = {"env": env, "first_call_s": {"direct": first_direct, "gemm": first_gemm, "lloyd_small": first_lloyd}, "shapes": {}}
+    rs = runners()
+    names = list(rs)
+    rows = []
+    best_ratios = []
+    for N, D, K in shapes:
+        X, C0 = make_data(N, D, K)
+        iters = 20 if N * K * D <= 10**7 else args.iters
+        fns = {k: rs[k] for k in names if not (k == "ours (lloyd_small)" and N * K > 10**6)}
+        outs = {k: f(X, C0, iters) for k, f in fns.items()}  # warm-up + results
+        # agreement: labels / inertia of the final centres, vs scikit-learn (or ours)
+        ref_name = "sklearn" if "sklearn" in outs else "ours (kernel)"
+        ref_labels, ref_inertia = inertia_of(X, outs[ref_name][0])
+        agree = {}
+        for k, (C, n_it) in outs.items():
+            lab, inert = inertia_of(X, C)
+            agree[k] = {"labels_equal": float((lab == ref_labels).mean()), "inertia_rel": abs(inert - ref_inertia) / ref_inertia, "n_iter": n_it}
+        t = interleaved({k: (lambda f=f: f(X, C0, iters)) for k, f in fns.items()}, args.rounds, warmup=0, budget_s=args.budget)
+        per_iter = {k: t[k] / max(1, outs[k][1]) for k in t}
+        # the matrix-product floor of one iteration: X @ C.T
+        Xt, Ct = torch.from_numpy(X), torch.from_numpy(C0).T.contiguous()
+        mmt = interleaved({"mm": lambda: torch.mm(Xt, Ct)}, args.rounds)["mm"]
+        peers = [per_iter[k] for k in ("sklearn", "faiss") if k in per_iter]
+        best_peer = min(peers) if peers else float("nan")
+        ours = min(per_iter[k] for k in per_iter if k.startswith("ours") or k == "sqdist.kmeans")
+        results["shapes"][f"{N}x{D}x{K}"] = {
+            "iters": iters, "per_iter_s": per_iter, "mm_floor_s": mmt, "agreement": agree,
+            "ours_over_best_peer": ours / best_peer, "ours_over_mm": ours / mmt,
+        }
+        if N > 1000:
+            best_ratios.append(ours / best_peer)
+        rows.append([f"{N}x{D}x{K}", f"{mmt * 1e3:.3f}"] + [f"{per_iter[k] * 1e3:.3f}" if k in per_iter else "-" for k in names]
+                    + [f"{ours / best_peer:.2f}x", f"{ours / mmt:.2f}x"])
+        print(f"done {N}x{D}x{K}", file=sys.stderr, flush=True)
+    print(f"float32, {args.threads} threads: ms per Lloyd iteration (min of interleaved rounds), same data and initial centres")
+    print(table(rows, ["N x D x K", "mm floor"] + names + ["ours/best(sk,faiss)", "ours/mm"]))
+    if best_ratios:
+        print(f"median ours / best(sklearn, faiss) over the large shapes: {median(best_ratios):.2f}x")
+    print()
+    arows = [[shp, k, f"{a['labels_equal'] * 100:.3f}%", f"{a['inertia_rel']:.1e}", str(a["n_iter"])]
+             for shp, r in results["shapes"].items() for k, a in r["agreement"].items()]
+    print("agreement with scikit-learn (labels of the final centres, exact float64 inertia)")
+    print(table(arows, ["shape", "who", "labels equal", "inertia rel diff", "iterations"]))
+    fc = results["first_call_s"]
+    print(f"\nfirst call (compile or cache load): direct {fc['direct']:.2f} s, gemm {fc['gemm']:.2f} s, lloyd_small {fc['lloyd_small']:.2f} s")
+    if args.memory:
+        m = memory_check()
+        results["memory"] = m
+        print(f"memory at N={m['n']}: X {m['X_bytes'] / 2**20:.0f} MiB, labels+mind buffers {m['labels_plus_mind_bytes'] / 2**20:.0f} MiB "
+              f"(allocated before), peak growth during 20 iterations {m['peak_growth_bytes_during_fit'] / 2**20:.1f} MiB")
+    write_json(args.json, results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,237 @@
+"""Compiled CPU kernels (numba): exactness against float64 brute force, ties,
+determinism across thread counts, and the fast distance paths of sqdist."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("numba")
+
+import sqdist  # noqa: E402
+from sqdist import _cpu_kernels as ck  # noqa: E402
+from sqdist.distances import _resolve_method  # noqa: E402
+
+
+def brute(X: torch.Tensor, C: torch.Tensor):
+    """float64 brute force: labels (first index on ties), distances, sums, counts, inertia."""
+    d = ((X.double()[:, None, :] - C.double()[None, :, :]) ** 2).sum(-1)  # (n, K)
+    m, lab = d.min(1)
+    K = C.shape[0]
+    sums = torch.zeros(K, X.shape[1], dtype=torch.float64).index_add_(0, lab, X.double())
+    return lab, m, sums, torch.bincount(lab, minlength=K), float(m.sum()), d
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n,D,K,offset", [(500, 2, 5, 0.0), (3000, 3, 17, 1000.0), (700, 40, 33, 0.0), (1500, 64, 100, 1000.0), (300, 1, 4, 5e5)])
+def test_assign_accumulate_matches_brute_force(n, D, K, offset, dtype):
+    g = torch.Generator().manual_seed(n + D)
+    X = (torch.randn(n, D, generator=g, dtype=torch.float64) + offset).to(dtype)
+    C = X[torch.randperm(n, generator=g)[:K]].clone()
+    labels, mind, sums, counts, inertia = ck.assign_accumulate(X, C)
+    lab, m, s, c, inert, d = brute(X, C)
+    assert labels.dtype == torch.int64 and mind.dtype == dtype and sums.dtype == torch.float64 and counts.dtype == torch.int64
+    # a label may differ from float64's only where the two distances are equal
+    # to within the rounding of the direct formula in X's dtype
+    eps = torch.finfo(dtype).eps
+    diff = labels != lab
+    gap = (d[torch.arange(n), labels] - m).abs()
+    assert bool((gap[diff] <= 8 * D * eps * (m[diff] + 1e-30) + 1e-300).all())
+    assert diff.float().mean() <= 1e-3
+    # distances of the chosen centre: direct formula, relative error ~ eps
+    dl = d[torch.arange(n), labels]
+    assert torch.allclose(mind.double(), dl, rtol=4 * D * eps, atol=0)
+    # sums / counts are exactly those of the returned labels, in float64
+    s2 = torch.zeros_like(s).index_add_(0, labels, X.double())
+    assert torch.equal(counts, torch.bincount(labels, minlength=K))
+    assert torch.allclose(sums, s2, rtol=1e-12, atol=1e-9 * (1 + offset))
+    assert inertia == pytest.approx(float(dl.sum()), rel=1e-6)
+    assert inertia == pytest.approx(inert, rel=1e-5)
+
+
+@pytest.mark.parametrize("D", [2, 64])
+def test_ties_go_to_the_smallest_index(D):
+    X = torch.zeros(6, D)
+    X[:, 0] = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    C = torch.zeros(4, D)
+    C[:, 0] = torch.tensor([1.0, -1.0, 1.0, 5.0])  # centre 2 duplicates centre 0; x=0 ties 0/1/2
+    labels, mind, sums, counts, _ = ck.assign_accumulate(X, C)
+    assert labels.tolist() == [0, 0, 0, 0, 3, 3]  # x=3 is 2 from 1.0 and 2 from 5.0 -> index 0
+    assert mind.tolist() == [1.0, 0.0, 1.0, 4.0, 1.0, 0.0]
+    assert counts.tolist() == [4, 0, 0, 2]
+    assert sums[0, 0].item() == 6.0 and sums[3, 0].item() == 9.0
+
+
+def test_identical_rows_and_exact_zero_distances():
+    X = torch.randn(200, 70) + 1000
+    C = X[[3, 50, 150]].clone()
+    labels, mind, *_ = ck.assign_accumulate(X, C)
+    assert labels[[3, 50, 150]].tolist() == [0, 1, 2]
+    assert mind[[3, 50, 150]].tolist() == [0.0, 0.0, 0.0]
+    assert bool((mind >= 0).all())
+
+
+def test_output_buffers_are_reused():
+    X = torch.randn(1000, 2)
+    C = X[:4].clone()
+    lab = torch.empty(1000, dtype=torch.int64)
+    mind = torch.empty(1000)
+    out = ck.assign_accumulate(X, C, labels_out=lab, mind_out=mind)
+    assert out[0].data_ptr() == lab.data_ptr() and out[1].data_ptr() == mind.data_ptr()
+
+
+DETERMINISM = r"""
+import sys, hashlib, numba, torch
+sys.path.insert(0, sys.argv[1])
+from sqdist import _cpu_kernels as ck
+import sqdist
+t = int(sys.argv[2]); numba.set_num_threads(t); torch.set_num_threads(t)
+g = torch.Generator().manual_seed(0)
+h = hashlib.sha256()
+for n, D, K in [(70000, 2, 8), (9000, 48, 40)]:
+    X = torch.randn(n, D, generator=g) * 3 + 7
+    C = X[:K].clone()
+    lab, mind, s, c, inert = ck.assign_accumulate(X, C)
+    for a in (lab, mind, s, c):
+        h.update(a.numpy().tobytes())
+    h.update(repr(inert).encode())
+h.update(sqdist.sqdist(X[:500], X[:300]).numpy().tobytes())
+h.update(sqdist.sqdist(X[:500, :2], X[:300, :2]).numpy().tobytes())
+print(h.hexdigest())
+"""
+
+
+def test_deterministic_across_thread_counts():
+    src = os.path.join(os.path.dirname(__file__), "..", "src")
+    digests = []
+    for t in (1, 2):
+        r = subprocess.run([sys.executable, "-c", DETERMINISM, src, str(t)], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        digests.append(r.stdout.strip())
+    assert digests[0] == digests[1]
+
+
+def test_lloyd_small_matches_kernel_iterations():
+    g = torch.Generator().manual_seed(1)
+    X = torch.cat([torch.randn(50, 2, generator=g) + 6 * i for i in range(5)])
+    C = X[[0, 50, 100, 150, 200]].clone()
+    C2 = C.clone()
+    done, status, hc, hi, hs, hz = ck.lloyd_small(X, C, 20, 1e-6)
+    assert status == 1 and 1 <= done <= 20
+    for it in range(done):  # same iterations through assign_accumulate
+        _, _, sums, counts, inertia = ck.assign_accumulate(X, C2)
+        assert hi[it].item() == pytest.approx(inertia, rel=1e-12)
+        assert hz[it].tolist() == counts.tolist()
+        C2 = (sums / counts[:, None]).float()
+        assert torch.equal(hc[it], C2)
+    assert torch.equal(C, C2)
+    assert bool((hi[1:done] <= hi[: done - 1] * (1 + 1e-7)).all())  # inertia never increases
+
+
+def test_lloyd_small_stops_on_empty_cluster():
+    X = torch.tensor([[0.0, 0.0], [0.1, 0.0], [10.0, 0.0]])
+    C = torch.tensor([[0.0, 0.0], [10.0, 0.0], [100.0, 0.0]])
+    done, status, *_ = ck.lloyd_small(X, C, 10, 0.0)
+    assert (done, status) == (0, 2)
+
+
+# ---------------------------------------------------------------- distances
+
+
+def ref64(X, T):
+    return ((X.double()[:, None, :] - T.double()[None, :, :]) ** 2).sum(-1)
+
+
+@pytest.mark.parametrize("D", [1, 2, 5, 16])
+@pytest.mark.parametrize("offset", [0.0, 1000.0, 5e5])
+def test_small_d_kernel_is_exact(D, offset):
+    g = torch.Generator().manual_seed(D)
+    X = torch.randn(300, D, generator=g) + offset
+    T = torch.randn(200, D, generator=g) + offset
+    T[:10] = X[:10]
+    assert _resolve_method("auto", X.device, X, T) == "_direct"
+    d = sqdist.sqdist(X, T)
+    ref = ref64(X, T)
+    assert bool((d >= 0).all())
+    assert bool((d[torch.arange(10), torch.arange(10)] == 0).all())
+    m = ref > 0
+    rel = (d.double() - ref).abs()[m] / ref[m]
+    assert rel.median() <= 1e-6 and rel.max() <= 1e-4
+    # identical to the direct formula in float32 with a float64-free result
+    assert torch.allclose(d, sqdist.sqdist(X, T, method="broadcast"), rtol=1e-6, atol=0)
+
+
+def test_small_d_kernel_numpy_out_batch_and_nonfinite():
+    X = np.array([[0.0, 0.0], [np.inf, 0.0], [np.nan, 1.0]])
+    T = np.array([[0.0, 0.0], [1.0, 1.0]])
+    d = sqdist.sqdist(X, T)
+    assert d[0].tolist() == [0.0, 2.0] and np.isinf(d[1]).all() and np.isnan(d[2]).all()
+    out = np.empty((3, 2))
+    assert sqdist.sqdist(X, T, out=out) is out and np.array_equal(out, d, equal_nan=True)
+    Xb = torch.randn(3, 20, 2)
+    Tb = torch.randn(3, 7, 2)
+    db = sqdist.sqdist(Xb, Tb)
+    for i in range(3):
+        assert torch.allclose(db[i].double(), ref64(Xb[i], Tb[i]), rtol=1e-5)
+    # autograd never takes the compiled path
+    Xg = torch.randn(4, 2, requires_grad=True)
+    assert _resolve_method("auto", Xg.device, Xg, Tb[0]) == "gemm"
+    sqdist.sqdist(Xg, Tb[0]).sum().backward()
+    assert Xg.grad is not None
+
+
+@pytest.mark.parametrize("D", [32, 130])
+@pytest.mark.parametrize("offset", [0.0, 1000.0, 5e5])
+def test_gemm_fixup_path_accuracy(D, offset):
+    g = torch.Generator().manual_seed(D)
+    X = torch.randn(400, D, generator=g) + offset
+    T = torch.randn(300, D, generator=g) + offset
+    T[:10] = X[:10]
+    T[10] = X[11] + 1e-3  # a close pair
+    assert _resolve_method("auto", X.device, X, T) == "gemm"
+    d = sqdist.sqdist(X, T)
+    ref = ref64(X, T)
+    assert bool((d >= 0).all())
+    assert bool((d[torch.arange(10), torch.arange(10)] == 0).all())
+    m = ref > 0
+    rel = (d.double() - ref).abs()[m] / ref[m]
+    assert rel.median() <= 1e-6 and rel.max() <= 1e-4
+    # float64 stays float64-accurate
+    d64 = sqdist.sqdist(X.double(), T.double())
+    assert torch.allclose(d64, ref, rtol=1e-10, atol=1e-9)
+
+
+def test_gemm_fixup_nonfinite_rows_and_small_blocks():
+    X = torch.randn(50, 40)
+    T = torch.randn(30, 40)
+    X[3, 5] = float("nan")
+    T[7, 1] = float("inf")
+    with sqdist.working_memory(0.01):  # many row blocks
+        d = sqdist.sqdist(X, T)
+    assert torch.isnan(d[3]).all()
+    assert torch.isinf(d[torch.arange(50) != 3, 7]).all()
+    ok = torch.ones(50, dtype=torch.bool)
+    ok[3] = False
+    cols = torch.ones(30, dtype=torch.bool)
+    cols[7] = False
+    assert torch.allclose(d[ok][:, cols].double(), ref64(X[ok], T[cols]), rtol=1e-5)
+
+
+def test_gemm_fixup_recomputes_close_pairs():
+    X = torch.randn(20, 50) + 100
+    T = X.clone()
+    T[:, 0] += 1e-3
+    d = torch.empty(20, 20)
+    from sqdist.distances import _Prepared
+
+    prep = _Prepared(T, torch.float32)
+    Xa, nx, bad = ck.augment(X, prep.c)
+    torch.mm(Xa, prep.Ta.T, out=d)
+    n = ck.gemm_fixup(d, nx, prep.nt, prep.tau, X, prep.T)
+    assert bad == 0 and n >= 20  # at least the diagonal
+    assert torch.allclose(d.diagonal().double(), ref64(X, T).diagonal(), rtol=1e-3)
