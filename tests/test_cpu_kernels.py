@@ -232,6 +232,6 @@ def test_gemm_fixup_recomputes_close_pairs():
     prep = _Prepared(T, torch.float32)
     Xa, nx, bad = ck.augment(X, prep.c)
     torch.mm(Xa, prep.Ta.T, out=d)
-    n = ck.gemm_fixup(d, nx, prep.nt, prep.tau, X, prep.T)
+    n = ck.gemm_fixup(d, nx, prep.tnt, prep.tau, X, prep.T)
     assert bad == 0 and n >= 20  # at least the diagonal
     assert torch.allclose(d.diagonal().double(), ref64(X, T).diagonal(), rtol=1e-3)

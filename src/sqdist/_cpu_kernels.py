@@ -252,10 +252,24 @@ def augment(X: torch.Tensor, c: torch.Tensor):
     return Xa, nx, int(bad)
 
 
-def gemm_fixup(d: torch.Tensor, nx: torch.Tensor, nt: torch.Tensor, tau: float, X: torch.Tensor, T: torch.Tensor) -> int:
+def prepare_right(T: torch.Tensor):
+    """``(c, Ta, nt, bad_cols)`` of the gemm path for ``T`` (P, D) in one compiled call:
+    centre c (D,) = mean of the finite rows, Ta (P, D+2) = [-2 (T - c), 1, nt],
+    nt (P,) = ||T - c||^2, bad_cols = indices of non-finite rows."""
+    P, D = T.shape
+    c = torch.empty(D, dtype=T.dtype)  # (D,)
+    Ta = torch.empty((P, D + 2), dtype=T.dtype)  # (P, D+2)
+    nt = torch.empty(P, dtype=T.dtype)  # (P,)
+    finite = np.empty(P, dtype=np.bool_)
+    nf = _nb().prepare_right(_np(T), c.numpy(), Ta.numpy(), nt.numpy(), finite)
+    bad = torch.from_numpy(np.flatnonzero(~finite)) if nf < P else torch.empty(0, dtype=torch.int64)
+    return c, Ta, nt, bad
+
+
+def gemm_fixup(d: torch.Tensor, nx: torch.Tensor, tnt: torch.Tensor, tau: float, X: torch.Tensor, T: torch.Tensor) -> int:
     """Recompute, in place, the entries of a gemm block ``d`` (n, P) that are
-    below ``tau * (nx[i] + nt[j])``; returns how many were recomputed."""
-    return int(_nb().gemm_fixup(d.numpy(), _np(nx), _np(nt), float(tau), _np(X), _np(T)))
+    below ``tau * nx[i] + tnt[j]`` (``tnt = tau * nt``); returns how many were recomputed."""
+    return int(_nb().gemm_fixup(d.numpy(), _np(nx), _np(tnt), float(tau), _np(X), _np(T)))
 
 
 def lloyd_small(X: torch.Tensor, C: torch.Tensor, max_iter: int, tol: float):

@@ -195,6 +195,39 @@ def sqdist_direct(X, TT, out):  # pragma: no cover
 
 
 @njit(**_OPTS)
+def prepare_right(T, c, Ta, nt, finite):  # pragma: no cover
+    """Centre ``T`` (P, D) on the mean of its finite rows and build the right
+    factor ``Ta = [-2 (T - c), 1, ||T - c||^2]`` (P, D+2) and ``nt`` (P,) in two
+    serial passes (replaces ~10 small torch ops).  ``finite`` (P,) gets the
+    finite-row flags; returns the number of finite rows."""
+    P, D = T.shape
+    acc = np.zeros(D, dtype=np.float64)
+    nf = 0
+    for i in range(P):
+        ok = True
+        for j in range(D):
+            if not np.isfinite(T[i, j]):
+                ok = False
+        finite[i] = ok
+        if ok:
+            nf += 1
+            for j in range(D):
+                acc[j] += T[i, j]
+    for j in range(D):
+        c[j] = acc[j] / nf if nf else 0.0
+    for i in range(P):
+        s = 0.0
+        for j in range(D):
+            v = T[i, j] - c[j]
+            Ta[i, j] = -2 * v
+            s += v * v
+        Ta[i, D] = 1.0
+        Ta[i, D + 1] = s
+        nt[i] = Ta[i, D + 1]
+    return nf
+
+
+@njit(**_OPTS)
 def augment(X, c, Xa, nx):  # pragma: no cover
     """Xa[:, :D] = X - c, Xa[:, D] = nx = ||X - c||^2, Xa[:, D+1] = 1 in one pass;
     returns the number of rows with a NaN or Inf (one pass instead of five torch ops)."""
@@ -218,28 +251,33 @@ def augment(X, c, Xa, nx):  # pragma: no cover
 
 
 @njit(parallel=True, **_OPTS)
-def gemm_fixup(d, nx, nt, tau, X, T):  # pragma: no cover
+def gemm_fixup(d, nx, tnt, tau, X, T):  # pragma: no cover
     """One pass over a gemm block d (n, P) = |x_c|^2 + |t_c|^2 - 2 x_c.t_c.
 
-    An entry below ``tau * (nx[i] + nt[j])`` may have lost its digits to
-    cancellation: it is recomputed directly from the original rows (exact 0 for
-    identical rows, never negative).  Every other entry is >= that threshold,
-    so it is non-negative already and needs no clamp.  Returns the number of
-    recomputed entries.
+    An entry below ``tau * nx[i] + tnt[j]`` (``tnt = tau * nt``) may have lost
+    its digits to cancellation: it is recomputed directly from the original
+    rows (exact 0 for identical rows, never negative).  Every other entry is
+    >= that threshold, so it is non-negative already and needs no clamp.  Each
+    row is first scanned read-only with a branch-free count (vectorised); only
+    rows with a hit take the slow loop.  Returns the number of recomputed entries.
     """
     n, P = d.shape
     D = X.shape[1]
     cnt = 0
     for i in prange(n):
         ti = tau * nx[i]
+        hits = 0
         for j in range(P):
-            if d[i, j] < ti + tau * nt[j]:
-                v = 0.0
-                for k in range(D):
-                    t = X[i, k] - T[j, k]
-                    v += t * t
-                d[i, j] = v
-                cnt += 1
+            hits += d[i, j] < ti + tnt[j]
+        if hits:
+            for j in range(P):
+                if d[i, j] < ti + tnt[j]:
+                    v = 0.0
+                    for k in range(D):
+                        t = X[i, k] - T[j, k]
+                        v += t * t
+                    d[i, j] = v
+            cnt += hits
     return cnt
 
 

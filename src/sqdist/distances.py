@@ -64,8 +64,11 @@ METHODS = ("auto", "gemm", "broadcast", "numpy", "loops")
 BACKENDS = ("auto", "torch", "triton")
 
 # Rows per block of the compiled CPU gemm path: blocks of about this many bytes
-# of output (measured, see docs/performance.md).
-_FAST_BLOCK_BYTES = 8 << 20
+# of output (still capped by the working-memory budget).  Each block hands the
+# cores from torch's thread pool to numba's and back; on the loaded 2-core
+# test machine 64 MiB blocks measured 1.2-1.3x the bare product, 4 MiB blocks
+# 2.4-2.7x (see docs/performance.md).
+_FAST_BLOCK_BYTES = 64 << 20
 
 # Relative accuracy the gemm path aims at before it recomputes a pair directly.
 # The contract is max rel. error <= 1e-4; measured product errors stay below
@@ -182,17 +185,26 @@ class _Prepared:
 
     def __init__(self, T: torch.Tensor, cdtype: torch.dtype):
         self.T = T.to(cdtype)  # (P, D) original values, compute dtype
+        from . import _cpu_kernels
+
+        differentiable = torch.is_grad_enabled() and self.T.requires_grad
+        self.fast = (
+            self.T.device.type == "cpu" and cdtype in (torch.float32, torch.float64)
+            and not differentiable and _cpu_kernels.available()
+        )
+        self.tau = _tau(cdtype, T.shape[1])
+        if self.fast:
+            # one compiled call instead of ~10 small torch ops (each a thread
+            # barrier: milliseconds apiece on a loaded machine)
+            self.c, self.Ta, self.nt, self.bad_cols = _cpu_kernels.prepare_right(self.T)
+            self.tnt = self.nt * self.tau  # (P,) column part of the recompute threshold
+            return
         self.c = _centre(self.T)  # (D,)
         Tc = self.T - self.c  # (P, D)
         self.nt = (Tc * Tc).sum(1)  # (P,)
         # augmented right factor so that one product gives ||x||^2 + ||t||^2 - 2 x.t
         self.Ta = torch.cat([-2.0 * Tc, torch.ones_like(self.nt)[:, None], self.nt[:, None]], dim=1)  # (P, D+2)
         self.bad_cols = (~torch.isfinite(self.T).all(1)).nonzero().flatten()  # (b,)
-        self.tau = _tau(cdtype, T.shape[1])
-        # compiled one-pass fix-up of each block (CPU, numba installed)
-        from . import _cpu_kernels
-
-        self.fast = self.T.device.type == "cpu" and cdtype in (torch.float32, torch.float64) and _cpu_kernels.available()
 
 
 def _gemm_block(Xb: torch.Tensor, prep: _Prepared, out: torch.Tensor | None, budget: int) -> torch.Tensor:
@@ -210,7 +222,7 @@ def _gemm_block(Xb: torch.Tensor, prep: _Prepared, out: torch.Tensor | None, bud
 
         Xa, nx, nbad = _cpu_kernels.augment(Xb, prep.c)  # (n, D+2), (n,)
         d = Xa @ prep.Ta.T if out is None else torch.mm(Xa, prep.Ta.T, out=out)  # (n, P)
-        _cpu_kernels.gemm_fixup(d, nx, prep.nt, prep.tau, Xb, prep.T)
+        _cpu_kernels.gemm_fixup(d, nx, prep.tnt, prep.tau, Xb, prep.T)
         return _fix_bad(d, Xb, prep, False) if (nbad or prep.bad_cols.numel()) else d
     Xc = Xb - prep.c  # (n, D)
     nx = (Xc * Xc).sum(1)  # (n,)
