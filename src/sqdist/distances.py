@@ -221,7 +221,7 @@ def _gemm_block(Xb: torch.Tensor, prep: _Prepared, out: torch.Tensor | None, bud
         from . import _cpu_kernels
 
         Xa, nx, nbad = _cpu_kernels.augment(Xb, prep.c)  # (n, D+2), (n,)
-        d = Xa @ prep.Ta.T if out is None else torch.mm(Xa, prep.Ta.T, out=out)  # (n, P)
+        d = _cpu_kernels.gemm_product(Xa, prep.Ta, out if out is not None and out.is_contiguous() else None)  # (n, P)
         _cpu_kernels.gemm_fixup(d, nx, prep.tnt, prep.tau, Xb, prep.T)
         return _fix_bad(d, Xb, prep, False) if (nbad or prep.bad_cols.numel()) else d
     Xc = Xb - prep.c  # (n, D)
