@@ -186,16 +186,25 @@ def _gemm_block(Xb: torch.Tensor, prep: _Prepared, out: torch.Tensor | None, bud
         d.clamp_min_(0)
     # entries whose value is within the product's error bound: recompute directly
     thr = torch.add(prep.nt[None, :], nx[:, None]).mul_(prep.tau)  # (n, P)
-    ii, jj = (d < thr).nonzero(as_tuple=True)  # (m,), (m,)
+    close = d < thr  # (n, P)
     del thr
-    if ii.numel():
-        step = max(1, budget // max(1, 3 * Xb.shape[1] * Xb.element_size()))
+    # the index pairs cost 16 bytes per close pair: take them a few rows at a time so that
+    # they fit the budget even when every pair is close (duplicated / clustered data)
+    n, P = close.shape
+    rows = max(1, budget // max(1, 16 * P))
+    step = max(1, budget // max(1, 3 * Xb.shape[1] * Xb.element_size()))
+    for r0 in range(0, n, rows):
+        ii, jj = close[r0 : r0 + rows].nonzero(as_tuple=True)  # (m,), (m,)
+        if not ii.numel():
+            continue
+        ii += r0
         parts = []
         for s in range(0, ii.numel(), step):
             i, j = ii[s : s + step], jj[s : s + step]
             parts.append(((Xb[i] - prep.T[j]) ** 2).sum(1))  # (m_s,)
         vals = torch.cat(parts)
         d = d.index_put((ii, jj), vals) if differentiable else d.index_put_((ii, jj), vals)
+    del close
     # rows / columns with NaN or Inf: IEEE semantics through the direct formula
     bad_rows = (~torch.isfinite(Xb).all(1)).nonzero().flatten()
     if bad_rows.numel():
@@ -384,7 +393,11 @@ def sqdist(
         res = _sqdist_2d(Xb[idx], Tb[idx], method, backend, out_t[idx], budget)
         results.append(res)
     if any(r.requires_grad for r in results):
-        out_t = torch.stack(results).reshape(shape)
+        stacked = torch.stack(results).reshape(shape)
+        if out is None:
+            out_t = stacked
+        else:
+            out_t.copy_(stacked)  # autograd records the copy into the caller's buffer
     return out if (out is not None and was_numpy) else to_output(out_t, was_numpy)
 
 
@@ -411,6 +424,13 @@ def sqdist_chunks(
         raise SqdistError(f"X and T: sqdist_chunks takes 2-D inputs, got X {describe(Xt)} and T {describe(Tt)}")
     backend = _resolve_backend(backend, Xt.device)
     budget = _chunking.resolve_budget(working_memory)
+    # validation above runs at the call, not at the first next(): the blocks come from a generator
+    return _chunks_impl(Xt, Tt, was_numpy, dtype, backend, budget)
+
+
+def _chunks_impl(
+    Xt: torch.Tensor, Tt: torch.Tensor, was_numpy: bool, dtype: torch.dtype, backend: str, budget: int
+) -> Iterator[tuple[Any, int]]:
     N, D = Xt.shape
     P = Tt.shape[0]
     item = torch.finfo(compute_dtype(dtype)).bits // 8
@@ -441,7 +461,13 @@ def _nearest_impl(X: torch.Tensor, T: torch.Tensor, k: int, backend: str, budget
     for sl in _chunking.row_slices(N, chunk):
         d = _gemm_block(X[sl], prep, None, budget)  # (n, P)
         if k == 1:
-            v, j = d.min(dim=1, keepdim=True)  # first index on ties
+            if prep.bad_cols.numel() or not bool(torch.isfinite(X[sl]).all()):
+                # NaN distances (only from non-finite inputs) rank after every number, as in
+                # torch.topk for k > 1; torch.min would return the NaN
+                j = torch.where(torch.isnan(d), torch.inf, d).argmin(dim=1, keepdim=True)  # (n, 1)
+                v = d.gather(1, j)  # (n, 1)
+            else:
+                v, j = d.min(dim=1, keepdim=True)  # first index on ties
         else:
             v, j = torch.topk(d, k, dim=1, largest=False, sorted=True)
         dist[sl] = v
@@ -471,6 +497,8 @@ def nearest(
         Exact squared distances, ascending along each row.
     indices : int64 of shape (N, k)
         Row indices into ``T``.  For ``k = 1`` ties go to the smallest index.
+        A NaN distance (from a row of ``X`` or ``T`` holding NaN) ranks after
+        every number, ``inf`` included, as in :func:`torch.topk`.
 
     Examples
     --------
