@@ -189,10 +189,11 @@ def _gemm_block(Xb: torch.Tensor, prep: _Prepared, out: torch.Tensor | None, bud
     close = d < thr  # (n, P)
     del thr
     # the index pairs cost 16 bytes per close pair: take them a few rows at a time so that
-    # they fit the budget even when every pair is close (duplicated / clustered data)
+    # they fit a quarter of the budget even when every pair is close (duplicated / clustered
+    # data); the direct recompute (3 gathered (m, D) arrays) gets half of it
     n, P = close.shape
-    rows = max(1, budget // max(1, 16 * P))
-    step = max(1, budget // max(1, 3 * Xb.shape[1] * Xb.element_size()))
+    rows = max(1, budget // max(1, 4 * 16 * P))
+    step = max(1, budget // max(1, 2 * 3 * Xb.shape[1] * Xb.element_size()))
     for r0 in range(0, n, rows):
         ii, jj = close[r0 : r0 + rows].nonzero(as_tuple=True)  # (m,), (m,)
         if not ii.numel():
