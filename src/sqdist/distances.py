@@ -499,7 +499,10 @@ def nearest(
     distances : of shape (N, k)
         Exact squared distances, ascending along each row.
     indices : int64 of shape (N, k)
-        Row indices into ``T``.  For ``k = 1`` ties go to the smallest index.
+        Row indices into ``T``.  For ``k = 1`` ties (equal computed distances)
+        go to the smallest index; distances equal in exact arithmetic may
+        differ in their last bits after the matrix product, and then the
+        smaller computed one wins.
         A NaN distance (from a row of ``X`` or ``T`` holding NaN) ranks after
         every number, ``inf`` included, as in :func:`torch.topk`.
 
