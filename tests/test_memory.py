@@ -85,7 +85,7 @@ def probe(*cases: tuple, fixed_mmap_threshold: bool = False) -> list[dict]:
 
 # (N, P, D, kind, method, working_memory MiB, allowed MiB beyond the output)
 CASES = {
-    "gemm-random": (4000, 4000, 64, "random", "gemm", 32, 32 + 16),
+    "gemm-random": (3000, 3000, 64, "random", "gemm", 32, 32 + 16),
     "gemm-close-pairs": (2000, 2000, 8, "clusters", "gemm", 32, 32 + 16),
     # unchunked, the (N, P, D) intermediate would be 1000 * 1000 * 64 * 4 B = 244 MiB
     "broadcast": (1000, 1000, 64, "random", "broadcast", 16, 16 + 8),

@@ -416,7 +416,7 @@ def sqdist_chunks(
     --------
     >>> import numpy as np, sqdist
     >>> X = np.arange(10.0).reshape(5, 2)
-    >>> blocks = list(sqdist.sqdist_chunks(X, X, working_memory=0.0001))
+    >>> blocks = list(sqdist.sqdist_chunks(X, X, working_memory=0.00012))  # one row per block
     >>> [start for _, start in blocks]
     [0, 1, 2, 3, 4]
     >>> np.array_equal(np.vstack([b for b, _ in blocks]), sqdist.sqdist(X, X))
