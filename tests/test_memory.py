@@ -45,7 +45,7 @@ for N, P, D, kind, method, wm in json.loads(sys.argv[1]):
     else:
         X = torch.randn(N, D, generator=g)
         T = torch.randn(P, D, generator=g)
-    sqdist.sqdist(X[:50], T[:50], method=method)  # load BLAS, allocator arenas
+    sqdist.sqdist(X[:50], T[:50], method="gemm" if method == "nearest" else method)  # load BLAS, allocator arenas
     gc.collect()
     if libc is not None:
         libc.malloc_trim(0)  # hand freed heap pages back, so that their reuse shows as growth
@@ -53,10 +53,15 @@ for N, P, D, kind, method, wm in json.loads(sys.argv[1]):
         f.write("5")  # reset VmHWM to the current RSS
     base = status("VmRSS")
     t0 = time.perf_counter()
-    d = sqdist.sqdist(X, T, method=method, working_memory=wm)
+    if method == "nearest":  # k = 3 nearest rows: the output is (N, 3) distances + int64 indices
+        d, i = sqdist.nearest(X, T, k=3, working_memory=wm)
+        nbytes = d.numel() * d.element_size() + i.numel() * i.element_size()
+    else:
+        d = sqdist.sqdist(X, T, method=method, working_memory=wm)
+        nbytes = d.numel() * d.element_size()
     seconds = time.perf_counter() - t0
     peak = status("VmHWM")
-    results.append(dict(growth=peak - base, output=d.numel() * d.element_size(), seconds=seconds))
+    results.append(dict(growth=peak - base, output=nbytes, seconds=seconds))
     del X, T, d
 print(json.dumps(results))
 """
@@ -90,6 +95,8 @@ CASES = {
     # unchunked, the (N, P, D) intermediate would be 1000 * 1000 * 64 * 4 B = 244 MiB
     "broadcast": (1000, 1000, 64, "random", "broadcast", 16, 16 + 8),
     "numpy": (1000, 1000, 64, "random", "numpy", 16, 16 + 8),
+    # the full matrix would be 4000 * 4000 * 4 B = 61 MiB
+    "nearest": (4000, 4000, 16, "random", "nearest", 8, 8 + 4),
 }
 
 

@@ -475,6 +475,7 @@ def _nearest_impl(X: torch.Tensor, T: torch.Tensor, k: int, backend: str, budget
             v, j = torch.topk(d, k, dim=1, largest=False, sorted=True)
         dist[sl] = v
         idx[sl] = j
+        del d  # else the previous block stays alive while the next one is computed
     return dist, idx
 
 
