@@ -1,0 +1,493 @@
+"""Fused Triton kernels: distance matrix, nearest centre, k-means assignment + update.
+
+Used by ``backend="triton"`` in :func:`sqdist.sqdist`, :func:`sqdist.nearest`
+and k-means (``"auto"`` picks them for CUDA tensors when Triton is
+installed).  CPU tensors run under Triton's interpreter when the environment
+variable ``TRITON_INTERPRET=1`` is set *before* this module is first
+imported (Triton decides interpreted vs compiled when a kernel is defined);
+that is how the tests check these kernels on a machine without a GPU.
+
+The module imports cleanly without Triton: the kernels are only defined when
+``import triton`` succeeds, and the wrappers raise :class:`SqdistError`
+otherwise.
+
+Accuracy contract (the same as the torch gemm path, see
+:mod:`sqdist.distances`):
+
+* the product runs on data centred on the mean of the finite rows of ``T``;
+* in every output tile, entries below ``tau * (||x_c||^2 + ||t_c||^2)`` are
+  recomputed directly as ``sum((x - t)**2)`` on the original values (so
+  identical rows give exactly ``0``), the rest are clamped at ``0``;
+* for ``D <= 4`` the whole tile is computed directly (exact, and the kernel
+  is bound by writing the output anyway);
+* rows of ``X`` or ``T`` with NaN/Inf get the direct formula (IEEE
+  propagation, confined to their own row/column);
+* half precision accumulates in float32; products are exact fp32
+  (``input_precision="ieee"``) unless a fast mode is asked for.
+
+Design notes, launch counts and what is verified where: ``docs/gpu.md``.
+"""
+
+from __future__ import annotations
+
+
+import torch
+
+from ._validation import SqdistError, check_choice, compute_dtype
+
+try:  # optional dependency: the module must import without it
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - exercised only where Triton is missing
+    triton = None
+    tl = None
+
+__all__ = ["sqdist_triton", "nearest_triton", "assign_accumulate_triton", "PRECISIONS", "available"]
+
+PRECISIONS = ("ieee", "tf32")
+
+# D at or below which tiles are computed by the direct formula (exact; the
+# kernel is bound by the output write or by the argmin, not by arithmetic).
+_DIRECT_MAX_D = 4
+
+# --------------------------------------------------------------------------
+# kernels (defined only when Triton imports)
+# --------------------------------------------------------------------------
+
+if triton is not None:
+
+    @triton.jit
+    def _direct_tile(Xo, To, rm, rn, mask_m, mask_n, D, BM: tl.constexpr, BN: tl.constexpr):
+        """sum_k (x[i, k] - t[j, k])**2 for a (BM, BN) tile, in X's compute dtype."""
+        acc = tl.zeros((BM, BN), dtype=Xo.dtype.element_ty)
+        xrow = rm.to(tl.int64) * D
+        trow = rn.to(tl.int64) * D
+        for k in range(0, D):
+            xk = tl.load(Xo + xrow + k, mask=mask_m, other=0.0)  # (BM,)
+            tk = tl.load(To + trow + k, mask=mask_n, other=0.0)  # (BN,)
+            diff = xk[:, None] - tk[None, :]  # (BM, BN)
+            acc += diff * diff
+        return acc
+
+    @triton.jit
+    def _dot_tile(Xc, Tc, rm, rn, mask_m, mask_n, D,
+                  BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr):
+        """x_c . t_c for a (BM, BN) tile, looping over D in BK-wide slices."""
+        acc = tl.zeros((BM, BN), dtype=Xc.dtype.element_ty)
+        rk = tl.arange(0, BK)
+        xrow = rm.to(tl.int64) * D
+        trow = rn.to(tl.int64) * D
+        for k0 in range(0, D, BK):
+            kk = k0 + rk  # (BK,)
+            km = kk < D
+            a = tl.load(Xc + xrow[:, None] + kk[None, :], mask=mask_m[:, None] & km[None, :], other=0.0)  # (BM, BK)
+            b = tl.load(Tc + trow[None, :] + kk[:, None], mask=km[:, None] & mask_n[None, :], other=0.0)  # (BK, BN)
+            acc = tl.dot(a, b, acc, input_precision=PREC, out_dtype=Xc.dtype.element_ty)
+        return acc
+
+    @triton.jit
+    def _dist_tile(Xc, Tc, Xo, To, NX, NT, rm, rn, mask_m, mask_n, D, tau,
+                   BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+                   DIRECT: tl.constexpr, PREC: tl.constexpr):
+        """Exact-contract distances of a tile: product + fused epilogue + close-pair recompute."""
+        if DIRECT:
+            d = _direct_tile(Xo, To, rm, rn, mask_m, mask_n, D, BM, BN)
+        else:
+            acc = _dot_tile(Xc, Tc, rm, rn, mask_m, mask_n, D, BM, BN, BK, PREC)  # (BM, BN)
+            nx = tl.load(NX + rm, mask=mask_m, other=0.0)  # (BM,)
+            nt = tl.load(NT + rn, mask=mask_n, other=0.0)  # (BN,)
+            s = nx[:, None] + nt[None, :]  # (BM, BN)
+            d = s - 2.0 * acc
+            d = tl.where(d < 0.0, 0.0, d)  # clamp (NaN stays NaN: fixed up outside)
+            close = (d < tau * s) & mask_m[:, None] & mask_n[None, :]
+            n_close = tl.sum(close.to(tl.int32))
+            if n_close > 0:
+                dd = _direct_tile(Xo, To, rm, rn, mask_m, mask_n, D, BM, BN)
+                d = tl.where(close, dd, d)
+        return d
+
+    @triton.jit
+    def _sqdist_kernel(Xc, Tc, Xo, To, NX, NT, Out, N, P, D, so_m, so_n, tau,
+                       BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
+                       DIRECT: tl.constexpr, PREC: tl.constexpr):
+        pid = tl.program_id(0)
+        n_m = tl.cdiv(N, BM)
+        n_n = tl.cdiv(P, BN)
+        # grouped ordering: GROUP_M row blocks share column blocks while they sit in L2
+        width = GROUP_M * n_n
+        group = pid // width
+        first_m = group * GROUP_M
+        gsize = tl.minimum(n_m - first_m, GROUP_M)
+        pid_m = first_m + (pid % width) % gsize
+        pid_n = (pid % width) // gsize
+        rm = pid_m * BM + tl.arange(0, BM)
+        rn = pid_n * BN + tl.arange(0, BN)
+        mask_m = rm < N
+        mask_n = rn < P
+        d = _dist_tile(Xc, Tc, Xo, To, NX, NT, rm, rn, mask_m, mask_n, D, tau, BM, BN, BK, DIRECT, PREC)
+        ptrs = Out + rm.to(tl.int64)[:, None] * so_m + rn.to(tl.int64)[None, :] * so_n
+        tl.store(ptrs, d.to(Out.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+    @triton.jit
+    def _nearest_kernel(Xc, Tc, Xo, To, NX, NT, Best, Idx, Second, N, P, D, tau,
+                        BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+                        DIRECT: tl.constexpr, PREC: tl.constexpr, TOP2: tl.constexpr):
+        """Running min / argmin (and second min) over T; the N x P matrix is never stored."""
+        pid = tl.program_id(0)
+        rm = pid * BM + tl.arange(0, BM)
+        mask_m = rm < N
+        cols = tl.arange(0, BN)
+        best = tl.full((BM,), float("inf"), dtype=Xo.dtype.element_ty)
+        second = tl.full((BM,), float("inf"), dtype=Xo.dtype.element_ty)
+        bidx = tl.zeros((BM,), dtype=tl.int32)
+        for n0 in range(0, P, BN):
+            rn = n0 + cols
+            mask_n = rn < P
+            d = _dist_tile(Xc, Tc, Xo, To, NX, NT, rm, rn, mask_m, mask_n, D, tau, BM, BN, BK, DIRECT, PREC)
+            # padding columns and NaN entries never win (non-finite T rows are merged outside)
+            d = tl.where(mask_n[None, :] & (d == d), d, float("inf"))
+            tmin, targ = tl.min(d, axis=1, return_indices=True, return_indices_tie_break_left=True)  # (BM,)
+            upd = tmin < best  # strict: an earlier tile keeps ties (smallest index)
+            if TOP2:
+                # second-best value over all columns so far (the argmin column masked out of the tile)
+                t2 = tl.min(tl.where(cols[None, :] == targ[:, None], float("inf"), d), axis=1)  # (BM,)
+                second = tl.where(upd, tl.minimum(best, t2), tl.minimum(second, tmin))
+            bidx = tl.where(upd, targ + n0, bidx)
+            best = tl.where(upd, tmin, best)
+        tl.store(Best + rm, best, mask=mask_m)
+        tl.store(Idx + rm, bidx.to(tl.int64), mask=mask_m)
+        if TOP2:
+            tl.store(Second + rm, second, mask=mask_m)
+
+    @triton.jit
+    def _segment_sum_kernel(X, Order, Starts, Counts, Partial, D, G,
+                            BR: tl.constexpr, BD: tl.constexpr):
+        """Partial[k, g, :] = fixed-order float64 sum of X rows of cluster k, slice g of G.
+
+        Rows are visited in the stable label order ``Order``; each program owns
+        a contiguous slice, accumulates a (BR, BD) float64 tile and reduces it
+        with a fixed tree: no atomics, bitwise reproducible.
+        """
+        k = tl.program_id(0)
+        g = tl.program_id(1)
+        dblk = tl.program_id(2)
+        cnt = tl.load(Counts + k)
+        start = tl.load(Starts + k)
+        per = (cnt + G - 1) // G
+        lo = start + g * per
+        hi = tl.minimum(start + cnt, lo + per)
+        dd = dblk * BD + tl.arange(0, BD)
+        dm = dd < D
+        acc = tl.zeros((BR, BD), dtype=tl.float64)
+        rr = tl.arange(0, BR)
+        for r0 in range(lo, hi, BR):
+            rows = r0 + rr
+            rmask = rows < hi
+            src = tl.load(Order + rows, mask=rmask, other=0)  # (BR,) int64
+            x = tl.load(X + src[:, None] * D + dd[None, :], mask=rmask[:, None] & dm[None, :], other=0.0)
+            acc += x.to(tl.float64)
+        out = Partial + (k.to(tl.int64) * G + g) * D + dd
+        tl.store(out, tl.sum(acc, axis=0), mask=dm)
+
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+
+
+def available() -> bool:
+    """Whether Triton imported (the kernels exist)."""
+    return triton is not None
+
+
+def _interpreted() -> bool:
+    return type(_sqdist_kernel).__name__ == "InterpretedFunction"
+
+
+def _check_runnable(device: torch.device) -> None:
+    if triton is None:
+        raise SqdistError("backend: 'triton' needs Triton installed (pip install 'sqdist[gpu]')")
+    if device.type == "cpu" and not _interpreted():
+        raise SqdistError(
+            "backend: 'triton' with CPU tensors needs TRITON_INTERPRET=1 set before sqdist._triton "
+            "is first imported (the kernels here were compiled for a GPU)"
+        )
+    if device.type not in ("cpu", "cuda"):
+        raise SqdistError(f"backend: 'triton' runs on CUDA (or CPU under TRITON_INTERPRET=1), got {device}")
+
+
+def _tiles(D: int, device: torch.device) -> dict[str, int]:
+    """Block sizes.  Small tiles in the interpreter (each op is a NumPy call)."""
+    if device.type == "cpu":
+        return dict(BM=16, BN=16, BK=16, num_warps=1)
+    if D <= _DIRECT_MAX_D:
+        return dict(BM=64, BN=128, BK=16, num_warps=8)
+    return dict(BM=64, BN=64, BK=32, num_warps=4)
+
+
+class _Prep:
+    """Original and centred operands in the compute dtype, norms, threshold."""
+
+    def __init__(self, X: torch.Tensor, T: torch.Tensor, cdtype: torch.dtype):
+        from .distances import _centre, _tau
+
+        self.D = X.shape[1]
+        self.Xo = X.detach().to(cdtype).contiguous()  # (N, D)
+        self.To = T.detach().to(cdtype).contiguous()  # (P, D)
+        self.direct = self.D <= _DIRECT_MAX_D
+        self.tau = _tau(cdtype, self.D)
+        if self.direct:
+            # the direct formula is exact and handles NaN/Inf itself: no centring needed
+            self.Xc, self.Tc, self.nx, self.nt = self.Xo, self.To, self.Xo, self.To
+            return
+        c = _centre(self.To)  # (D,)
+        self.Xc = (self.Xo - c).contiguous()  # (N, D)
+        self.Tc = (self.To - c).contiguous()  # (P, D)
+        self.nx = (self.Xc * self.Xc).sum(1)  # (N,)
+        self.nt = (self.Tc * self.Tc).sum(1)  # (P,)
+
+    def bad_rows(self) -> torch.Tensor:
+        """Rows of X whose norm is not finite (NaN/Inf, or overflow): direct formula."""
+        if self.direct:
+            return self.Xo.new_zeros(0, dtype=torch.int64)
+        return (~torch.isfinite(self.nx)).nonzero().flatten()
+
+    def bad_cols(self) -> torch.Tensor:
+        if self.direct:
+            return self.To.new_zeros(0, dtype=torch.int64)
+        return (~torch.isfinite(self.nt)).nonzero().flatten()
+
+
+def _direct_rows(X: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
+    return ((X[:, None, :] - T[None, :, :]) ** 2).sum(-1)  # (n, P)
+
+
+def _routes_to_torch(X: torch.Tensor, T: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and (X.requires_grad or T.requires_grad)
+
+
+# --------------------------------------------------------------------------
+# distance matrix
+# --------------------------------------------------------------------------
+
+
+def sqdist_triton(X: torch.Tensor, T: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Fill ``out`` (N, P) with ``||X[i] - T[j]||**2`` using one fused kernel; returns ``out``.
+
+    Trusts its inputs (2-D, same device, ``out`` of the promoted dtype).
+    Autograd is not supported by the kernel: when gradients are needed the
+    call is routed to the torch gemm path (same contract).
+    """
+    N, D = X.shape
+    P = T.shape[0]
+    if N == 0 or P == 0:
+        return out
+    if _routes_to_torch(X, T):
+        from . import _chunking
+        from .distances import _sqdist_2d
+
+        return _sqdist_2d(X, T, "gemm", "torch", out, _chunking.resolve_budget(None))
+    _check_runnable(X.device)
+    cdtype = compute_dtype(out.dtype)
+    if D == 0:
+        return out.zero_()
+    p = _Prep(X, T, cdtype)
+    cfg = _tiles(D, X.device)
+    grid = (triton.cdiv(N, cfg["BM"]) * triton.cdiv(P, cfg["BN"]),)
+    _sqdist_kernel[grid](
+        p.Xc, p.Tc, p.Xo, p.To, p.nx, p.nt, out, N, P, D, out.stride(0), out.stride(1), p.tau,
+        BM=cfg["BM"], BN=cfg["BN"], BK=cfg["BK"], GROUP_M=8, DIRECT=p.direct, PREC="ieee",
+        num_warps=cfg["num_warps"],
+    )
+    bad_r = p.bad_rows()
+    if bad_r.numel():
+        out.index_copy_(0, bad_r, _direct_rows(p.Xo[bad_r], p.To).to(out.dtype))
+    bad_c = p.bad_cols()
+    if bad_c.numel():
+        out.index_copy_(1, bad_c, _direct_rows(p.Xo, p.To[bad_c]).to(out.dtype))
+    return out
+
+
+# --------------------------------------------------------------------------
+# nearest centre
+# --------------------------------------------------------------------------
+
+# Safety factor on the fast mode's error bound (see _fast_bound).
+_FAST_SAFETY = 2.0
+
+
+def _fast_gamma(precision: str, D: int) -> float:
+    """Relative error bound gamma of one fast-mode distance: |d~ - d| <= gamma * (||x_c||^2 + ||t_c||^2).
+
+    tf32 rounds each product operand to 10 explicit mantissa bits (unit
+    roundoff u = 2**-11), so one product x_k t_k carries a relative error
+    <= 2u (+u**2); the float32 accumulation over D terms and the norms add
+    <= (2D + 3) eps32.  With ``2 |x_c . t_c| <= ||x_c||^2 + ||t_c||^2`` this gives
+    ``gamma = 2u + (2D + 3) eps32``, which also covers the exact-fp32 path's
+    own error; ``_FAST_SAFETY`` doubles it.
+    """
+    eps32 = 2.0**-24
+    u = {"tf32": 2.0**-11, "ieee": 0.0}[precision]
+    return _FAST_SAFETY * (2 * u + (2 * D + 3) * eps32)
+
+
+def _nearest_core(
+    p: _Prep, precision: str, gamma: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Kernel run + exact winner distance + fast-mode re-check; returns (dist (N,), idx (N,), n_rechecked).
+
+    Non-finite rows/columns are not handled here (see :func:`_nearest_fix_nonfinite`).
+    """
+    N, D = p.Xo.shape
+    P = p.To.shape[0]
+    dev = p.Xo.device
+    cfg = _tiles(D, dev)
+    fast = precision != "ieee" and not p.direct
+    best = torch.empty(N, dtype=p.Xo.dtype, device=dev)  # (N,)
+    idx = torch.empty(N, dtype=torch.int64, device=dev)  # (N,)
+    second = torch.empty(N, dtype=p.Xo.dtype, device=dev) if fast else best
+    grid = (triton.cdiv(N, cfg["BM"]),)
+    _nearest_kernel[grid](
+        p.Xc, p.Tc, p.Xo, p.To, p.nx, p.nt, best, idx, second, N, P, D, p.tau,
+        BM=cfg["BM"], BN=cfg["BN"], BK=cfg["BK"], DIRECT=p.direct,
+        PREC=precision if fast else "ieee", TOP2=fast, num_warps=cfg["num_warps"],
+    )
+    n_re = 0
+    if fast:
+        g = _fast_gamma(precision, D) if gamma is None else gamma
+        # the two best computed values are each within g * (nx + nt) of the truth
+        bound = g * (2.0 * p.nx + p.nt.gather(0, idx) + p.nt.max())  # (N,)
+        redo = (second - best <= bound).nonzero().flatten()  # (r,)
+        n_re = int(redo.numel())
+        if n_re:
+            sub = _Prep.__new__(_Prep)
+            sub.D, sub.direct, sub.tau = p.D, p.direct, p.tau
+            sub.Xo, sub.Xc, sub.nx = p.Xo[redo], p.Xc[redo], p.nx[redo]
+            sub.To, sub.Tc, sub.nt = p.To, p.Tc, p.nt
+            _, idx_re, _ = _nearest_core(sub, "ieee")
+            idx.index_copy_(0, redo, idx_re)
+    # exact distance of the winner, by the direct formula on the original values
+    dist = ((p.Xo - p.To[idx]) ** 2).sum(1)  # (N,)
+    return dist, idx, n_re
+
+
+def _nearest_fix_nonfinite(p: _Prep, dist: torch.Tensor, idx: torch.Tensor) -> None:
+    """Give rows/columns with NaN/Inf the torch path's semantics (in place)."""
+    bad_c = p.bad_cols()
+    if bad_c.numel():
+        bd = _direct_rows(p.Xo, p.To[bad_c])  # (N, b)
+        cand_d = torch.cat([dist[:, None], bd], 1)  # (N, 1+b)
+        cand_i = torch.cat([idx[:, None], bad_c[None, :].expand(len(idx), -1)], 1)  # (N, 1+b)
+        order = cand_i.argsort(dim=1, stable=True)  # column order, so min() keeps the first index
+        cand_d, cand_i = cand_d.gather(1, order), cand_i.gather(1, order)
+        v, j = cand_d.min(dim=1)  # (N,)
+        dist.copy_(v)
+        idx.copy_(cand_i.gather(1, j[:, None])[:, 0])
+    bad_r = p.bad_rows()
+    if bad_r.numel():
+        d = _direct_rows(p.Xo[bad_r], p.To)  # (r, P)
+        v, j = d.min(dim=1)
+        dist.index_copy_(0, bad_r, v)
+        idx.index_copy_(0, bad_r, j)
+
+
+def nearest_triton(X: torch.Tensor, T: torch.Tensor, *, precision: str = "ieee") -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest row of ``T`` for every row of ``X`` with a fused distance + argmin kernel.
+
+    Parameters
+    ----------
+    X : Tensor of shape (N, D)
+    T : Tensor of shape (P, D), P >= 1
+    precision : {"ieee", "tf32"}
+        ``"ieee"`` -- exact fp32 products.  ``"tf32"`` -- TF32 tensor-core
+        products for ``D > 4``; rows whose two best candidates are closer than
+        the fast mode's error bound (:func:`_fast_gamma`) are recomputed in
+        exact fp32, so the labels equal the ``"ieee"`` ones.
+
+    Returns
+    -------
+    dist : Tensor of shape (N, 1), the inputs' promoted dtype
+        Exact squared distance to the winner (direct formula).
+    idx : int64 Tensor of shape (N, 1)
+        Winner index; ties go to the smallest index.
+    """
+    check_choice(precision, "precision", PRECISIONS)
+    dtype = torch.promote_types(X.dtype, T.dtype)
+    N = X.shape[0]
+    if N == 0:
+        return (torch.empty((0, 1), dtype=dtype, device=X.device),
+                torch.empty((0, 1), dtype=torch.int64, device=X.device))
+    _check_runnable(X.device)
+    p = _Prep(X, T, compute_dtype(dtype))
+    dist, idx, _ = _nearest_core(p, precision)
+    _nearest_fix_nonfinite(p, dist, idx)
+    return dist.to(dtype)[:, None], idx[:, None]
+
+
+# --------------------------------------------------------------------------
+# k-means: assignment + deterministic update
+# --------------------------------------------------------------------------
+
+
+def _segment_sums(X: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor, K: int) -> torch.Tensor:
+    """float64 (K, D) per-cluster sums of the rows of X, in a fixed order (deterministic)."""
+    N, D = X.shape
+    dev = X.device
+    order = torch.argsort(labels, stable=True)  # (N,)
+    starts = torch.cumsum(counts, 0) - counts  # (K,)
+    interp = dev.type == "cpu"
+    BR = 16 if interp else 128
+    BD = max(2, min(triton.next_power_of_2(D), 16 if interp else 64))
+    # G slices per cluster keep all programs busy when K is small (shape-only choice -> reproducible)
+    G = max(1, min(256, N // max(1, K * BR * 4)))
+    partial = torch.empty((K, G, D), dtype=torch.float64, device=dev)  # (K, G, D)
+    grid = (K, G, triton.cdiv(D, BD))
+    _segment_sum_kernel[grid](X, order, starts, counts, partial, D, G, BR=BR, BD=BD,
+                              num_warps=1 if interp else 4)
+    return partial.sum(1)  # (K, D), fixed-order reduction
+
+
+def assign_accumulate_triton(
+    X: torch.Tensor, C: torch.Tensor, *, precision: str = "ieee"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One k-means step's data pass: nearest centre for every point plus per-cluster sums.
+
+    Parameters
+    ----------
+    X : Tensor of shape (n, D)
+        Points (finite; k-means validates that).
+    C : Tensor of shape (K, D)
+        Current centres.
+    precision : {"ieee", "tf32"}
+        As in :func:`nearest_triton`; the labels are the same in both modes.
+
+    Returns
+    -------
+    labels : int64 Tensor of shape (n,)
+        Nearest centre, ties to the smallest index.
+    mind : Tensor of shape (n,)
+        Exact squared distance to that centre (promoted dtype of X and C).
+    sums : float64 Tensor of shape (K, D)
+        Sum of the points of each cluster (original values), reduced in a
+        fixed order: bitwise the same from run to run.
+    counts : int64 Tensor of shape (K,)
+    inertia : float64 0-d Tensor
+        ``mind.sum()`` in float64 (stays on the device: no host sync).
+    """
+    check_choice(precision, "precision", PRECISIONS)
+    dtype = torch.promote_types(X.dtype, C.dtype)
+    n, D = X.shape
+    K = C.shape[0]
+    dev = X.device
+    if n == 0:
+        return (torch.empty(0, dtype=torch.int64, device=dev), torch.empty(0, dtype=dtype, device=dev),
+                torch.zeros((K, D), dtype=torch.float64, device=dev), torch.zeros(K, dtype=torch.int64, device=dev),
+                torch.zeros((), dtype=torch.float64, device=dev))
+    _check_runnable(dev)
+    p = _Prep(X, C, compute_dtype(dtype))
+    mind, labels, _ = _nearest_core(p, precision)
+    _nearest_fix_nonfinite(p, mind, labels)
+    counts = torch.bincount(labels, minlength=K)  # (K,)
+    sums = _segment_sums(X.detach().contiguous(), labels, counts, K)  # (K, D)
+    inertia = mind.to(torch.float64).sum()
+    return labels, mind.to(dtype), sums, counts, inertia
