@@ -88,8 +88,8 @@ if triton is not None:
     @triton.jit
     def _dist_tile(Xc, Tc, Xo, To, NX, NT, rm, rn, mask_m, mask_n, D, tau,
                    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-                   DIRECT: tl.constexpr, PREC: tl.constexpr):
-        """Exact-contract distances of a tile: product + fused epilogue + close-pair recompute."""
+                   DIRECT: tl.constexpr, PREC: tl.constexpr, CLOSE: tl.constexpr):
+        """Distances of a tile: product + fused epilogue (+ close-pair recompute when CLOSE)."""
         if DIRECT:
             d = _direct_tile(Xo, To, rm, rn, mask_m, mask_n, D, BM, BN)
         else:
@@ -99,11 +99,12 @@ if triton is not None:
             s = nx[:, None] + nt[None, :]  # (BM, BN)
             d = s - 2.0 * acc
             d = tl.where(d < 0.0, 0.0, d)  # clamp (NaN stays NaN: fixed up outside)
-            close = (d < tau * s) & mask_m[:, None] & mask_n[None, :]
-            n_close = tl.sum(close.to(tl.int32))
-            if n_close > 0:
-                dd = _direct_tile(Xo, To, rm, rn, mask_m, mask_n, D, BM, BN)
-                d = tl.where(close, dd, d)
+            if CLOSE:
+                close = (d < tau * s) & mask_m[:, None] & mask_n[None, :]
+                n_close = tl.sum(close.to(tl.int32))
+                if n_close > 0:  # rare with centred data: the whole tile directly, keep the close entries
+                    dd = _direct_tile(Xo, To, rm, rn, mask_m, mask_n, D, BM, BN)
+                    d = tl.where(close, dd, d)
         return d
 
     @triton.jit
@@ -124,7 +125,7 @@ if triton is not None:
         rn = pid_n * BN + tl.arange(0, BN)
         mask_m = rm < N
         mask_n = rn < P
-        d = _dist_tile(Xc, Tc, Xo, To, NX, NT, rm, rn, mask_m, mask_n, D, tau, BM, BN, BK, DIRECT, PREC)
+        d = _dist_tile(Xc, Tc, Xo, To, NX, NT, rm, rn, mask_m, mask_n, D, tau, BM, BN, BK, DIRECT, PREC, True)
         ptrs = Out + rm.to(tl.int64)[:, None] * so_m + rn.to(tl.int64)[None, :] * so_n
         tl.store(ptrs, d.to(Out.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
@@ -143,7 +144,7 @@ if triton is not None:
         for n0 in range(0, P, BN):
             rn = n0 + cols
             mask_n = rn < P
-            d = _dist_tile(Xc, Tc, Xo, To, NX, NT, rm, rn, mask_m, mask_n, D, tau, BM, BN, BK, DIRECT, PREC)
+            d = _dist_tile(Xc, Tc, Xo, To, NX, NT, rm, rn, mask_m, mask_n, D, tau, BM, BN, BK, DIRECT, PREC, False)
             # padding columns and NaN entries never win (non-finite T rows are merged outside)
             d = tl.where(mask_n[None, :] & (d == d), d, float("inf"))
             tmin, targ = tl.min(d, axis=1, return_indices=True, return_indices_tie_break_left=True)  # (BM,)
@@ -219,7 +220,7 @@ def _check_runnable(device: torch.device) -> None:
 def _tiles(D: int, device: torch.device) -> dict[str, int]:
     """Block sizes.  Small tiles in the interpreter (each op is a NumPy call)."""
     if device.type == "cpu":
-        return dict(BM=16, BN=16, BK=16, num_warps=1)
+        return dict(BM=32, BN=32, BK=32, num_warps=1)
     if D <= _DIRECT_MAX_D:
         return dict(BM=64, BN=128, BK=16, num_warps=8)
     return dict(BM=64, BN=64, BK=32, num_warps=4)
@@ -312,58 +313,68 @@ def sqdist_triton(X: torch.Tensor, T: torch.Tensor, out: torch.Tensor) -> torch.
 # nearest centre
 # --------------------------------------------------------------------------
 
-# Safety factor on the fast mode's error bound (see _fast_bound).
-_FAST_SAFETY = 2.0
+# Safety factor on the error bounds of the margin re-check (see _gamma).
+_SAFETY = 2.0
 
 
-def _fast_gamma(precision: str, D: int) -> float:
-    """Relative error bound gamma of one fast-mode distance: |d~ - d| <= gamma * (||x_c||^2 + ||t_c||^2).
+def _gamma(precision: str, D: int) -> float:
+    """Relative bound gamma for the margin re-check of :func:`_nearest_core`.
 
-    tf32 rounds each product operand to 10 explicit mantissa bits (unit
-    roundoff u = 2**-11), so one product x_k t_k carries a relative error
-    <= 2u (+u**2); the float32 accumulation over D terms and the norms add
-    <= (2D + 3) eps32.  With ``2 |x_c . t_c| <= ||x_c||^2 + ||t_c||^2`` this gives
-    ``gamma = 2u + (2D + 3) eps32``, which also covers the exact-fp32 path's
-    own error; ``_FAST_SAFETY`` doubles it.
+    A product-path distance ``d~_j = ||x_c||^2 + ||t_c||^2 - 2 x_c.t_c`` is
+    within ``e_j = (2u + (D + 3) eps) (||x_c||^2 + ||t_c||^2)`` of the truth,
+    where ``eps = 2**-24`` is float32's unit roundoff (accumulation over D
+    terms, the norms, the final sums) and ``u`` the product operands' unit
+    roundoff (0 for exact fp32, ``2**-11`` for tf32, which keeps 10 explicit
+    mantissa bits); ``2 |x_c . t_c| <= ||x_c||^2 + ||t_c||^2`` is used.  The
+    direct formula the answer must agree with is within
+    ``(D + 1) eps * d_j <= 2 (D + 1) eps (||x_c||^2 + ||t_c||^2)``.  Adding both
+    for the winner and any rival gives ``2u + (3D + 5) eps`` per unit of
+    ``2||x_c||^2 + ||t_b||^2 + max_j ||t_j||^2``; ``_SAFETY`` doubles it.
     """
-    eps32 = 2.0**-24
-    u = {"tf32": 2.0**-11, "ieee": 0.0}[precision]
-    return _FAST_SAFETY * (2 * u + (2 * D + 3) * eps32)
+    eps = 2.0**-24
+    u = {"ieee": 0.0, "tf32": 2.0**-11}[precision]
+    return _SAFETY * (2 * u + (3 * D + 5) * eps)
 
 
 def _nearest_core(
     p: _Prep, precision: str, gamma: float | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Kernel run + exact winner distance + fast-mode re-check; returns (dist (N,), idx (N,), n_rechecked).
+    """Kernel run + margin re-check + exact winner distance; returns (dist (N,), idx (N,), n_rechecked).
 
-    Non-finite rows/columns are not handled here (see :func:`_nearest_fix_nonfinite`).
+    For ``D > 4`` the kernel keeps the best and second-best product-path
+    values of every row.  A row whose margin ``second - best`` is within the
+    error bound (:func:`_gamma`) might have its winner decided by rounding:
+    it is recomputed with the direct formula against all of T.  The labels
+    are therefore the argmin of the direct-formula distances (ties to the
+    smallest index) whatever ``precision`` the products used.  Non-finite
+    rows/columns are handled by :func:`_nearest_fix_nonfinite`.
     """
     N, D = p.Xo.shape
     P = p.To.shape[0]
     dev = p.Xo.device
     cfg = _tiles(D, dev)
-    fast = precision != "ieee" and not p.direct
+    top2 = not p.direct
     best = torch.empty(N, dtype=p.Xo.dtype, device=dev)  # (N,)
     idx = torch.empty(N, dtype=torch.int64, device=dev)  # (N,)
-    second = torch.empty(N, dtype=p.Xo.dtype, device=dev) if fast else best
+    second = torch.empty(N, dtype=p.Xo.dtype, device=dev) if top2 else best  # (N,)
     grid = (triton.cdiv(N, cfg["BM"]),)
     _nearest_kernel[grid](
         p.Xc, p.Tc, p.Xo, p.To, p.nx, p.nt, best, idx, second, N, P, D, p.tau,
         BM=cfg["BM"], BN=cfg["BN"], BK=cfg["BK"], DIRECT=p.direct,
-        PREC=precision if fast else "ieee", TOP2=fast, num_warps=cfg["num_warps"],
+        PREC=precision, TOP2=top2, num_warps=cfg["num_warps"],
     )
     n_re = 0
-    if fast:
-        g = _fast_gamma(precision, D) if gamma is None else gamma
-        # the two best computed values are each within g * (nx + nt) of the truth
-        bound = g * (2.0 * p.nx + p.nt.gather(0, idx) + p.nt.max())  # (N,)
+    if top2:
+        g = _gamma(precision, D) if gamma is None else gamma
+        nt_max = torch.nan_to_num(p.nt, nan=0.0, posinf=0.0).max()
+        bound = g * (2.0 * p.nx + p.nt.gather(0, idx) + nt_max)  # (N,)
         redo = (second - best <= bound).nonzero().flatten()  # (r,)
         n_re = int(redo.numel())
         if n_re:
             sub = _Prep.__new__(_Prep)
-            sub.D, sub.direct, sub.tau = p.D, p.direct, p.tau
-            sub.Xo, sub.Xc, sub.nx = p.Xo[redo], p.Xc[redo], p.nx[redo]
-            sub.To, sub.Tc, sub.nt = p.To, p.Tc, p.nt
+            sub.D, sub.direct, sub.tau = p.D, True, p.tau
+            sub.Xo = sub.Xc = sub.nx = p.Xo[redo].contiguous()
+            sub.To = sub.Tc = sub.nt = p.To
             _, idx_re, _ = _nearest_core(sub, "ieee")
             idx.index_copy_(0, redo, idx_re)
     # exact distance of the winner, by the direct formula on the original values
@@ -400,9 +411,11 @@ def nearest_triton(X: torch.Tensor, T: torch.Tensor, *, precision: str = "ieee")
     T : Tensor of shape (P, D), P >= 1
     precision : {"ieee", "tf32"}
         ``"ieee"`` -- exact fp32 products.  ``"tf32"`` -- TF32 tensor-core
-        products for ``D > 4``; rows whose two best candidates are closer than
-        the fast mode's error bound (:func:`_fast_gamma`) are recomputed in
-        exact fp32, so the labels equal the ``"ieee"`` ones.
+        products for ``D > 4`` (faster at large D).  In both modes, rows
+        whose two best candidates are closer than the mode's error bound
+        (:func:`_gamma`) are recomputed with the direct formula, so the
+        labels are the same in both modes: the argmin of the directly
+        computed distances.
 
     Returns
     -------
@@ -437,7 +450,7 @@ def _segment_sums(X: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor, K
     starts = torch.cumsum(counts, 0) - counts  # (K,)
     interp = dev.type == "cpu"
     BR = 16 if interp else 128
-    BD = max(2, min(triton.next_power_of_2(D), 16 if interp else 64))
+    BD = max(2, min(triton.next_power_of_2(D), 256 if interp else 64))
     # G slices per cluster keep all programs busy when K is small (shape-only choice -> reproducible)
     G = max(1, min(256, N // max(1, K * BR * 4)))
     partial = torch.empty((K, G, D), dtype=torch.float64, device=dev)  # (K, G, D)
