@@ -148,12 +148,15 @@ def test_nearest_matches_float64(N, P, D):
     assert torch.equal(i2, i) and torch.equal(d2, d)
 
 
-def test_nearest_ties_go_to_smallest_index():
-    # integer grid: every distance is exact, many exact ties, duplicates of T rows across tiles
+@pytest.mark.parametrize("D", [3, 6])  # direct path and product path + margin re-check
+def test_nearest_ties_go_to_smallest_index(D):
+    # integer grid: every distance is exact, many exact ties; duplicates of T[1] in the same
+    # register lane (columns 1 + 32k, for tile widths 32, 64, 128) and across lanes
     g = torch.Generator().manual_seed(9)
-    T = torch.randint(0, 3, (70, 6), generator=g).float()
-    T[66] = T[1]  # duplicate beyond the first 64-column tile
-    X = torch.cat([torch.randint(0, 3, (50, 6), generator=g).float(), T[1:2] + 0.5]).to(DEV)
+    T = torch.randint(0, 3, (140, D), generator=g).float()
+    for j in (33, 65, 66, 129):
+        T[j] = T[1]
+    X = torch.cat([torch.randint(0, 3, (50, D), generator=g).float(), T[1:2], T[1:2] + 0.5]).to(DEV)
     T = T.to(DEV)
     d, i = tr.nearest_triton(X, T)
     ref = ref_d(X, T)

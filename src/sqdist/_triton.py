@@ -130,35 +130,53 @@ if triton is not None:
         tl.store(ptrs, d.to(Out.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
     @triton.jit
-    def _nearest_kernel(Xc, Tc, Xo, To, NX, NT, Best, Idx, Second, N, P, D, tau,
+    def _nearest_kernel(Xc, Tc, Xo, To, NT, Best, Idx, Second, N, P, D,
                         BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
                         DIRECT: tl.constexpr, PREC: tl.constexpr, TOP2: tl.constexpr):
-        """Running min / argmin (and second min) over T; the N x P matrix is never stored."""
+        """Running min / argmin (and second min) over T; the N x P matrix is never stored.
+
+        Each (row, lane) slot of a (BM, BN) register tile keeps the best (and
+        second best) value of the columns ``lane, lane + BN, ...`` with
+        element-wise compares only; the cross-lane reduction runs once, after
+        the loop.  Product path (``DIRECT`` false): the value is
+        ``||t_c||^2 - 2 x_c.t_c``, i.e. the distance minus the row constant
+        ``||x_c||^2`` (argmin and margins are unchanged; the winner's distance
+        is recomputed directly afterwards).
+        """
         pid = tl.program_id(0)
         rm = pid * BM + tl.arange(0, BM)
         mask_m = rm < N
-        cols = tl.arange(0, BN)
-        best = tl.full((BM,), float("inf"), dtype=Xo.dtype.element_ty)
-        second = tl.full((BM,), float("inf"), dtype=Xo.dtype.element_ty)
-        bidx = tl.zeros((BM,), dtype=tl.int32)
+        lanes = tl.arange(0, BN)
+        best = tl.full((BM, BN), float("inf"), dtype=Xo.dtype.element_ty)
+        second = tl.full((BM, BN), float("inf"), dtype=Xo.dtype.element_ty)
+        bidx = tl.zeros((BM, BN), dtype=tl.int32)
         for n0 in range(0, P, BN):
-            rn = n0 + cols
+            rn = n0 + lanes
             mask_n = rn < P
-            d = _dist_tile(Xc, Tc, Xo, To, NX, NT, rm, rn, mask_m, mask_n, D, tau, BM, BN, BK, DIRECT, PREC, False)
+            if DIRECT:
+                d = _direct_tile(Xo, To, rm, rn, mask_m, mask_n, D, BM, BN)
+            else:
+                acc = _dot_tile(Xc, Tc, rm, rn, mask_m, mask_n, D, BM, BN, BK, PREC)  # (BM, BN)
+                nt = tl.load(NT + rn, mask=mask_n, other=0.0)  # (BN,)
+                d = nt[None, :] - 2.0 * acc
             # padding columns and NaN entries never win (non-finite T rows are merged outside)
             d = tl.where(mask_n[None, :] & (d == d), d, float("inf"))
-            tmin, targ = tl.min(d, axis=1, return_indices=True, return_indices_tie_break_left=True)  # (BM,)
-            upd = tmin < best  # strict: an earlier tile keeps ties (smallest index)
+            upd = d < best  # strict: earlier columns of a lane keep ties
             if TOP2:
-                # second-best value over all columns so far (the argmin column masked out of the tile)
-                t2 = tl.min(tl.where(cols[None, :] == targ[:, None], float("inf"), d), axis=1)  # (BM,)
-                second = tl.where(upd, tl.minimum(best, t2), tl.minimum(second, tmin))
-            bidx = tl.where(upd, targ + n0, bidx)
-            best = tl.where(upd, tmin, best)
-        tl.store(Best + rm, best, mask=mask_m)
-        tl.store(Idx + rm, bidx.to(tl.int64), mask=mask_m)
+                second = tl.where(upd, best, tl.minimum(second, d))
+            bidx = tl.where(upd, rn[None, :], bidx)
+            best = tl.where(upd, d, best)
+        # cross-lane: smallest value, ties to the smallest column index
+        v = tl.min(best, axis=1)  # (BM,)
+        big = tl.full((BM, BN), 2147483647, dtype=tl.int32)
+        win = tl.min(tl.where(best == v[:, None], bidx, big), axis=1)  # (BM,)
+        win = tl.where(win == 2147483647, 0, win)  # all-inf rows (non-finite data): fixed outside
+        tl.store(Best + rm, v, mask=mask_m)
+        tl.store(Idx + rm, win.to(tl.int64), mask=mask_m)
         if TOP2:
-            tl.store(Second + rm, second, mask=mask_m)
+            # second smallest overall: the winner's lane's second, or any other lane's best
+            other = tl.where(bidx == win[:, None], second, best)  # (BM, BN)
+            tl.store(Second + rm, tl.min(other, axis=1), mask=mask_m)
 
     @triton.jit
     def _segment_sum_kernel(X, Order, Starts, Counts, Partial, D, G,
@@ -359,7 +377,7 @@ def _nearest_core(
     second = torch.empty(N, dtype=p.Xo.dtype, device=dev) if top2 else best  # (N,)
     grid = (triton.cdiv(N, cfg["BM"]),)
     _nearest_kernel[grid](
-        p.Xc, p.Tc, p.Xo, p.To, p.nx, p.nt, best, idx, second, N, P, D, p.tau,
+        p.Xc, p.Tc, p.Xo, p.To, p.nt, best, idx, second, N, P, D,
         BM=cfg["BM"], BN=cfg["BN"], BK=cfg["BK"], DIRECT=p.direct,
         PREC=precision, TOP2=top2, num_warps=cfg["num_warps"],
     )
