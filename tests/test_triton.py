@@ -279,3 +279,31 @@ def test_gpu_tf32_labels_equal_ieee(D):
     lf, mf, sf, cf, _ = tr.assign_accumulate_triton(X, C, precision="tf32")
     assert torch.equal(li, lf) and torch.equal(mi, mf) and torch.equal(si, sf) and torch.equal(ci, cf)
     assert torch.equal(li.cpu(), ref_d(X, C).argmin(1))
+
+
+@pytest.mark.parametrize("n,K,D", [(250, 5, 2), (70, 33, 9), (1, 1, 1), (40, 3, 64)])
+def test_tiny_single_launch_path_equals_general_path(n, K, D):
+    X, C = data(n, D, seed=n * K, offset=20.0), data(K, D, seed=K * D + 3, offset=20.0)
+    assert tr._is_tiny(n, K, D)
+    a = tr.assign_accumulate_triton(X, C, _tiny=True)
+    b = tr.assign_accumulate_triton(X, C, _tiny=False)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[3], b[3])
+    assert torch.allclose(a[1], b[1], rtol=1e-6)
+    assert torch.allclose(a[2], b[2], rtol=1e-13, atol=0)
+    assert a[4].item() == pytest.approx(b[4].item(), rel=1e-6)  # mind rounds differently per path
+    assert torch.equal(a[0].cpu(), ref_d(X, C).argmin(1))
+
+
+def test_tiny_path_nonfinite_and_ties_match_general_path():
+    g = torch.Generator().manual_seed(17)
+    C = torch.randint(0, 3, (6, 3), generator=g).float()
+    C[4] = C[1]
+    X = torch.randint(0, 3, (40, 3), generator=g).float()
+    X[7, 1] = float("nan")
+    X[9, 0] = float("inf")
+    X, C = X.to(DEV), C.to(DEV)
+    a = tr.assign_accumulate_triton(X, C, _tiny=True)
+    b = tr.assign_accumulate_triton(X, C, _tiny=False)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[3], b[3])
+    assert torch.allclose(a[1], b[1], equal_nan=True)
+    assert torch.allclose(a[2], b[2], equal_nan=True)

@@ -209,6 +209,50 @@ if triton is not None:
         tl.store(out, tl.sum(acc, axis=0), mask=dm)
 
 
+    @triton.jit
+    def _tiny_kernel(X, C, Labels, Mind, Sums, Counts, Inertia, N, K, D,
+                     BM: tl.constexpr, KP: tl.constexpr, DP: tl.constexpr):
+        """A whole k-means data pass in ONE program (tiny problems: launch-bound otherwise).
+
+        Direct distances to all K centres, argmin (ties to the smallest
+        index, NaN wins as in torch.min), exact minimum distance, per-cluster
+        float64 sums and counts, and the inertia -- all in a fixed order.
+        """
+        kr = tl.arange(0, KP)
+        km = kr < K
+        dr = tl.arange(0, DP)
+        dm = dr < D
+        sums = tl.zeros((KP, DP), dtype=tl.float64)
+        counts = tl.zeros((KP,), dtype=tl.int64)
+        inertia = tl.zeros((BM,), dtype=tl.float64)
+        for m0 in range(0, N, BM):
+            rm = m0 + tl.arange(0, BM)
+            mm = rm < N
+            d = _direct_tile(X, C, rm, kr, mm, km, D, BM, KP)  # (BM, KP)
+            isn = (d != d) & km[None, :]
+            d = tl.where(km[None, :] & ~isn, d, float("inf"))
+            v = tl.min(d, axis=1)  # (BM,)
+            lab = tl.min(tl.where(d == v[:, None], kr[None, :], KP), axis=1)
+            lab = tl.where(lab == KP, 0, lab)
+            nan_lab = tl.min(tl.where(isn, kr[None, :], KP), axis=1)  # first NaN column, KP if none
+            v = tl.where(nan_lab < KP, float("nan"), v)
+            lab = tl.where(nan_lab < KP, nan_lab, lab)
+            tl.store(Labels + rm, lab.to(tl.int64), mask=mm)
+            tl.store(Mind + rm, v, mask=mm)
+            inertia += tl.where(mm, v.to(tl.float64), 0.0)
+            x = tl.load(X + rm.to(tl.int64)[:, None] * D + dr[None, :], mask=mm[:, None] & dm[None, :], other=0.0)
+            x = x.to(tl.float64)  # (BM, DP)
+            for k in range(0, K):
+                sel = (lab == k) & mm  # (BM,)
+                s_k = tl.sum(tl.where(sel[:, None], x, 0.0), axis=0)  # (DP,)
+                c_k = tl.sum(sel.to(tl.int64), axis=0)
+                sums = tl.where(kr[:, None] == k, sums + s_k[None, :], sums)
+                counts = tl.where(kr == k, counts + c_k, counts)
+        tl.store(Sums + kr[:, None] * D + dr[None, :], sums, mask=km[:, None] & dm[None, :])
+        tl.store(Counts + kr, counts, mask=km)
+        tl.store(Inertia, tl.sum(inertia, axis=0))
+
+
 # --------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------
@@ -478,8 +522,35 @@ def _segment_sums(X: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor, K
     return partial.sum(1)  # (K, D), fixed-order reduction
 
 
+# Tiny problems (one program does the whole pass): work N*K*max(D,4) at most this, K, D at most 64.
+_TINY_WORK = 2**18
+_TINY_MAX_KD = 64
+
+
+def _is_tiny(n: int, K: int, D: int) -> bool:
+    return K <= _TINY_MAX_KD and D <= _TINY_MAX_KD and n * K * max(D, 4) <= _TINY_WORK
+
+
+def _assign_tiny(X, C, cdtype, dtype):
+    n, D = X.shape
+    K = C.shape[0]
+    dev = X.device
+    Xo = X.detach().to(cdtype).contiguous()  # (n, D)
+    Co = C.detach().to(cdtype).contiguous()  # (K, D)
+    labels = torch.empty(n, dtype=torch.int64, device=dev)
+    mind = torch.empty(n, dtype=cdtype, device=dev)
+    sums = torch.empty((K, D), dtype=torch.float64, device=dev)
+    counts = torch.empty(K, dtype=torch.int64, device=dev)
+    inertia = torch.empty((), dtype=torch.float64, device=dev)
+    BM = 32 if dev.type == "cpu" else 128
+    _tiny_kernel[(1,)](Xo, Co, labels, mind, sums, counts, inertia, n, K, D, BM=BM,
+                       KP=max(2, triton.next_power_of_2(K)), DP=max(2, triton.next_power_of_2(D)),
+                       num_warps=1 if dev.type == "cpu" else 4)
+    return labels, mind.to(dtype), sums, counts, inertia
+
+
 def assign_accumulate_triton(
-    X: torch.Tensor, C: torch.Tensor, *, precision: str = "ieee"
+    X: torch.Tensor, C: torch.Tensor, *, precision: str = "ieee", _tiny: bool | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One k-means step's data pass: nearest centre for every point plus per-cluster sums.
 
@@ -504,6 +575,13 @@ def assign_accumulate_triton(
     counts : int64 Tensor of shape (K,)
     inertia : float64 0-d Tensor
         ``mind.sum()`` in float64 (stays on the device: no host sync).
+
+    Notes
+    -----
+    Tiny problems (``n * K * max(D, 4) <= 2**18``, ``K, D <= 64``) run as a
+    single one-program kernel launch (direct distances, exact); otherwise
+    the nearest-centre kernel and a segment-sum kernel run.  ``_tiny``
+    forces either path (tests).
     """
     check_choice(precision, "precision", PRECISIONS)
     dtype = torch.promote_types(X.dtype, C.dtype)
@@ -515,10 +593,16 @@ def assign_accumulate_triton(
                 torch.zeros((K, D), dtype=torch.float64, device=dev), torch.zeros(K, dtype=torch.int64, device=dev),
                 torch.zeros((), dtype=torch.float64, device=dev))
     _check_runnable(dev)
-    p = _Prep(X, C, compute_dtype(dtype))
+    cdtype = compute_dtype(dtype)
+    if _tiny is None:
+        _tiny = _is_tiny(n, K, D)
+    if _tiny:
+        return _assign_tiny(X, C, cdtype, dtype)
+    p = _Prep(X, C, cdtype)
     mind, labels, _ = _nearest_core(p, precision)
     _nearest_fix_nonfinite(p, mind, labels)
-    counts = torch.bincount(labels, minlength=K)  # (K,)
+    # integer scatter-add: deterministic, and no host sync (torch.bincount syncs on CUDA)
+    counts = torch.zeros(K, dtype=torch.int64, device=dev).scatter_add_(0, labels, torch.ones_like(labels))  # (K,)
     sums = _segment_sums(X.detach().contiguous(), labels, counts, K)  # (K, D)
     inertia = mind.to(torch.float64).sum()
     return labels, mind.to(dtype), sums, counts, inertia
