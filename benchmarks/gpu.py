@@ -193,7 +193,7 @@ def main(argv=None) -> int:
     if dev.type == "cuda":
         sizes = [(2**20, 4, 1024), (2**20, 128, 1024), (10**6, 100, 1000), (250, 2, 5)]
     else:
-        sizes = [(300, 4, 40), (200, 33, 20), (250, 2, 5)]
+        sizes = [(600, 4, 120), (300, 33, 40), (250, 2, 5)]  # general, general + margin re-check, tiny
     for N, D, K in sizes:
         X = randn(N, D)
         C = X[torch.randperm(N, generator=gen, device=dev)[:K]].clone()
@@ -245,6 +245,25 @@ def main(argv=None) -> int:
             torch.backends.cuda.matmul.allow_tf32 = True
             row["naive_tf32_ms"] = bench(naive)
             torch.backends.cuda.matmul.allow_tf32 = False
+        row["ours_assign_only_ms"] = bench(lambda: tr.assign_accumulate_triton(X, C))
+        if dev.type == "cuda" and tr._is_tiny(N, K, D):
+            # tiny problems are launch-bound: replay the whole iteration as one CUDA graph
+            try:
+                s_ = torch.cuda.Stream()
+                s_.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(s_):
+                    for _ in range(3):
+                        ours()
+                torch.cuda.current_stream().wait_stream(s_)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    g_lab, g_C = ours()
+                graph.replay()
+                sync()
+                check(f"lloyd ({N},{D},{K}) CUDA-graph replay == eager", torch.equal(g_lab, lab) and torch.equal(g_C, newC), "")
+                row["ours_graph_ms"] = bench(graph.replay)
+            except Exception as exc:
+                results["notes"].append(f"CUDA graph capture failed at ({N},{D},{K}): {type(exc).__name__}: {exc}")
         if FPK is not None:
             def fpk():
                 km = FPK(n_clusters=K, max_iter=1, tol=-1.0, verbose=0, mode="euclidean")
@@ -266,16 +285,17 @@ def main(argv=None) -> int:
         try:
             from torch.profiler import ProfilerActivity, profile
 
-            X = randn(250, 2)
-            C = X[:5].clone()
-            tr.assign_accumulate_triton(X, C)
-            sync()
-            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for (N, D, K) in [(250, 2, 5), (20000, 16, 64)]:
+                X = randn(N, D)
+                C = X[:K].clone()
                 tr.assign_accumulate_triton(X, C)
                 sync()
-            kern = [e for e in prof.events() if e.device_type.name == "CUDA"]
-            results["launches"]["assign_accumulate_exercise"] = len(kern)
-            results["launches"]["kernels"] = sorted({e.name[:60] for e in kern})
+                with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                    tr.assign_accumulate_triton(X, C)
+                    sync()
+                kern = [e for e in prof.events() if e.device_type.name == "CUDA"]
+                results["launches"][f"assign_accumulate ({N},{D},{K})"] = len(kern)
+                results["launches"][f"kernels ({N},{D},{K})"] = sorted({e.name[:60] for e in kern})
         except Exception as exc:
             results["notes"].append(f"launch count failed: {type(exc).__name__}: {exc}")
     results["wall_s"] = time.perf_counter() - t_start
@@ -302,8 +322,9 @@ def print_tables(res: dict) -> None:
         print(f"  FAILED {k['name']}: {k['detail']}")
     for n in res["notes"]:
         print(f"note: {n}")
-    if res["launches"]:
-        print(f"kernel launches, assign_accumulate at (250, 2, 5): {res['launches'].get('assign_accumulate_exercise')}")
+    for k, v in res["launches"].items():
+        if not k.startswith("kernels"):
+            print(f"GPU kernels per call, {k}: {v}")
     print("\ndistance matrix, ms and ratio to bare mm writing the same output (TF32 off)")
     cols = ["ours_triton", "ours_torch", "expansion", "cdist2", "broadcast"]
     print(f"{'N=P':>6} {'D':>4} {'mm ms':>8} " + " ".join(f"{k:>14}" for k in cols) + f" {'close%':>7}")
@@ -316,7 +337,7 @@ def print_tables(res: dict) -> None:
         close = f"{100 * cf:6.2f}%" if cf is not None else f"{'-':>7}"
         print(f"{r['N']:>6} {r['D']:>4} {r['mm_ms']:8.3f} " + " ".join(cells) + f" {close}")
     print("\none Lloyd iteration (assignment + update), ms; floors from the measured ceilings")
-    cols = ["ours", "ours_tf32", "naive", "naive_tf32", "fast_pytorch_kmeans"]
+    cols = ["ours", "ours_tf32", "ours_graph", "naive", "naive_tf32", "fast_pytorch_kmeans"]
     print(f"{'N':>8} {'D':>4} {'K':>5} " + " ".join(f"{k:>12}" for k in cols)
           + f" {'naive/ours':>10} {'floor fp32':>10} {'floor mem':>9} {'recheck tf32':>12}")
     for r in res["lloyd"]:
