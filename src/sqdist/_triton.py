@@ -25,6 +25,13 @@ Accuracy contract (the same as the torch gemm path, see
 * half precision accumulates in float32; products are exact fp32
   (``input_precision="ieee"``) unless a fast mode is asked for.
 
+Nearest centre / k-means replace the close-pair step by a *margin re-check*:
+rows whose best and second-best values are within the error bound
+(:func:`_gamma`) are recomputed with the direct formula, so the labels are
+the argmin of directly computed distances (ties to the smallest index) in
+both precisions, and the returned distance of the winner is computed
+directly.  Tiny k-means problems run as one single-program launch.
+
 Design notes, launch counts and what is verified where: ``docs/gpu.md``.
 """
 
