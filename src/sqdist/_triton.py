@@ -286,13 +286,19 @@ def _check_runnable(device: torch.device) -> None:
         raise SqdistError(f"backend: 'triton' runs on CUDA (or CPU under TRITON_INTERPRET=1), got {device}")
 
 
-def _tiles(D: int, device: torch.device) -> dict[str, int]:
-    """Block sizes.  Small tiles in the interpreter (each op is a NumPy call)."""
+def _tiles(D: int, device: torch.device, kind: str = "matrix") -> dict[str, int]:
+    """Block sizes (first guesses, not tuned on a GPU yet).  Small tiles in the interpreter.
+
+    ``kind="nearest"`` keeps three (BM, BN) register tiles alive across the
+    loop (best, second, index), so it uses narrower tiles than the matrix.
+    """
     if device.type == "cpu":
         return dict(BM=32, BN=32, BK=32, num_warps=1)
+    if kind == "nearest":
+        return dict(BM=64, BN=64, BK=16 if D <= 16 else 32, num_warps=4)
     if D <= _DIRECT_MAX_D:
         return dict(BM=64, BN=128, BK=16, num_warps=8)
-    return dict(BM=64, BN=64, BK=32, num_warps=4)
+    return dict(BM=64, BN=64, BK=16 if D <= 16 else 32, num_warps=4)
 
 
 class _Prep:
@@ -421,8 +427,10 @@ def _nearest_core(
     N, D = p.Xo.shape
     P = p.To.shape[0]
     dev = p.Xo.device
-    cfg = _tiles(D, dev)
+    cfg = _tiles(D, dev, "nearest")
     top2 = not p.direct
+    if p.Xo.dtype != torch.float32:
+        precision = "ieee"  # TF32 applies to float32 products only
     best = torch.empty(N, dtype=p.Xo.dtype, device=dev)  # (N,)
     idx = torch.empty(N, dtype=torch.int64, device=dev)  # (N,)
     second = torch.empty(N, dtype=p.Xo.dtype, device=dev) if top2 else best  # (N,)
