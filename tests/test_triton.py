@@ -311,3 +311,16 @@ def test_tiny_path_nonfinite_and_ties_match_general_path():
     assert torch.equal(a[0], b[0]) and torch.equal(a[3], b[3])
     assert torch.allclose(a[1], b[1], equal_nan=True)
     assert torch.allclose(a[2], b[2], equal_nan=True)
+
+
+def test_batched_and_chunked_public_paths():
+    X = torch.stack([data(9, 6, seed=40), data(9, 6, seed=41)])  # (2, 9, 6)
+    T = data(5, 6, seed=42)  # broadcast over the batch
+    got = sqdist.sqdist(X, T, backend="triton")
+    assert got.shape == (2, 9, 5)
+    for b in range(2):
+        assert torch.allclose(got[b].double().cpu(), ref_d(X[b], T), rtol=1e-5)
+    blocks = list(sqdist.sqdist_chunks(X[0], T, working_memory=0.0002, backend="triton"))
+    assert len(blocks) > 1
+    # (not bitwise: the interpreter's matmul may round a row differently in another block layout)
+    assert torch.allclose(torch.cat([blk for blk, _ in blocks]), got[0], rtol=1e-6)
