@@ -152,6 +152,17 @@ def main(argv=None) -> int:
         row = {"N": Nd, "P": Nd, "D": D}
         row["mm_ms"] = bench(lambda: torch.mm(X, T.T, out=out))
         row["ours_triton_ms"] = bench(lambda: tr.sqdist_triton(X, T, out))
+        row["ours_path"] = "direct" if tr._Prep(X[:1], T[:1], torch.float32, matrix=True).direct else "product"
+        if D > 4:  # the alternative the kernel does not pick for float32: product + epilogue + close tiles
+            saved, tr._DIRECT_TAU = tr._DIRECT_TAU, 2.0
+            try:
+                tr.sqdist_triton(X, T, out)
+                ref = ref64(X[rows], T)
+                relp = ((out[rows].double() - ref).abs() / ref.clamp_min(1e-300)).max().item()
+                check(f"sqdist_triton product path D={D}, max rel err vs float64", relp <= 1e-5, relp)
+                row["ours_product_path_ms"] = bench(lambda: tr.sqdist_triton(X, T, out))
+            finally:
+                tr._DIRECT_TAU = saved
         row["ours_torch_ms"] = bench(lambda: sqdist.sqdist(X, T, backend="torch", out=out))
 
         def expansion():
@@ -326,8 +337,8 @@ def print_tables(res: dict) -> None:
         if not k.startswith("kernels"):
             print(f"GPU kernels per call, {k}: {v}")
     print("\ndistance matrix, ms and ratio to bare mm writing the same output (TF32 off)")
-    cols = ["ours_triton", "ours_torch", "expansion", "cdist2", "broadcast"]
-    print(f"{'N=P':>6} {'D':>4} {'mm ms':>8} " + " ".join(f"{k:>14}" for k in cols) + f" {'close%':>7}")
+    cols = ["ours_triton", "ours_product_path", "ours_torch", "expansion", "cdist2", "broadcast"]
+    print(f"{'N=P':>6} {'D':>4} {'mm ms':>8} " + " ".join(f"{k[:14]:>14}" for k in cols) + f" {'close%':>7}")
     for r in res["distance"]:
         cells = []
         for k in cols:

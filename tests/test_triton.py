@@ -53,8 +53,16 @@ def ref_d(X, T):
 SHAPES = [(1, 1, 1), (7, 3, 2), (100, 65, 5), (257, 3, 33), (7, 65, 130), (1, 65, 33), (100, 1, 1), (33, 40, 4)]
 
 
+@pytest.fixture(params=["direct", "product"])
+def matrix_path(request, monkeypatch):
+    """float32 distance matrices take the direct formula; force the product path too."""
+    if request.param == "product":
+        monkeypatch.setattr(tr, "_DIRECT_TAU", 2.0)
+    return request.param
+
+
 @pytest.mark.parametrize("N,P,D", SHAPES)
-def test_sqdist_offset_data_matches_float64(N, P, D):
+def test_sqdist_offset_data_matches_float64(N, P, D, matrix_path):
     X, T = data(N, D, seed=N * 7 + D), data(P, D, seed=P * 11 + D + 1)
     out = torch.full((N, P), float("nan"), device=DEV)  # poisoned: every entry must be written
     res = tr.sqdist_triton(X, T, out)
@@ -78,7 +86,7 @@ def test_public_api_routes_numpy_float64():
     np.testing.assert_allclose(got, ref, rtol=1e-11)
 
 
-def test_half_input_accumulates_in_float32():
+def test_half_input_accumulates_in_float32(matrix_path):
     X, T = data(30, 9, seed=1, offset=3.0, dtype=torch.float16), data(20, 9, seed=2, offset=3.0, dtype=torch.float16)
     out = torch.empty((30, 20), dtype=torch.float16, device=DEV)
     tr.sqdist_triton(X, T, out)
@@ -87,7 +95,7 @@ def test_half_input_accumulates_in_float32():
 
 
 @pytest.mark.parametrize("D", [3, 33, 130])
-def test_identical_rows_give_exact_zero(D):
+def test_identical_rows_give_exact_zero(D, matrix_path):
     X = data(40, D, seed=D)
     X[5] = X[17]
     out = torch.empty((40, 40), device=DEV)
@@ -97,7 +105,7 @@ def test_identical_rows_give_exact_zero(D):
     assert bool((out >= 0).all())
 
 
-def test_noncontiguous_out():
+def test_noncontiguous_out(matrix_path):
     X, T = data(19, 7, seed=3), data(23, 7, seed=4)
     buf = torch.full((23, 19), float("nan"), device=DEV)
     out = buf.T  # (19, 23), strides (1, 19)
@@ -107,7 +115,7 @@ def test_noncontiguous_out():
 
 
 @pytest.mark.parametrize("D", [2, 9])
-def test_nonfinite_rows_propagate_only_to_their_row(D):
+def test_nonfinite_rows_propagate_only_to_their_row(D, matrix_path):
     X, T = data(12, D, seed=5), data(10, D, seed=6)
     X[3, 0] = float("nan")
     X[4, 1 % D] = float("inf")

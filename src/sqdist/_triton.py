@@ -57,6 +57,16 @@ PRECISIONS = ("ieee", "tf32")
 # kernel is bound by the output write or by the argmin, not by arithmetic).
 _DIRECT_MAX_D = 4
 
+# The distance matrix uses the direct formula at every D when the close-pair
+# threshold tau is at least this.  With sqdist's tau (0.17 at D = 1 up to 1 at
+# D >= 95 in float32) every 64 x 64 tile of random data holds a "close" entry,
+# so the product path would compute each tile twice (product + direct, ~3
+# instructions per multiply-add of the product) where the direct formula alone
+# costs ~2 and is exact.  Triton's exact-fp32 dot runs on the FMA units, not on
+# tensor cores, so the product has no speed of its own to lose here.  float64
+# (tau ~ 1e-9) keeps the product path.  See docs/gpu.md.
+_DIRECT_TAU = 0.05
+
 # --------------------------------------------------------------------------
 # kernels (defined only when Triton imports)
 # --------------------------------------------------------------------------
@@ -296,7 +306,7 @@ def _tiles(D: int, device: torch.device, kind: str = "matrix") -> dict[str, int]
         return dict(BM=32, BN=32, BK=32, num_warps=1)
     if kind == "nearest":
         return dict(BM=64, BN=64, BK=16 if D <= 16 else 32, num_warps=4)
-    if D <= _DIRECT_MAX_D:
+    if kind == "direct":
         return dict(BM=64, BN=128, BK=16, num_warps=8)
     return dict(BM=64, BN=64, BK=16 if D <= 16 else 32, num_warps=4)
 
@@ -304,14 +314,14 @@ def _tiles(D: int, device: torch.device, kind: str = "matrix") -> dict[str, int]
 class _Prep:
     """Original and centred operands in the compute dtype, norms, threshold."""
 
-    def __init__(self, X: torch.Tensor, T: torch.Tensor, cdtype: torch.dtype):
+    def __init__(self, X: torch.Tensor, T: torch.Tensor, cdtype: torch.dtype, *, matrix: bool = False):
         from .distances import _centre, _tau
 
         self.D = X.shape[1]
         self.Xo = X.detach().to(cdtype).contiguous()  # (N, D)
         self.To = T.detach().to(cdtype).contiguous()  # (P, D)
-        self.direct = self.D <= _DIRECT_MAX_D
         self.tau = _tau(cdtype, self.D)
+        self.direct = self.D <= _DIRECT_MAX_D or (matrix and self.tau >= _DIRECT_TAU)
         if self.direct:
             # the direct formula is exact and handles NaN/Inf itself: no centring needed
             self.Xc, self.Tc, self.nx, self.nt = self.Xo, self.To, self.Xo, self.To
@@ -367,8 +377,8 @@ def sqdist_triton(X: torch.Tensor, T: torch.Tensor, out: torch.Tensor) -> torch.
     cdtype = compute_dtype(out.dtype)
     if D == 0:
         return out.zero_()
-    p = _Prep(X, T, cdtype)
-    cfg = _tiles(D, X.device)
+    p = _Prep(X, T, cdtype, matrix=True)
+    cfg = _tiles(D, X.device, "direct" if p.direct else "matrix")
     grid = (triton.cdiv(N, cfg["BM"]) * triton.cdiv(P, cfg["BN"]),)
     _sqdist_kernel[grid](
         p.Xc, p.Tc, p.Xo, p.To, p.nx, p.nt, out, N, P, D, out.stride(0), out.stride(1), p.tau,
