@@ -18,8 +18,10 @@ Accuracy contract (the same as the torch gemm path, see
 * in every output tile, entries below ``tau * (||x_c||^2 + ||t_c||^2)`` are
   recomputed directly as ``sum((x - t)**2)`` on the original values (so
   identical rows give exactly ``0``), the rest are clamped at ``0``;
-* for ``D <= 4`` the whole tile is computed directly (exact, and the kernel
-  is bound by writing the output anyway);
+* float32/half distance matrices (and every ``D <= 4``) are computed with the
+  direct formula throughout: exact, and under sqdist's ``tau`` nearly every
+  tile would need the recompute anyway (``_DIRECT_TAU``, docs/gpu.md); the
+  product path above serves float64;
 * rows of ``X`` or ``T`` with NaN/Inf get the direct formula (IEEE
   propagation, confined to their own row/column);
 * half precision accumulates in float32; products are exact fp32
