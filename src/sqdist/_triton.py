@@ -535,7 +535,8 @@ def _segment_sums(X: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor, K
     """float64 (K, D) per-cluster sums of the rows of X, in a fixed order (deterministic)."""
     N, D = X.shape
     dev = X.device
-    order = torch.argsort(labels, stable=True)  # (N,)
+    # stable sort by label; int32 keys halve the radix passes (K < 2**31)
+    order = torch.argsort(labels.to(torch.int32), stable=True)  # (N,)
     starts = torch.cumsum(counts, 0) - counts  # (K,)
     interp = dev.type == "cpu"
     BR = 16 if interp else 128
