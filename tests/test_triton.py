@@ -332,3 +332,22 @@ def test_batched_and_chunked_public_paths():
     assert len(blocks) > 1
     # (not bitwise: the interpreter's matmul may round a row differently in another block layout)
     assert torch.allclose(torch.cat([blk for blk, _ in blocks]), got[0], rtol=1e-6)
+
+
+def test_gpu_benchmark_script_parses_its_options():
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.py"
+    r = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0
+    assert "--cpu-smoke" in r.stdout and "--budget-s" in r.stdout
+
+
+def test_nearest_float64_product_path():
+    X, T = data(60, 9, seed=50, offset=1e4, dtype=torch.float64), data(45, 9, seed=51, offset=1e4, dtype=torch.float64)
+    d, i = tr.nearest_triton(X, T)
+    assert d.dtype == torch.float64
+    rv, ri = ref_d(X, T).min(1)
+    assert torch.equal(i[:, 0].cpu(), ri)
+    assert torch.allclose(d[:, 0].cpu(), rv, rtol=1e-12)

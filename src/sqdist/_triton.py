@@ -404,7 +404,7 @@ def sqdist_triton(X: torch.Tensor, T: torch.Tensor, out: torch.Tensor) -> torch.
 _SAFETY = 2.0
 
 
-def _gamma(precision: str, D: int) -> float:
+def _gamma(precision: str, D: int, dtype: torch.dtype = torch.float32) -> float:
     """Relative bound gamma for the margin re-check of :func:`_nearest_core`.
 
     A product-path distance ``d~_j = ||x_c||^2 + ||t_c||^2 - 2 x_c.t_c`` is
@@ -416,9 +416,11 @@ def _gamma(precision: str, D: int) -> float:
     direct formula the answer must agree with is within
     ``(D + 1) eps * d_j <= 2 (D + 1) eps (||x_c||^2 + ||t_c||^2)``.  Adding both
     for the winner and any rival gives ``2u + (3D + 5) eps`` per unit of
-    ``2||x_c||^2 + ||t_b||^2 + max_j ||t_j||^2``; ``_SAFETY`` doubles it.
+    ``2||x_c||^2 + ||t_b||^2 + max_j ||t_j||^2``; ``_SAFETY`` doubles it (which
+    also covers a tf32 conversion that truncates instead of rounding, u = 2**-10).
+    float64 data use float64's unit roundoff for ``eps`` (and never tf32).
     """
-    eps = 2.0**-24
+    eps = torch.finfo(dtype).eps / 2
     u = {"ieee": 0.0, "tf32": 2.0**-11}[precision]
     return _SAFETY * (2 * u + (3 * D + 5) * eps)
 
@@ -454,7 +456,7 @@ def _nearest_core(
     )
     n_re = 0
     if top2:
-        g = _gamma(precision, D) if gamma is None else gamma
+        g = _gamma(precision, D, p.Xo.dtype) if gamma is None else gamma
         nt_max = torch.nan_to_num(p.nt, nan=0.0, posinf=0.0).max()
         bound = g * (2.0 * p.nx + p.nt.gather(0, idx) + nt_max)  # (N,)
         redo = (second - best <= bound).nonzero().flatten()  # (r,)
