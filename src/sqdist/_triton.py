@@ -223,7 +223,7 @@ if triton is not None:
             rmask = rows < hi
             src = tl.load(Order + rows, mask=rmask, other=0)  # (BR,) int64
             x = tl.load(X + src[:, None] * D + dd[None, :], mask=rmask[:, None] & dm[None, :], other=0.0)
-            acc += x.to(tl.float64)
+            acc += x.to(tl.float32).to(tl.float64)  # exact widening (half -> fp32 -> fp64)
         out = Partial + (k.to(tl.int64) * G + g) * D + dd
         tl.store(out, tl.sum(acc, axis=0), mask=dm)
 
