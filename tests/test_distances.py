@@ -571,14 +571,21 @@ def test_nearest_k_bounds():
     assert d.shape == i.shape == (0, 2)
 
 
-def test_nearest_nan_ranks_last_for_every_k():
+def test_nearest_nan_semantics():
+    """k = 1 propagates NaN like torch.min / numpy.argmin (and the Triton kernel);
+    k > 1 ranks NaN last like torch.topk.  (Documented in nearest's docstring.)"""
     T = np.array([[0.0], [np.nan], [1.0]])
     X = np.array([[0.9], [0.1], [np.nan]])
     d1, i1 = sqdist.nearest(X, T, k=1)
+    assert np.isnan(d1).all() and i1.ravel().tolist()[:2] == [1, 1]
+    np.testing.assert_array_equal(i1.ravel()[:2], np.argmin(sqdist.sqdist(X, T), axis=1)[:2])
     d2, i2 = sqdist.nearest(X, T, k=2)
-    assert i1[:2].ravel().tolist() == [2, 0] and i2[:2, 0].tolist() == [2, 0]
-    np.testing.assert_allclose(d1[:2].ravel(), [0.01, 0.01])
-    assert np.isnan(d1[2, 0]) and np.isnan(d2[2]).all()
+    assert i2[:2].tolist() == [[2, 0], [0, 2]]
+    np.testing.assert_allclose(d2[:2], [[0.01, 0.81], [0.01, 0.81]])
+    assert np.isnan(d2[2]).all()
+    # NaN only in X: the other rows are untouched
+    d, i = sqdist.nearest(X, np.array([[0.0], [1.0]]))
+    assert i[:2].ravel().tolist() == [1, 0] and np.isnan(d[2, 0])
 
 
 def test_nearest_bad_inputs():

@@ -464,13 +464,7 @@ def _nearest_impl(X: torch.Tensor, T: torch.Tensor, k: int, backend: str, budget
     for sl in _chunking.row_slices(N, chunk):
         d = _gemm_block(X[sl], prep, None, budget)  # (n, P)
         if k == 1:
-            if prep.bad_cols.numel() or not bool(torch.isfinite(X[sl]).all()):
-                # NaN distances (only from non-finite inputs) rank after every number, as in
-                # torch.topk for k > 1; torch.min would return the NaN
-                j = torch.where(torch.isnan(d), torch.inf, d).argmin(dim=1, keepdim=True)  # (n, 1)
-                v = d.gather(1, j)  # (n, 1)
-            else:
-                v, j = d.min(dim=1, keepdim=True)  # first index on ties
+            v, j = d.min(dim=1, keepdim=True)  # first index on ties
         else:
             v, j = torch.topk(d, k, dim=1, largest=False, sorted=True)
         dist[sl] = v
@@ -504,8 +498,10 @@ def nearest(
         go to the smallest index; distances equal in exact arithmetic may
         differ in their last bits after the matrix product, and then the
         smaller computed one wins.
-        A NaN distance (from a row of ``X`` or ``T`` holding NaN) ranks after
-        every number, ``inf`` included, as in :func:`torch.topk`.
+        NaN distances (from rows of ``X`` or ``T`` holding NaN): for ``k = 1``
+        a NaN in a row of distances wins, as in :func:`torch.min` and
+        :func:`numpy.argmin` (a NaN row of ``T`` is every row's nearest);
+        for ``k > 1`` NaN ranks after every number, as in :func:`torch.topk`.
 
     Examples
     --------
