@@ -423,6 +423,9 @@ def test_batch_dimensions_broadcast(method):
     assert d.shape == (3, 6, 5)
     for b in range(3):
         np.testing.assert_allclose(d[b], ref64(X[b], T3[b]), rtol=1e-12)
+    d = sqdist.sqdist(X[0], T3, method=method)  # (N, D) with (B, P, D)
+    assert d.shape == (3, 6, 5)
+    np.testing.assert_allclose(d, ref64(X[0], T3), rtol=1e-12)
     # (2, 1, N, D) with (3, P, D) -> (2, 3, N, P)
     X4 = torch.randn(2, 1, 6, 4, generator=g, dtype=torch.float64)
     d = sqdist.sqdist(X4, T3, method=method)
