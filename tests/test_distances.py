@@ -181,6 +181,15 @@ def test_accuracy_contract_on_offset_data(offset, D):
     assert_contract(d, ref64(X, T))
 
 
+@pytest.mark.parametrize("D", [1, 2, 64])
+@pytest.mark.parametrize("offset", [1000.0, 5e5])
+def test_float64_is_accurate_to_float64_roundoff(offset, D):
+    # the close-pair threshold scales with the dtype's roundoff (a fixed 1e-5 target once let
+    # float64 results be off by 5e-7 relative at D = 1)
+    X, T = offset_data(300, 300, D, offset=offset, seed=20 + D, dtype=torch.float64)
+    assert_contract(sqdist.sqdist(X, T), ref64(X, T), median=1e-15, worst=1e-13)
+
+
 @pytest.mark.parametrize("D", [2, 64, 300])
 def test_accuracy_contract_with_many_close_pairs(D):
     # adversarial for the close-pair threshold: two far clusters of near-duplicates around 1000,
