@@ -2,16 +2,22 @@
 NumPy-style broadcasting explained, and k-means -- in PyTorch."""
 
 from ._chunking import get_working_memory, set_working_memory, working_memory
-from ._validation import SqdistError
+from ._validation import ConvergenceWarning, SqdistError, SqdistWarning
 from .distances import nearest, sqdist, sqdist_chunks
 from .kernels import rbf
+from .kmeans import KMeans, KMeansResult, kmeans
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConvergenceWarning",
+    "KMeans",
+    "KMeansResult",
     "SqdistError",
+    "SqdistWarning",
     "__version__",
     "get_working_memory",
+    "kmeans",
     "nearest",
     "rbf",
     "set_working_memory",
