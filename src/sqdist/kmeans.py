@@ -588,7 +588,8 @@ class KMeans:
 
     Parameters
     ----------
-    n_clusters : int, default 8
+    n_clusters : int or None, default 8
+        ``None`` takes K from an explicit ``init`` (indices or centres).
     init, n_init, max_iter, tol, seed, working_memory, backend
         As in :func:`kmeans`.
     device : str or torch.device, optional
@@ -669,12 +670,8 @@ class KMeans:
 
     def fit(self, X: Any, y: Any = None) -> "KMeans":
         """Run k-means on X (N, D); returns self."""
-        init = self.init
-        n_clusters = self.n_clusters
-        if not isinstance(init, str) and n_clusters is not None and n_clusters == 8:
-            n_clusters = None  # the default does not fight an explicit init
         r = kmeans(
-            self._to_device(X), n_clusters, init=init, n_init=self.n_init, max_iter=self.max_iter, tol=self.tol,
+            self._to_device(X), self.n_clusters, init=self.init, n_init=self.n_init, max_iter=self.max_iter, tol=self.tol,
             seed=self.seed, working_memory=self.working_memory, backend=self.backend,
         )
         self._set_result(r)
@@ -813,3 +810,87 @@ def _atomic_write(path: str | os.PathLike, write) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+# --------------------------------------------------------------------------
+# command line: sqdist kmeans
+# --------------------------------------------------------------------------
+
+
+def _parse_init_arg(text: str) -> Any:
+    if text in INITS:
+        return text
+    try:
+        return [int(v) for v in text.split(",") if v.strip() != ""]
+    except ValueError:
+        raise SqdistError(f"--init: expected 'k-means++', 'random' or comma-separated row indices like 0,50,100, got {text!r}") from None
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Options of ``sqdist kmeans``."""
+    parser.add_argument("--data", metavar="FILE", help="points as .npy or .csv (with or without a header); default: the exercise's 5 blobs x 50 points")
+    parser.add_argument("-k", "--n-clusters", type=int, default=None, metavar="K", help="number of clusters (default 5, or the number of --init indices)")
+    parser.add_argument("--init", default=None, help="k-means++, random, or row indices like 0,50,100 (default: evenly spaced fixed indices)")
+    parser.add_argument("--n-init", type=int, default=1, help="restarts for random inits (default 1)")
+    parser.add_argument("--max-iter", type=int, default=300, help="maximum number of iterations M (default 300)")
+    parser.add_argument("--tol", type=float, default=1e-4, help="stop when every centre moved less than this (data units, default 1e-4)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the data and random inits (default 0)")
+    parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default cpu)")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float64")
+    parser.add_argument("--plot", metavar="PNG", help="save a figure: data with initial and converged centres, trajectories, inertia")
+    parser.add_argument("--save", metavar="MODEL", help="save the fitted model (.npz, loadable with sqdist.KMeans.load)")
+    parser.add_argument("--labels", metavar="NPY", help="save the labels as an int64 .npy array")
+    parser.add_argument("--working-memory", type=float, default=None, metavar="MIB")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``sqdist kmeans``; prints a summary."""
+    from . import datasets
+
+    if args.data is not None:
+        X = datasets.load_points(args.data)
+        truth = None
+    else:
+        X, truth = datasets.make_blobs(seed=args.seed)
+    X = X.astype(args.dtype)
+    init = _parse_init_arg(args.init) if args.init is not None else None
+    K = args.n_clusters
+    if init is None:
+        k = 5 if K is None else K
+        if isinstance(k, int) and 1 <= k <= X.shape[0]:
+            init = datasets.exercise_init_indices(k, X.shape[0])
+        else:
+            init, K = "k-means++", k
+    if isinstance(init, str) and K is None:
+        K = 5
+    data = X if args.device is None else torch.from_numpy(X).to(torch.device(args.device))
+    km = KMeans(K, init=init, n_init=args.n_init, max_iter=args.max_iter, tol=args.tol, seed=args.seed,
+                working_memory=args.working_memory)
+    km.fit(data)
+    r = km.result_
+    labels = r.labels.cpu().numpy() if isinstance(r.labels, torch.Tensor) else r.labels
+    sizes = np.bincount(labels, minlength=int(r.centers.shape[0]))
+    src = args.data if args.data is not None else f"blobs (5 x 50, 2-D, seed {args.seed})"
+    init_desc = init if isinstance(init, str) else "indices " + ",".join(str(i) for i in init)
+    print(f"data: {src}, {X.shape[0]} points x {X.shape[1]} features")
+    print(f"k-means: K={r.centers.shape[0]}, init {init_desc}, max_iter {args.max_iter}, tol {args.tol:g}")
+    print(f"iterations: {r.n_iter} ({'converged' if r.converged else 'not converged'})")
+    print(f"inertia: {r.inertia:.10g}")
+    print("cluster sizes: " + " ".join(str(int(s)) for s in sizes))
+    relocs = sum(len(h["relocated"]) for h in r.history)
+    if relocs:
+        print(f"empty-cluster relocations: {relocs}")
+    if args.labels:
+        _atomic_write(args.labels, lambda f: np.save(f, labels.astype(np.int64)))
+        print(f"labels -> {args.labels}")
+    if args.save:
+        km.save(args.save)
+        print(f"model -> {args.save}")
+    if args.plot:
+        from . import plotting
+
+        Xn = X
+        fig = plotting.plot_kmeans_summary(Xn, r, truth=truth)
+        plotting.save_figure(fig, args.plot)
+        print(f"plot -> {args.plot}")
+    return 0
