@@ -349,10 +349,10 @@ def _parse_init(init: Any, n_clusters: int | None, X: torch.Tensor) -> tuple[Any
     arr = init.detach().cpu().numpy() if isinstance(init, torch.Tensor) else np.asarray(init) if not isinstance(init, np.ndarray) else init
     if arr.dtype == object or arr.dtype.kind not in "biuf":
         raise SqdistError(f"init: expected row indices or a (K, D) array of centres, got {describe(init)} of dtype {arr.dtype}")
+    if arr.ndim == 1 and arr.size == 0:
+        raise SqdistError("init: got an empty list of indices; expected K >= 1 row indices")
     if arr.ndim == 1 and arr.dtype.kind in "iu":
         K = arr.shape[0]
-        if K == 0:
-            raise SqdistError("init: got an empty list of indices; expected K >= 1 row indices")
         if n_clusters is not None and check_positive_int(n_clusters, "n_clusters") != K:
             raise SqdistError(f"init: {K} indices given but n_clusters={n_clusters}")
         bad = (arr < 0) | (arr >= N)
