@@ -162,7 +162,7 @@ def plot_init_and_final(X: Any, result: Any, *, truth: Any = None, axes: Sequenc
     K = len(_np(centers))
     plot_clusters(X, truth, None, init, ax=axs[0], title=f"data and initial centres (K={K})")
     n_iter = len(hist) - 1 if hist else getattr(result, "n_iter", "?")
-    plot_clusters(X, labels, centers, init, ax=axs[1], title=f"converged clustering after {n_iter} iterations")
+    plot_clusters(X, labels, centers, init, ax=axs[1], title=f"converged clustering after {n_iter} iteration{'' if n_iter == 1 else 's'}")
     return fig
 
 
@@ -224,7 +224,7 @@ def plot_kmeans_grid(X: Any, results: Mapping[int, Any], *, truth: Any = None, a
         centers, labels, init, hist = _result_parts(r)
         plot_clusters(X, truth, None, init, ax=axs[row, 0], title=f"P = {p}: data and initial centres")
         conv = "converged" if getattr(r, "converged", True) else "not converged"
-        plot_trajectories(X, r, ax=axs[row, 1], title=f"P = {p}: {len(hist) - 1} iterations ({conv}), inertia {r.inertia:.4g}")
+        plot_trajectories(X, r, ax=axs[row, 1], title=f"P = {p}: {len(hist) - 1} iteration{'' if len(hist) == 2 else 's'} ({conv}), inertia {r.inertia:.4g}")
     return fig
 
 
