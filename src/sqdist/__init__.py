@@ -5,6 +5,7 @@ from ._chunking import get_working_memory, set_working_memory, working_memory
 from ._validation import ConvergenceWarning, SqdistError, SqdistWarning
 from .distances import nearest, sqdist, sqdist_chunks
 from .kernels import rbf
+from . import datasets
 from .kmeans import KMeans, KMeansResult, kmeans
 
 __version__ = "0.1.0"
