@@ -457,3 +457,31 @@ def test_exact_ties_far_from_origin_go_to_lowest_index(dtype):
     exact = ((Y.double()[:, None] - Cs.double()[None]) ** 2).sum(-1)
     ok = exact.gather(1, st.labels[:, None])[:, 0] <= exact.min(1).values * (1 + 1e-4) + 1e-4
     assert bool(ok.all())
+
+
+def test_dispatch_to_optional_kernels(monkeypatch):
+    import types
+
+    from sqdist.kmeans import _assign_torch
+
+    calls = []
+
+    def fake(X, C, **kw):
+        calls.append(kw)
+        return _assign_torch(X, C, 2**20)
+
+    cpu = types.ModuleType("sqdist._cpu_kernels")
+    cpu.available = lambda: True
+    cpu.supports = lambda X, C: X.dtype == torch.float64
+    cpu.assign_accumulate = fake
+    monkeypatch.setitem(sys.modules, "sqdist._cpu_kernels", cpu)
+    X = torch.from_numpy(make_blobs()[0])
+    ref = kmeans(X, init=EXERCISE_INIT_INDICES[5], max_iter=3)
+    assert len(calls) == ref.n_iter + 1  # one assignment per iteration plus the initial one
+    kmeans(X.float(), init=EXERCISE_INIT_INDICES[5], max_iter=3)
+    assert len(calls) == ref.n_iter + 1  # supports() said no: torch path
+    tri = types.ModuleType("sqdist._triton")
+    tri.assign_accumulate_triton = fake
+    monkeypatch.setitem(sys.modules, "sqdist._triton", tri)
+    st = _assign_accumulate(X, X[:5].clone(), budget=2**20, backend="triton")
+    assert calls[-1] == {"budget": 2**20, "backend": "triton"} and st.labels.shape == (250,)

@@ -731,7 +731,7 @@ class KMeans:
     def _check_fitted(self, X: Any, name: str) -> tuple[torch.Tensor, bool, torch.Tensor]:
         if not hasattr(self, "cluster_centers_"):
             raise SqdistError(f"{name}: this KMeans is not fitted yet; call fit(X) first")
-        Xt, was_numpy = as_tensor(self._to_device(X) if not isinstance(X, torch.Tensor) or self.device is not None else X, "X")
+        Xt, was_numpy = as_tensor(self._to_device(X), "X")
         if Xt.ndim != 2 or Xt.shape[1] != self.n_features_in_:
             raise SqdistError(f"X: expected shape (n, {self.n_features_in_}) (the features seen in fit), got {describe(Xt)}")
         check_finite_rows(Xt, "X")
