@@ -54,6 +54,7 @@ import importlib
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 import warnings
@@ -170,12 +171,22 @@ def _segment_add(out: torch.Tensor, index: torch.Tensor, src: torch.Tensor) -> t
     return out.index_put_((index,), src, accumulate=True)
 
 
+_MISSING: set[str] = set()
+
+
 def _optional_module(name: str):
-    """Import an optional sqdist kernel module; None when that module does not exist."""
+    """Import an optional sqdist kernel module; None when that module does not exist
+    (remembered, so the file system is searched once per process)."""
+    mod = sys.modules.get(name)
+    if mod is not None:
+        return mod
+    if name in _MISSING:
+        return None
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name == name:
+            _MISSING.add(name)
             return None
         raise
 
