@@ -42,18 +42,18 @@ def run_cli():
 
 
 def pytest_addoption(parser):
-    parser.addoption("--runslow", action="store_true", default=False,
-                     help="also run tests marked slow (e.g. the 20000 x 20000 memory contract)")
+    parser.addoption("--skipslow", action="store_true", default=False,
+                     help="skip tests marked slow (e.g. the 20000 x 20000 memory contract) for a quick local run")
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: takes more than ~20 s on 2 cores; run with --runslow")
+    config.addinivalue_line("markers", "slow: takes more than ~20 s on 2 cores; skipped with --skipslow")
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--runslow") or os.environ.get("SQDIST_RUN_SLOW") == "1":
+    if not config.getoption("--skipslow"):
         return
-    skip = pytest.mark.skip(reason="slow: run with --runslow or SQDIST_RUN_SLOW=1")
+    skip = pytest.mark.skip(reason="slow: skipped with --skipslow")
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)

@@ -117,7 +117,7 @@ def test_peak_memory_stays_within_the_budget(case, measured):
 @pytest.mark.slow
 def test_issue_memory_contract_20000_squared():
     """Issue 2: N = P = 20000, D = 64 float32 grows peak memory by at most the 1.5 GiB output
-    + 300 MiB (default budget 256 MiB).  About 15-30 s on 2 shared cores: run with --runslow."""
+    + 300 MiB (default budget 256 MiB).  About 15-30 s on 2 shared cores: skip with --skipslow."""
     (m,) = probe((20000, 20000, 64, "random", "auto", None))
     assert m["output"] == 20000 * 20000 * 4
     assert m["growth"] <= m["output"] + 300 * MiB, (
