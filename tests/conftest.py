@@ -13,6 +13,15 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 if str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
 
+# Without CUDA, the Triton kernels are tested on CPU tensors under Triton's interpreter.
+# Triton fixes interpreted-vs-compiled when it is first imported, and doctest collection
+# may import it before tests/test_triton.py runs: set the flag here, before any collection.
+if "TRITON_INTERPRET" not in os.environ:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
+
 
 @pytest.fixture
 def run_cli():
@@ -30,3 +39,21 @@ def run_cli():
         )
 
     return _run
+
+
+def pytest_addoption(parser):
+    parser.addoption("--skipslow", action="store_true", default=False,
+                     help="skip tests marked slow (e.g. the 20000 x 20000 memory contract) for a quick local run")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes more than ~20 s on 2 cores; skipped with --skipslow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--skipslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: skipped with --skipslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
