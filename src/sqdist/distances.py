@@ -536,9 +536,21 @@ def _nearest_impl(X: torch.Tensor, T: torch.Tensor, k: int, backend: str, budget
         return dist, idx
     item = torch.finfo(cdtype).bits // 8
     chunk = _chunking.rows_per_chunk(N, P * item + _bytes_per_row("gemm", P, D, item), budget, what="nearest")
-    prep = _Prepared(T, cdtype)
+    # small D on the CPU: the compiled direct formula (exact, so exact ties
+    # really tie and go to the smallest index); else the exact gemm path
+    direct = backend == "torch" and _resolve_method("auto", X.device, X, T, backend) == "_direct"
+    if direct:
+        from . import _cpu_kernels
+
+        Td = T.detach().to(cdtype)
+    else:
+        prep = _Prepared(T, cdtype)
     for sl in _chunking.row_slices(N, chunk):
-        d = _gemm_block(X[sl], prep, None, budget)  # (n, P)
+        if direct:
+            Xd = X[sl].detach().to(cdtype)
+            d = _cpu_kernels.sqdist_small(Xd, Td, torch.empty((Xd.shape[0], P), dtype=cdtype))  # (n, P)
+        else:
+            d = _gemm_block(X[sl], prep, None, budget)  # (n, P)
         if k == 1:
             v, j = d.min(dim=1, keepdim=True)  # first index on ties
         else:
