@@ -242,8 +242,11 @@ def main(argv=None) -> int:
             "iters": iters, "per_iter_s": per_iter, "mm_floor_s": mmt, "agreement": agree,
             "ours_over_best_peer": ours / best_peer, "ours_over_mm": ours / mmt,
         }
+        results["shapes"][f"{N}x{D}x{K}"]["whole_fit_s"] = t
         if N > 1000:
             best_ratios.append(ours / best_peer)
+        else:
+            print(f"whole {iters}-iteration fit at {N}x{D}x{K}: " + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in t.items()), flush=True)
         rows.append([f"{N}x{D}x{K}", f"{mmt * 1e3:.3f}"] + [f"{per_iter[k] * 1e3:.3f}" if k in per_iter else "-" for k in names]
                     + [f"{ours / best_peer:.2f}x", f"{ours / mmt:.2f}x"])
         print(f"done {N}x{D}x{K}", file=sys.stderr, flush=True)

@@ -54,6 +54,8 @@ _SQDIST_DIRECT_MAX_D = 16
 # rows per group of the direct assign kernel (groups are fixed by N only)
 _GROUP_ROWS = 16384
 _MAX_GROUPS = 64
+# below this many multiply-adds a kernel runs on the calling thread
+_SERIAL_WORK = 1 << 16
 # sub-groups of one gemm block (fixed; parallelism of the compiled pass)
 _SUBGROUPS = 4
 # bytes of one gemm block of products.  Smaller (L2-sized) blocks would be the
@@ -187,7 +189,8 @@ def _assign_direct(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, min
     psums = np.zeros((G, K, D), dtype=np.float64)
     pcounts = np.zeros((G, K), dtype=np.int64)
     pinert = np.zeros(G, dtype=np.float64)
-    _nb().assign_accumulate_direct(Xn, CT, bounds, labels, mind, psums, pcounts, pinert)
+    kern = _nb().assign_accumulate_direct if G > 1 else _nb().assign_accumulate_direct_serial
+    kern(Xn, CT, bounds, labels, mind, psums, pcounts, pinert)
     sums, counts, inertia = _combine(psums, pcounts, pinert)
     return labels_t, mind_t, sums, counts, inertia
 
@@ -248,7 +251,8 @@ def sqdist_small(X: torch.Tensor, T: torch.Tensor, out: torch.Tensor) -> torch.T
     ``out`` (N, P) must be a contiguous CPU tensor of the inputs' dtype.
     """
     TT = np.ascontiguousarray(_np(T).T)  # (D, P)
-    _nb().sqdist_direct(_np(X), TT, out.numpy())
+    small = X.shape[0] * T.shape[0] * X.shape[1] < _SERIAL_WORK
+    (_nb().sqdist_direct_serial if small else _nb().sqdist_direct)(_np(X), TT, out.numpy())
     return out
 
 

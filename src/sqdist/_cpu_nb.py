@@ -59,6 +59,37 @@ _OPTS = dict(cache=True, error_model="numpy")
 # --------------------------------------------------------------------------
 
 
+@njit(**_OPTS)
+def _assign_rows(X, CT, lo, hi, labels, mind, psums_g, pcounts_g):  # pragma: no cover
+    """Rows lo:hi of the direct assign + accumulate; returns their float64 inertia."""
+    D, K = CT.shape
+    dist = np.empty(K, dtype=CT.dtype)  # (K,)
+    acc = 0.0
+    for i in range(lo, hi):
+        x0 = X[i, 0]
+        for k in range(K):
+            t = x0 - CT[0, k]
+            dist[k] = t * t
+        for j in range(1, D):
+            xj = X[i, j]
+            for k in range(K):
+                t = xj - CT[j, k]
+                dist[k] += t * t
+        best = dist[0]
+        bk = 0
+        for k in range(1, K):
+            if dist[k] < best:
+                best = dist[k]
+                bk = k
+        labels[i] = bk
+        mind[i] = best
+        acc += best
+        pcounts_g[bk] += 1
+        for j in range(D):
+            psums_g[bk, j] += X[i, j]
+    return acc
+
+
 @njit(parallel=True, **_OPTS)
 def assign_accumulate_direct(X, CT, bounds, labels, mind, psums, pcounts, pinert):  # pragma: no cover
     """Nearest centre of every row by the direct formula, and per-group sums.
@@ -68,34 +99,17 @@ def assign_accumulate_direct(X, CT, bounds, labels, mind, psums, pcounts, pinert
     mind (n,), psums (G, K, D) float64, pcounts (G, K) int64, pinert (G,) float64.
     Ties go to the smallest centre index (strict ``<``).
     """
-    D, K = CT.shape
     G = bounds.shape[0] - 1
     for g in prange(G):
-        dist = np.empty(K, dtype=CT.dtype)  # (K,)
-        acc = 0.0
-        for i in range(bounds[g], bounds[g + 1]):
-            x0 = X[i, 0]
-            for k in range(K):
-                t = x0 - CT[0, k]
-                dist[k] = t * t
-            for j in range(1, D):
-                xj = X[i, j]
-                for k in range(K):
-                    t = xj - CT[j, k]
-                    dist[k] += t * t
-            best = dist[0]
-            bk = 0
-            for k in range(1, K):
-                if dist[k] < best:
-                    best = dist[k]
-                    bk = k
-            labels[i] = bk
-            mind[i] = best
-            acc += best
-            pcounts[g, bk] += 1
-            for j in range(D):
-                psums[g, bk, j] += X[i, j]
-        pinert[g] = acc
+        pinert[g] = _assign_rows(X, CT, bounds[g], bounds[g + 1], labels, mind, psums[g], pcounts[g])
+
+
+@njit(**_OPTS)
+def assign_accumulate_direct_serial(X, CT, bounds, labels, mind, psums, pcounts, pinert):  # pragma: no cover
+    """The same, on the calling thread (small inputs: a parallel launch costs more
+    than the work, and milliseconds on a loaded machine)."""
+    for g in range(bounds.shape[0] - 1):
+        pinert[g] = _assign_rows(X, CT, bounds[g], bounds[g + 1], labels, mind, psums[g], pcounts[g])
 
 
 # --------------------------------------------------------------------------
@@ -177,21 +191,33 @@ def argmin_accumulate_gemm(Gm, X, Xc, C, Cc, ncc, gamma, sub, labels, mind, psum
 # --------------------------------------------------------------------------
 
 
+@njit(**_OPTS)
+def _sqdist_row(X, TT, out, i):  # pragma: no cover
+    D = X.shape[1]
+    P = TT.shape[1]
+    x0 = X[i, 0]
+    for j in range(P):
+        t = x0 - TT[0, j]
+        out[i, j] = t * t
+    for d in range(1, D):
+        xd = X[i, d]
+        for j in range(P):
+            t = xd - TT[d, j]
+            out[i, j] += t * t
+
+
 @njit(parallel=True, **_OPTS)
 def sqdist_direct(X, TT, out):  # pragma: no cover
     """out[i, j] = sum_d (X[i, d] - TT[d, j])**2, rows in parallel, inner loop over j vectorised."""
-    n, D = X.shape
-    P = TT.shape[1]
-    for i in prange(n):
-        x0 = X[i, 0]
-        for j in range(P):
-            t = x0 - TT[0, j]
-            out[i, j] = t * t
-        for d in range(1, D):
-            xd = X[i, d]
-            for j in range(P):
-                t = xd - TT[d, j]
-                out[i, j] += t * t
+    for i in prange(X.shape[0]):
+        _sqdist_row(X, TT, out, i)
+
+
+@njit(**_OPTS)
+def sqdist_direct_serial(X, TT, out):  # pragma: no cover
+    """The same on the calling thread (small outputs)."""
+    for i in range(X.shape[0]):
+        _sqdist_row(X, TT, out, i)
 
 
 @njit(**_OPTS)
