@@ -225,17 +225,21 @@ def _assign_gemm(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_
     psums = np.zeros((_SUBGROUPS, K, D), dtype=np.float64)
     pcounts = np.zeros((_SUBGROUPS, K), dtype=np.int64)
     pinert = np.zeros(_SUBGROUPS, dtype=np.float64)
-    Xn, Cn, Ccn, nccn, mn, CcTn = X.numpy(), C.numpy(), Cc.numpy(), ncc.numpy(), m.numpy(), CcT.numpy()
+    # right factor [-2 c_c ; |c_c|^2] (D+1, K): the product gives e_k directly
+    Ca = torch.cat([-2.0 * CcT, ncc[None, :]], dim=0).contiguous().numpy()  # (D+1, K)
+    Xn, Cn, mn = X.numpy(), C.numpy(), m.numpy()
+    ncmax = float(ncc.max())
     gbuf = np.empty((nb, K), dtype=Xn.dtype)  # (nb, K) products, reused
-    xbuf = np.empty((nb, D), dtype=Xn.dtype)  # (nb, D) centred rows, reused
+    xbuf = np.empty((nb, D + 1), dtype=Xn.dtype)  # (nb, D+1) rows [x_c, 1], reused
+    xbuf[:, D] = 1
     kern = _nb().argmin_accumulate_gemm
     for s in range(0, n, nb):
         e = min(n, s + nb)
         r = e - s
-        xc = np.subtract(Xn[s:e], mn, out=xbuf[:r])  # (r, D)
-        g = _matmul(xc, CcTn, gbuf[:r])  # (r, K)
+        np.subtract(Xn[s:e], mn, out=xbuf[:r, :D])  # (r, D) centred rows
+        g = _matmul(xbuf[:r], Ca, gbuf[:r])  # (r, K)
         sub = np.linspace(0, r, _SUBGROUPS + 1).round().astype(np.int64)
-        kern(g, Xn[s:e], xc, Cn, Ccn, nccn, gamma, sub, labels[s:e], mind[s:e], psums, pcounts, pinert)
+        kern(g, Xn[s:e], xbuf[:r, :D], Cn, ncmax, gamma, sub, labels[s:e], mind[s:e], psums, pcounts, pinert)
     sums, counts, inertia = _combine(psums, pcounts, pinert)
     return labels_t, mind_t, sums, counts, inertia
 

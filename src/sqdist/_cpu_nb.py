@@ -117,59 +117,68 @@ def assign_accumulate_direct_serial(X, CT, bounds, labels, mind, psums, pcounts,
 # --------------------------------------------------------------------------
 
 
+@njit(fastmath={"nnan", "ninf", "nsz"}, **_OPTS)
+def _row_min(Gm, i):  # pragma: no cover
+    """Smallest value of row i (a vectorised min reduction; the inputs are finite)."""
+    m = Gm[i, 0]
+    for k in range(1, Gm.shape[1]):
+        v = Gm[i, k]
+        m = v if v < m else m
+    return m
+
+
+@njit(**_OPTS)
+def _row_count_le(Gm, i, lim):  # pragma: no cover
+    """How many entries of row i are <= lim (branch-free, vectorised)."""
+    c = 0
+    for k in range(Gm.shape[1]):
+        c += Gm[i, k] <= lim
+    return c
+
+
 @njit(parallel=True, **_OPTS)
-def argmin_accumulate_gemm(Gm, X, Xc, C, Cc, ncc, gamma, sub, labels, mind, psums, pcounts, pinert):  # pragma: no cover
-    """Assign the rows of one block from ``Gm = Xc @ Cc.T`` (n, K) and accumulate.
+def argmin_accumulate_gemm(Gm, X, Xc, C, ncmax, gamma, sub, labels, mind, psums, pcounts, pinert):  # pragma: no cover
+    """Assign the rows of one block from ``Gm`` (n, K), ``Gm[i, k] = e_k =
+    |c_k|^2 - 2 x.c_k`` on centred data (one product of ``[x_c, 1]`` and
+    ``[-2 c_c, |c_c|^2]``), and accumulate.
 
-    The expansion ``e_k = |c_k|^2 - 2 x.c_k`` (centred data) orders the centres
-    like the distances, but rounding can swap two centres whose distances are
-    within ``gamma * (|x_c|^2 + max|c_c|^2)`` of each other.  Every centre within
-    twice that of the smallest ``e_k`` is a candidate; candidates are compared
-    by the direct formula ``sum((x - c)^2)`` on the original data (smallest
-    index on ties), and the winner's distance is always the direct one.  So the
-    labels and distances are those of the direct formula.
+    ``e_k`` orders the centres like the distances, but rounding can swap two
+    centres whose distances are within ``gamma * (|x_c|^2 + max|c_c|^2)`` of
+    each other.  Every centre within twice that of the smallest ``e_k`` is a
+    candidate; when there is more than one, the candidates are compared by
+    the direct formula ``sum((x - c)^2)`` on the original data (smallest index
+    on ties).  The winner's distance is always the direct one.  So labels and
+    distances are those of the direct formula.  Per row: a vectorised min, a
+    vectorised count of candidates, and a scan for the first index of the min.
 
-    X, Xc (n, D) original and centred block rows; C, Cc (K, D); ncc (K,)
-    squared norms of Cc; sub (S+1,) fixed sub-group boundaries of the block;
-    labels/mind (n,) outputs for the block; psums (S, K, D) float64,
-    pcounts (S, K), pinert (S,) persist across blocks.
+    X (n, D) original block rows, Xc (n, D) centred; C (K, D); ncmax = max
+    |c_c|^2; sub (S+1,) fixed sub-group boundaries of the block; labels/mind
+    (n,) outputs for the block; psums (S, K, D) float64, pcounts (S, K),
+    pinert (S,) persist across blocks.
     """
     n, K = Gm.shape
     D = X.shape[1]
     S = sub.shape[0] - 1
-    ncmax = 0.0
-    for k in range(K):
-        if ncc[k] > ncmax:
-            ncmax = ncc[k]
     for s in prange(S):
         acc = 0.0
         for i in range(sub[s], sub[s + 1]):
-            # one pass: smallest and second smallest e_k (in the block's dtype)
-            m1 = ncc[0] - 2 * Gm[i, 0]
-            m2 = np.inf
-            bk = 0
-            for k in range(1, K):
-                e = ncc[k] - 2 * Gm[i, k]
-                if e < m2:
-                    if e < m1:
-                        m2 = m1
-                        m1 = e
-                        bk = k
-                    else:
-                        m2 = e
+            m1 = _row_min(Gm, i)
             nx = 0.0
             for j in range(D):
                 nx += Xc[i, j] * Xc[i, j]
             lim = m1 + 2.0 * gamma * (nx + ncmax)
+            bk = 0
+            while bk < K - 1 and Gm[i, bk] != m1:  # first index of the minimum (ties -> smallest)
+                bk += 1
             best = 0.0
             for j in range(D):
                 t = X[i, j] - C[bk, j]
                 best += t * t
-            if m2 <= lim:
+            if _row_count_le(Gm, i, lim) > 1:
                 # a near tie: compare every candidate by the direct formula
                 b0 = bk
                 for k in range(K):
-                    if k != b0 and ncc[k] - 2 * Gm[i, k] <= lim:
+                    if k != b0 and Gm[i, k] <= lim:
                         dk = 0.0
                         for j in range(D):
                             t = X[i, j] - C[k, j]
