@@ -239,7 +239,7 @@ def _assign_gemm(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_
         np.subtract(Xn[s:e], mn, out=xbuf[:r, :D])  # (r, D) centred rows
         g = _matmul(xbuf[:r], Ca, gbuf[:r])  # (r, K)
         sub = np.linspace(0, r, _SUBGROUPS + 1).round().astype(np.int64)
-        kern(g, Xn[s:e], xbuf[:r, :D], Cn, ncmax, gamma, sub, labels[s:e], mind[s:e], psums, pcounts, pinert)
+        kern(g, Xn[s:e], mn, Cn, ncmax, gamma, sub, labels[s:e], mind[s:e], psums, pcounts, pinert)
     sums, counts, inertia = _combine(psums, pcounts, pinert)
     return labels_t, mind_t, sums, counts, inertia
 

@@ -137,7 +137,7 @@ def _row_count_le(Gm, i, lim):  # pragma: no cover
 
 
 @njit(parallel=True, **_OPTS)
-def argmin_accumulate_gemm(Gm, X, Xc, C, ncmax, gamma, sub, labels, mind, psums, pcounts, pinert):  # pragma: no cover
+def argmin_accumulate_gemm(Gm, X, m, C, ncmax, gamma, sub, labels, mind, psums, pcounts, pinert):  # pragma: no cover
     """Assign the rows of one block from ``Gm`` (n, K), ``Gm[i, k] = e_k =
     |c_k|^2 - 2 x.c_k`` on centred data (one product of ``[x_c, 1]`` and
     ``[-2 c_c, |c_c|^2]``), and accumulate.
@@ -151,7 +151,7 @@ def argmin_accumulate_gemm(Gm, X, Xc, C, ncmax, gamma, sub, labels, mind, psums,
     distances are those of the direct formula.  Per row: a vectorised min, a
     vectorised count of candidates, and a scan for the first index of the min.
 
-    X (n, D) original block rows, Xc (n, D) centred; C (K, D); ncmax = max
+    X (n, D) original block rows, m (D,) the centring vector; C (K, D); ncmax = max
     |c_c|^2; sub (S+1,) fixed sub-group boundaries of the block; labels/mind
     (n,) outputs for the block; psums (S, K, D) float64, pcounts (S, K),
     pinert (S,) persist across blocks.
@@ -163,9 +163,10 @@ def argmin_accumulate_gemm(Gm, X, Xc, C, ncmax, gamma, sub, labels, mind, psums,
         acc = 0.0
         for i in range(sub[s], sub[s + 1]):
             m1 = _row_min(Gm, i)
-            nx = 0.0
+            nx = 0.0  # |x - m|^2 (the centred row, recomputed from contiguous X)
             for j in range(D):
-                nx += Xc[i, j] * Xc[i, j]
+                t = X[i, j] - m[j]
+                nx += t * t
             lim = m1 + 2.0 * gamma * (nx + ncmax)
             bk = 0
             while bk < K - 1 and Gm[i, bk] != m1:  # first index of the minimum (ties -> smallest)
