@@ -16,6 +16,7 @@ from ._validation import SqdistError
 
 # sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "report": ("sqdist.report", "run the whole exercise and write an offline HTML report"),
 }
 
 

@@ -1,0 +1,1167 @@
+"""Write the whole exercise -- measured, validated and explained -- as an offline web page.
+
+``sqdist report`` runs every task of the exercise on this machine and writes a
+self-contained folder (default ``./sqdist-report/``):
+
+* ``index.html`` -- opens offline in any browser: inline CSS, no scripts,
+  no external styles or fonts; figures are relative links to the PNG files;
+* the figures as PNG files;
+* ``results.json`` -- every number the page shows (each number on the page
+  carries a ``data-key`` attribute: its dotted path in this file);
+* ``report.md`` -- the same content as Markdown.
+
+Sections: the machine; Task 1 (timings of loops, NumPy broadcasting, torch
+broadcast and gemm, torch on the GPU when present; peak memory; validation
+against float64; the RBF kernel as a heat map); Task 2 (the eight shape
+pairs with their aligned tables); Task 3 (k-means on five blobs with fixed
+initial indices for P = 2, 5, 8); extra comparisons with scikit-learn and
+SciPy when they are installed.
+
+The folder is written atomically: the report is built in a temporary folder
+next to the target and renamed into place only when complete, so an
+interrupted run leaves any previous report untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import html
+import json
+import math
+import os
+import secrets
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._validation import SqdistError, check_choice
+
+__all__ = ["MODES", "write_report"]
+
+MODES = ("quick", "default", "full")
+DEVICES = ("auto", "cpu", "cuda")
+
+#: Marker stored in ``results.json``; an existing folder is only replaced when it carries it.
+_GENERATOR = "sqdist report"
+
+# The exercise's Task 2 pairs (used when sqdist.broadcast does not provide them).
+_EXERCISE_PAIRS: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...] = (
+    ((3, 1, 3), (2, 3, 3)),
+    ((4, 1), (3, 1, 1, 5)),
+    ((3,), (3, 1, 1, 5)),
+    ((1, 4), (7, 1)),
+    ((6, 3, 1, 7), (2, 7)),
+    ((6, 3, 1, 7), (2, 1, 7)),
+    ((1, 2, 3, 1, 6), (8, 1, 3, 2, 6)),
+    ((2, 5, 1, 7), (9, 2, 3, 2, 1)),
+)
+
+
+@dataclass(frozen=True)
+class _Config:
+    """Problem sizes of one report mode."""
+
+    mode: str
+    bench_sizes: tuple[tuple[int, int, int], ...]
+    extra_size: tuple[int, int, int]  # scikit-learn / SciPy comparison
+    extra_repeats: int
+    kmeans_p: tuple[int, ...] = (2, 5, 8)
+    kmeans_max_iter: int = 100
+    kmeans_tol: float = 1e-4
+    dpi: int = 110
+
+
+_CONFIGS = {
+    "quick": _Config(
+        mode="quick",
+        bench_sizes=((64, 64, 8), (128, 128, 8), (256, 256, 8)),
+        extra_size=(256, 256, 8),
+        extra_repeats=3,
+        dpi=80,
+    ),
+    "default": _Config(
+        mode="default",
+        bench_sizes=((128, 128, 16), (256, 256, 16), (512, 512, 16), (1024, 1024, 16), (2048, 2048, 16)),
+        extra_size=(1024, 1024, 16),
+        extra_repeats=5,
+    ),
+    "full": _Config(
+        mode="full",
+        bench_sizes=(
+            (256, 256, 32), (512, 512, 32), (1024, 1024, 32), (2048, 2048, 32), (4096, 4096, 32), (8192, 8192, 32),
+        ),
+        extra_size=(4096, 4096, 32),
+        extra_repeats=5,
+    ),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# progress bar
+# --------------------------------------------------------------------------------------------
+
+
+class _Progress:
+    """A one-line progress bar on a terminal stream; silent when disabled."""
+
+    def __init__(self, total: float, enabled: bool, stream: Any = None, width: int = 28):
+        self.total = max(float(total), 1e-9)
+        self.enabled = enabled
+        self.stream = stream if stream is not None else sys.stderr
+        self.width = width
+        self.done = 0.0
+        self.label = ""
+        self._last_len = 0
+
+    def set(self, done: float, label: str | None = None) -> None:
+        self.done = min(max(done, 0.0), self.total)
+        if label is not None:
+            self.label = label
+        if not self.enabled:
+            return
+        frac = self.done / self.total
+        filled = int(round(frac * self.width))
+        line = f"sqdist report [{'#' * filled}{'.' * (self.width - filled)}] {frac * 100:3.0f}%  {self.label}"
+        pad = max(self._last_len - len(line), 0)
+        self.stream.write("\r" + line + " " * pad)
+        self.stream.flush()
+        self._last_len = len(line)
+
+    def close(self) -> None:
+        if self.enabled and self._last_len:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# --------------------------------------------------------------------------------------------
+# numbers: every number shown is looked up in results.json by its dotted key
+# --------------------------------------------------------------------------------------------
+
+
+def _lookup(results: dict, key: str) -> Any:
+    """Value at dotted ``key`` (integer parts index lists) in ``results``."""
+    node: Any = results
+    for part in key.split("."):
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    return node
+
+
+def _fmt(value: Any, kind: str) -> str:
+    """Text shown for ``value`` (the test suite parses it back)."""
+    if value is None:
+        return "\u2014"
+    if kind == "time":
+        v = float(value)
+        if v < 1e-3:
+            return f"{v * 1e6:.3g} \u00b5s"
+        if v < 1.0:
+            return f"{v * 1e3:.3g} ms"
+        return f"{v:.3g} s"
+    if kind == "bytes":
+        v = float(value)
+        for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+            if v >= scale:
+                return f"{v / scale:.3g} {unit}"
+        return f"{v:.0f} B"
+    if kind == "ratio":
+        return f"{float(value):.3g}\u00d7"
+    if kind == "sci":
+        return f"{float(value):.2e}"
+    if kind == "float":
+        return f"{float(value):.4g}"
+    if kind == "int":
+        return str(int(value))
+    if kind == "bool":
+        return "yes" if value else "no"
+    if kind == "shape":
+        return "(" + ", ".join(str(int(s)) for s in value) + ("," if len(value) == 1 else "") + ")"
+    if kind == "list":
+        return ", ".join(_fmt(v, "float") if isinstance(v, float) else str(v) for v in value)
+    if kind == "point":
+        return "(" + ", ".join(f"{float(v):.3f}" for v in value) + ")"
+    return str(value)
+
+
+def _jsonable(x: Any) -> Any:
+    """Plain JSON types from NumPy / torch scalars and arrays, tuples, dataclasses."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, torch.Tensor):
+        return _jsonable(x.detach().cpu().tolist())
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, np.generic):
+        return _jsonable(x.item())
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if hasattr(x, "__dataclass_fields__"):
+        import dataclasses
+
+        return _jsonable(dataclasses.asdict(x))
+    return x
+
+
+# --------------------------------------------------------------------------------------------
+# the build context shared by the sections
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Section:
+    id: str
+    title: str
+    html: str
+    md: str
+
+
+@dataclass
+class _Context:
+    folder: Path
+    config: _Config
+    device: str
+    progress: _Progress
+    results: dict = field(default_factory=dict)
+    figures: list = field(default_factory=list)
+
+    def num(self, key: str, kind: str = "float") -> str:
+        """HTML for the number at ``key`` of the results, traceable through ``data-key``."""
+        value = _jsonable(_lookup(self.results, key))
+        return (
+            f'<span class="n" data-key="{html.escape(key)}" data-kind="{kind}" '
+            f"data-value='{html.escape(json.dumps(value), quote=True)}'>{html.escape(_fmt(value, kind))}</span>"
+        )
+
+    def md(self, key: str, kind: str = "float") -> str:
+        return _fmt(_jsonable(_lookup(self.results, key)), kind)
+
+    def save_figure(self, fig: Any, name: str) -> str:
+        """Save a matplotlib figure as ``name`` (PNG) in the report folder; returns the file name."""
+        import matplotlib.pyplot as plt
+
+        if not name.endswith(".png"):
+            name += ".png"
+        fig.savefig(self.folder / name, dpi=self.config.dpi, bbox_inches="tight", facecolor="white")
+        plt.close(fig)
+        self.figures.append(name)
+        return name
+
+
+def _figure_html(name: str, caption: str) -> str:
+    return (
+        f'<figure><img src="{html.escape(name)}" alt="{html.escape(caption)}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+def _figure_md(name: str, caption: str) -> str:
+    return f"![{caption}]({name})\n\n*{caption}*\n"
+
+
+def _table_html(header: list[str], rows: list[list[str]], cls: str = "") -> str:
+    """A table whose cells are already HTML."""
+    head = "".join(f"<th>{h}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _table_md(header: list[str], rows: list[list[str]]) -> str:
+    def esc(s: str) -> str:
+        return s.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _pending(ctx: _Context, sid: str, title: str, what: str, exc: BaseException) -> _Section:
+    """A section whose building block is not available in this build."""
+    reason = f"{what} is not available in this build ({type(exc).__name__}: {exc})"
+    ctx.results[sid] = {"status": "pending", "reason": reason}
+    body = f'<p class="pending">Pending: {html.escape(reason)}.</p>'
+    return _Section(sid, title, body, f"**Pending:** {reason}.\n")
+
+
+# --------------------------------------------------------------------------------------------
+# sections
+# --------------------------------------------------------------------------------------------
+
+
+def _machine_info() -> dict:
+    from ._machine import machine_info
+
+    return dict(machine_info())
+
+
+_MACHINE_LABELS = {
+    "cpu": "CPU",
+    "cpu_model": "CPU",
+    "threads": "threads",
+    "torch_threads": "torch threads",
+    "cpu_count": "logical CPUs",
+    "memory_bytes": "memory",
+    "total_memory_bytes": "memory",
+    "torch": "torch",
+    "torch_version": "torch",
+    "numpy": "NumPy",
+    "numpy_version": "NumPy",
+    "python": "Python",
+    "python_version": "Python",
+    "gpu": "GPU",
+    "gpu_name": "GPU",
+    "platform": "platform",
+}
+
+
+def _section_machine(ctx: _Context) -> _Section:
+    sid, title = "machine", "Machine"
+    try:
+        info = _machine_info()
+    except (ImportError, AttributeError) as exc:
+        return _pending(ctx, sid, title, "sqdist._machine.machine_info", exc)
+    info = _jsonable(info)
+    info["report_device"] = ctx.device
+    ctx.results[sid] = info
+    rows_h, rows_m = [], []
+    for k, v in info.items():
+        if isinstance(v, (dict, list)):
+            continue
+        label = _MACHINE_LABELS.get(k, k.replace("_", " "))
+        kind = "bytes" if k.endswith("bytes") else ("int" if isinstance(v, int) and not isinstance(v, bool) else "text")
+        if v is None:
+            kind = "text"
+        rows_h.append([html.escape(label), ctx.num(f"{sid}.{k}", kind)])
+        rows_m.append([label, ctx.md(f"{sid}.{k}", kind)])
+    return _Section(sid, title, _table_html(["", ""], rows_h, "kv"), _table_md(["", ""], rows_m))
+
+
+# ---- Task 1 ---------------------------------------------------------------------------------
+
+_METHOD_LABELS = {
+    "loops": "two Python loops",
+    "numpy": "NumPy broadcasting",
+    "broadcast": "torch broadcast",
+    "gemm": "torch gemm",
+}
+
+
+def _row_dict(row: Any) -> dict:
+    if isinstance(row, dict):
+        return dict(row)
+    if hasattr(row, "__dataclass_fields__"):
+        import dataclasses
+
+        return dataclasses.asdict(row)
+    if hasattr(row, "_asdict"):
+        return dict(row._asdict())
+    return dict(vars(row))
+
+
+def _bench_rows(ctx: _Context) -> list[dict]:
+    from .bench import run_bench
+
+    p0 = ctx.progress.done
+    share = _WEIGHTS["task1"] * 0.9
+
+    def cb(*args: Any) -> None:  # progress(done, total[, label])
+        if len(args) >= 2 and args[1]:
+            ctx.progress.set(p0 + share * float(args[0]) / float(args[1]), "Task 1: " + (str(args[2]) if len(args) > 2 else "timing"))
+
+    res = run_bench(sizes=list(ctx.config.bench_sizes), device=ctx.device, progress=cb)
+    rows = res.rows if hasattr(res, "rows") else res
+    return [_jsonable(_row_dict(r)) for r in rows]
+
+
+def _method_label(row: dict) -> str:
+    m = str(row.get("method", "?"))
+    base = _METHOD_LABELS.get(m, m)
+    dev = str(row.get("device", "cpu"))
+    if dev.startswith("cuda"):
+        return base + " (GPU)"
+    return base
+
+
+def _section_task1(ctx: _Context) -> _Section:
+    sid, title = "task1", "Task 1 \u2014 the distance matrix four ways"
+    try:
+        rows = _bench_rows(ctx)
+    except (ImportError, AttributeError) as exc:
+        return _pending(ctx, sid, title, "sqdist.bench.run_bench", exc)
+    for r in rows:
+        itemsize = 4 if "64" not in str(r.get("dtype", "float32")) else 8
+        r["label"] = _method_label(r)
+        r["naive_intermediate_bytes"] = int(r["N"]) * int(r["P"]) * int(r["D"]) * itemsize
+        r["output_bytes"] = int(r["N"]) * int(r["P"]) * itemsize
+    errs = [r["max_rel_err_vs_f64"] for r in rows if r.get("max_rel_err_vs_f64") is not None]
+    validated = [bool(r["validated"]) for r in rows if r.get("validated") is not None]
+    verdict = {
+        "passed": bool(validated) and all(validated),
+        "n_checked": len(validated),
+        "max_rel_err_vs_f64": max(errs) if errs else None,
+    }
+    ctx.results[sid] = {"sizes": [list(s) for s in ctx.config.bench_sizes], "rows": rows, "validation": verdict}
+    fig_name = ctx.save_figure(_figure_timing(rows), "task1_time_memory")
+
+    header = ["method", "N", "P", "D", "time", "speed-up vs loops", "GFLOP/s", "peak memory",
+              "N\u00b7P\u00b7D intermediate", "max rel. error vs float64", "validated"]
+    rows_h, rows_m = [], []
+    for i, r in enumerate(rows):
+        k = f"{sid}.rows.{i}"
+        star_h = ' <span class="mark" title="extrapolated from a smaller run">*</span>' if r.get("extrapolated") else ""
+        star_m = " \\*" if r.get("extrapolated") else ""
+        cells = [("N", "int"), ("P", "int"), ("D", "int"), ("time_s", "time"), ("speedup_vs_loops", "ratio"),
+                 ("gflops", "float"), ("peak_mem_bytes", "bytes"), ("naive_intermediate_bytes", "bytes"),
+                 ("max_rel_err_vs_f64", "sci"), ("validated", "bool")]
+        rh = [html.escape(r["label"])]
+        rm = [r["label"]]
+        for name, kind in cells:
+            rh.append(ctx.num(f"{k}.{name}", kind) + (star_h if name == "time_s" else ""))
+            rm.append(ctx.md(f"{k}.{name}", kind) + (star_m if name == "time_s" else ""))
+        rows_h.append(rh)
+        rows_m.append(rm)
+
+    ok = verdict["passed"]
+    verdict_h = (
+        f'<p class="verdict {"ok" if ok else "bad"}">Validation {"passed" if ok else "FAILED"}: '
+        f'{ctx.num(f"{sid}.validation.n_checked", "int")} results compared with a float64 reference; '
+        f'largest relative error {ctx.num(f"{sid}.validation.max_rel_err_vs_f64", "sci")}.</p>'
+    )
+    verdict_m = (
+        f"**Validation {'passed' if ok else 'FAILED'}:** {ctx.md(f'{sid}.validation.n_checked', 'int')} results "
+        f"compared with a float64 reference; largest relative error "
+        f"{ctx.md(f'{sid}.validation.max_rel_err_vs_f64', 'sci')}.\n"
+    )
+    why = (
+        "Why the memory differs: broadcasting <code>X[:, None, :] - T[None, :, :]</code> materialises the "
+        "difference of every point with every prototype in every feature, an N\u00d7P\u00d7D array, before "
+        "squaring and summing over D. The gemm form <code>\u2016x\u2016\u00b2 + \u2016t\u2016\u00b2 \u2212 2x\u00b7t</code> "
+        "never forms differences: one matrix product writes the N\u00d7P result directly, plus two vectors of "
+        "norms, so it needs only N\u00b7P memory (and does the D-sum inside a fast matrix multiply). sqdist's "
+        "own broadcast path processes rows in blocks so its intermediate stays within the working-memory "
+        "budget (256 MiB by default); the plain NumPy expression of the exercise would need the full "
+        "N\u00b7P\u00b7D column of the table."
+    )
+    caption = "Left: time against problem size N\u00b7P\u00b7D (log-log). Right: peak memory with the N\u00b7P\u00b7D and N\u00b7P reference lines."
+    body = (
+        "<p>The exercise's matrix d<sub>ij</sub> = \u2016X[i] \u2212 T[j]\u2016\u00b2 in float32, computed each way on "
+        f"<b>{html.escape(ctx.device)}</b>. Times are the median of repeated runs; a "
+        '<span class="mark">*</span> marks a time extrapolated from a smaller problem (the loops are too slow to '
+        "run at every size).</p>"
+        + _table_html(header, rows_h, "num")
+        + verdict_h
+        + _figure_html(fig_name, caption)
+        + f"<p>{why}</p>"
+    )
+    md = (
+        f"d_ij = ||X[i] - T[j]||² in float32 on **{ctx.device}**; \\* = extrapolated from a smaller run.\n\n"
+        + _table_md(header, rows_m)
+        + "\n"
+        + verdict_m
+        + "\n"
+        + _figure_md(fig_name, caption)
+        + "\n"
+        + html.unescape(why.replace("<code>", "`").replace("</code>", "`"))
+        + "\n"
+    )
+    return _Section(sid, title, body, md)
+
+
+def _figure_timing(rows: list[dict]) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 4.6))
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    markers = "osD^vP*X"
+    for i, lab in enumerate(labels):
+        rs = sorted((r for r in rows if r["label"] == lab), key=lambda r: r["N"] * r["P"] * r["D"])
+        x = [r["N"] * r["P"] * r["D"] for r in rs]
+        t = [r["time_s"] for r in rs]
+        line = ax_t.loglog(x, t, marker=markers[i % len(markers)], label=lab)[0]
+        ext = [(xx, tt) for xx, tt, r in zip(x, t, rs) if r.get("extrapolated")]
+        if ext:
+            ax_t.loglog(*zip(*ext), linestyle="none", marker="o", markersize=12, markerfacecolor="none",
+                        markeredgecolor=line.get_color())
+        mem = [(xx, r["peak_mem_bytes"] / 2**20) for xx, r in zip(x, rs) if r.get("peak_mem_bytes")]
+        if mem:
+            ax_m.loglog(*zip(*mem), marker=markers[i % len(markers)], label=lab, color=line.get_color())
+    xs = sorted({r["N"] * r["P"] * r["D"] for r in rows})
+    npd = sorted({(r["N"] * r["P"] * r["D"], r["N"] * r["P"]) for r in rows})
+    ax_m.loglog([a for a, _ in npd], [a * 4 / 2**20 for a, _ in npd], "k--", lw=1, label="N\u00b7P\u00b7D float32 (naive broadcast)")
+    ax_m.loglog([a for a, _ in npd], [b * 4 / 2**20 for _, b in npd], "k:", lw=1.3, label="N\u00b7P float32 (output)")
+    if xs:
+        ax_t.set_xlim(xs[0] / 1.5, xs[-1] * 1.5)
+    ax_t.set_xlabel("problem size N\u00b7P\u00b7D")
+    ax_t.set_ylabel("time [s]")
+    ax_t.set_title("Time (hollow circle: extrapolated)")
+    ax_t.grid(True, which="both", alpha=0.3)
+    ax_t.legend(fontsize=8)
+    ax_m.set_xlabel("problem size N\u00b7P\u00b7D")
+    ax_m.set_ylabel("peak memory [MiB]")
+    ax_m.set_title("Peak memory")
+    ax_m.grid(True, which="both", alpha=0.3)
+    ax_m.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _exercise_blobs() -> tuple[np.ndarray, np.ndarray]:
+    from .datasets import make_blobs
+
+    X, y = make_blobs()
+    X = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
+    y = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    return X, y
+
+
+def _section_rbf(ctx: _Context) -> _Section:
+    sid, title = "rbf", "Task 1 \u2014 the RBF kernel on the distances"
+    from .distances import sqdist as _sq
+    from .kernels import rbf
+
+    try:
+        X, y = _exercise_blobs()
+    except (ImportError, AttributeError) as exc:
+        return _pending(ctx, sid, title, "sqdist.datasets.make_blobs", exc)
+    order = np.argsort(y, kind="stable")
+    Xs = torch.as_tensor(X[order], dtype=torch.float32, device=ctx.device)
+    d = _sq(Xs, Xs)  # (n, n)
+    gamma = float(torch.median(d[d > 0]).item())
+    K = rbf(Xs, Xs, gamma).cpu().numpy()  # (n, n)
+    ys = y[order]
+    same = ys[:, None] == ys[None, :]  # (n, n)
+    ctx.results[sid] = {
+        "n": int(K.shape[0]),
+        "gamma": gamma,
+        "gamma_rule": "median of the non-zero squared distances",
+        "diag_min": float(np.diag(K).min()),
+        "min": float(K.min()),
+        "mean_same_blob": float(K[same].mean()),
+        "mean_other_blob": float(K[~same].mean()),
+    }
+    fig_name = ctx.save_figure(_figure_rbf(K, ys, gamma), "task1_rbf_heatmap")
+    k = sid
+    body = (
+        f"<p>The kernel \u03c6(x<sub>i</sub>, t<sub>j</sub>) = exp(\u2212\u2016x<sub>i</sub> \u2212 t<sub>j</sub>\u2016\u00b2/\u03b3) "
+        f"(the exercise's convention; <code>sqdist.rbf</code>) of the {ctx.num(f'{k}.n', 'int')} blob points with themselves, "
+        f"points sorted by blob, \u03b3 = {ctx.num(f'{k}.gamma', 'float')} (the median non-zero squared distance). "
+        f"The diagonal is exactly {ctx.num(f'{k}.diag_min', 'float')}; the mean kernel value is "
+        f"{ctx.num(f'{k}.mean_same_blob', 'float')} within a blob and {ctx.num(f'{k}.mean_other_blob', 'sci')} "
+        f"between blobs, hence the five bright diagonal blocks.</p>"
+        + _figure_html(fig_name, "RBF kernel of the blob data with itself (points sorted by blob)")
+    )
+    md = (
+        f"exp(-||x_i - t_j||²/γ) of the {ctx.md(f'{k}.n', 'int')} blob points with themselves, sorted by blob, "
+        f"γ = {ctx.md(f'{k}.gamma', 'float')} (median non-zero squared distance). Diagonal "
+        f"{ctx.md(f'{k}.diag_min', 'float')}; mean within a blob {ctx.md(f'{k}.mean_same_blob', 'float')}, "
+        f"between blobs {ctx.md(f'{k}.mean_other_blob', 'sci')}.\n\n"
+        + _figure_md(fig_name, "RBF kernel of the blob data with itself (points sorted by blob)")
+    )
+    return _Section(sid, title, body, md)
+
+
+def _figure_rbf(K: np.ndarray, ys: np.ndarray, gamma: float) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.2, 5.2))
+    im = ax.imshow(K, cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+    fig.colorbar(im, ax=ax, label="\u03c6 = exp(\u2212d/\u03b3)")
+    bounds = np.flatnonzero(np.diff(ys)) + 0.5
+    for b in bounds:
+        ax.axhline(b, color="white", lw=0.6, alpha=0.6)
+        ax.axvline(b, color="white", lw=0.6, alpha=0.6)
+    ax.set_title(f"RBF kernel, \u03b3 = {gamma:.3g}")
+    ax.set_xlabel("point j (sorted by blob)")
+    ax.set_ylabel("point i (sorted by blob)")
+    fig.tight_layout()
+    return fig
+
+
+# ---- Task 2 ---------------------------------------------------------------------------------
+
+
+def _section_task2(ctx: _Context) -> _Section:
+    sid, title = "task2", "Task 2 \u2014 which shapes broadcast?"
+    try:
+        from . import broadcast as bc
+
+        broadcast_shapes = bc.broadcast_shapes
+        explain = bc.explain_broadcast
+        error_type = bc.BroadcastError
+    except (ImportError, AttributeError) as exc:
+        return _pending(ctx, sid, title, "sqdist.broadcast (broadcast_shapes, explain_broadcast)", exc)
+    pairs = getattr(bc, "EXERCISE_PAIRS", _EXERCISE_PAIRS)
+    out = []
+    for a, b in pairs:
+        a, b = tuple(int(s) for s in a), tuple(int(s) for s in b)
+        try:
+            result: tuple | None = tuple(int(s) for s in broadcast_shapes(a, b))
+            reason = None
+        except error_type as exc:
+            result, reason = None, str(exc)
+        out.append({"a": list(a), "b": list(b), "compatible": result is not None,
+                    "result": list(result) if result is not None else None,
+                    "reason": reason, "table": str(explain(a, b))})
+    ctx.results[sid] = {"pairs": out, "n_compatible": sum(p["compatible"] for p in out)}
+
+    summary_h, summary_m, cards_h, cards_m = [], [], [], []
+    for i, p in enumerate(out):
+        k = f"{sid}.pairs.{i}"
+        res_h = ctx.num(f"{k}.result", "shape") if p["compatible"] else '<span class="bad">incompatible</span>'
+        res_m = ctx.md(f"{k}.result", "shape") if p["compatible"] else "incompatible"
+        summary_h.append([ctx.num(f"{k}.a", "shape"), ctx.num(f"{k}.b", "shape"), res_h])
+        summary_m.append([ctx.md(f"{k}.a", "shape"), ctx.md(f"{k}.b", "shape"), res_m])
+        verdict = f"compatible \u2192 {_fmt(p['result'], 'shape')}" if p["compatible"] else f"incompatible: {p['reason']}"
+        cards_h.append(
+            f'<div class="card"><h4>{ctx.num(f"{k}.a", "shape")} with {ctx.num(f"{k}.b", "shape")}</h4>'
+            f'<pre>{html.escape(p["table"])}</pre>'
+            f'<p class="verdict {"ok" if p["compatible"] else "bad"}">{html.escape(verdict)}</p></div>'
+        )
+        cards_m.append(f"**{_fmt(p['a'], 'shape')} with {_fmt(p['b'], 'shape')}**\n\n```\n{p['table']}\n```\n\n{verdict}\n")
+    body = (
+        "<p>Broadcasting aligns the shapes on the <em>right</em>; on each axis the sizes must be equal or one "
+        "of them 1 (a missing axis counts as 1), and the result takes the larger size. "
+        f"{ctx.num(f'{sid}.n_compatible', 'int')} of the eight pairs of the exercise are compatible.</p>"
+        + _table_html(["first shape", "second shape", "result"], summary_h, "num")
+        + '<div class="cards">' + "".join(cards_h) + "</div>"
+    )
+    md = (
+        f"Shapes are aligned on the right; each axis needs equal sizes or a 1. "
+        f"{ctx.md(f'{sid}.n_compatible', 'int')} of the eight pairs are compatible.\n\n"
+        + _table_md(["first shape", "second shape", "result"], summary_m)
+        + "\n"
+        + "\n".join(cards_m)
+    )
+    return _Section(sid, title, body, md)
+
+
+# ---- Task 3 ---------------------------------------------------------------------------------
+
+
+def _init_indices(P: int, n: int) -> list[int]:
+    try:
+        from .datasets import EXERCISE_INIT_INDICES  # type: ignore[attr-defined]
+
+        return [int(i) for i in EXERCISE_INIT_INDICES[P]]
+    except (ImportError, AttributeError, KeyError):
+        return [int(i) for i in np.linspace(0, n - 1, P).round().astype(int)]
+
+
+def _hget(h: Any, *names: str, default: Any = None) -> Any:
+    for name in names:
+        if isinstance(h, dict) and name in h:
+            return h[name]
+        if hasattr(h, name):
+            return getattr(h, name)
+    return default
+
+
+def _section_task3(ctx: _Context) -> _Section:
+    sid, title = "task3", "Task 3 \u2014 k-means on five blobs"
+    try:
+        from .kmeans import kmeans
+
+        X, y = _exercise_blobs()
+    except (ImportError, AttributeError) as exc:
+        return _pending(ctx, sid, title, "sqdist.kmeans / sqdist.datasets", exc)
+    cfg = ctx.config
+    Xt = torch.as_tensor(X, dtype=torch.float64, device=ctx.device)
+    runs, raw = [], []
+    for P in cfg.kmeans_p:
+        idx = _init_indices(P, X.shape[0])
+        t0 = time.perf_counter()
+        res = kmeans(Xt, P, init=idx, max_iter=cfg.kmeans_max_iter, tol=cfg.kmeans_tol, seed=0)
+        elapsed = time.perf_counter() - t0
+        hist = list(res.history)
+        centers = _jsonable(res.centers)
+        labels = np.asarray(_jsonable(res.labels))
+        sizes = np.bincount(labels, minlength=P).tolist()
+        runs.append({
+            "P": P,
+            "init_indices": idx,
+            "init_centers": _jsonable(X[idx]),
+            "centers": centers,
+            "n_iter": int(res.n_iter),
+            "converged": bool(res.converged),
+            "inertia": float(res.inertia),
+            "sizes": sizes,
+            "time_s": elapsed,
+            "inertia_history": [float(_hget(h, "inertia")) for h in hist],
+            "max_shift_history": [_jsonable(_hget(h, "max_shift", "shift")) for h in hist],
+            "relocated": [_jsonable(_hget(h, "relocated", default=[])) for h in hist],
+        })
+        raw.append((res, hist, labels))
+    ctx.results[sid] = {
+        "n_points": int(X.shape[0]),
+        "n_blobs": int(len(np.unique(y))),
+        "max_iter": cfg.kmeans_max_iter,
+        "tol": cfg.kmeans_tol,
+        "runs": runs,
+    }
+    figs = _task3_figures(ctx, X, y, runs, raw)
+
+    header = ["P", "initial indices", "iterations", "converged", "inertia", "cluster sizes", "relocations", "time"]
+    rows_h, rows_m = [], []
+    for i, r in enumerate(runs):
+        r["n_relocated"] = int(sum(len(x) if isinstance(x, list) else int(bool(x)) for x in r["relocated"]))
+        k = f"{sid}.runs.{i}"
+        cells = [("P", "int"), ("init_indices", "list"), ("n_iter", "int"), ("converged", "bool"),
+                 ("inertia", "float"), ("sizes", "list"), ("n_relocated", "int"), ("time_s", "time")]
+        rows_h.append([ctx.num(f"{k}.{c}", kd) for c, kd in cells])
+        rows_m.append([ctx.md(f"{k}.{c}", kd) for c, kd in cells])
+
+    centre_tables_h, centre_tables_m = [], []
+    for i, r in enumerate(runs):
+        k = f"{sid}.runs.{i}"
+        rh, rm = [], []
+        for j in range(r["P"]):
+            rh.append([str(j), ctx.num(f"{k}.init_centers.{j}", "point"), ctx.num(f"{k}.centers.{j}", "point"),
+                       ctx.num(f"{k}.sizes.{j}", "int")])
+            rm.append([str(j), ctx.md(f"{k}.init_centers.{j}", "point"), ctx.md(f"{k}.centers.{j}", "point"),
+                       ctx.md(f"{k}.sizes.{j}", "int")])
+        hdr = ["centre", "initial", "converged", "points"]
+        centre_tables_h.append(f"<details><summary>P = {r['P']}: centres</summary>{_table_html(hdr, rh, 'num')}</details>")
+        centre_tables_m.append(f"P = {r['P']}:\n\n" + _table_md(hdr, rm))
+
+    k = sid
+    intro_h = (
+        f"<p>{ctx.num(f'{k}.n_points', 'int')} points drawn from {ctx.num(f'{k}.n_blobs', 'int')} Gaussian blobs "
+        "(<code>sqdist.datasets.make_blobs</code>), clustered by <code>sqdist.kmeans</code> with the initial "
+        "centres taken from fixed row indices of X so anyone can reproduce the run; at most "
+        f"{ctx.num(f'{k}.max_iter', 'int')} iterations, stopping when every centre moves less than "
+        f"{ctx.num(f'{k}.tol', 'sci')}. Each iteration assigns every point to its nearest centre (argmin over "
+        "the centre axis of the distance matrix) and moves each centre to the mean of its points; a centre "
+        "left without points is relocated (counted under <em>relocations</em>).</p>"
+    )
+    body = intro_h + _table_html(header, rows_h, "num") + "".join(centre_tables_h)
+    md = (
+        f"{ctx.md(f'{k}.n_points', 'int')} points from {ctx.md(f'{k}.n_blobs', 'int')} blobs, fixed-index "
+        f"initialisation, at most {ctx.md(f'{k}.max_iter', 'int')} iterations, tol {ctx.md(f'{k}.tol', 'sci')}.\n\n"
+        + _table_md(header, rows_m) + "\n" + "\n".join(centre_tables_m) + "\n"
+    )
+    for name, caption in figs:
+        body += _figure_html(name, caption)
+        md += "\n" + _figure_md(name, caption)
+    return _Section(sid, title, body, md)
+
+
+def _task3_figures(ctx: _Context, X: np.ndarray, y: np.ndarray, runs: list[dict], raw: list) -> list[tuple[str, str]]:
+    """The exercise's plots: data with initial and converged centres, trajectories, inertia curves."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    figs = []
+    n = len(runs)
+    # data coloured by cluster with initial (hollow) and converged (filled) centres, plus trajectories
+    fig, axes = plt.subplots(2, n, figsize=(4.6 * n, 8.6), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    for c, (r, (res, hist, labels)) in enumerate(zip(runs, raw)):
+        init = np.asarray(r["init_centers"])
+        cent = np.asarray(r["centers"])
+        ax = axes[0, c]
+        ax.scatter(X[:, 0], X[:, 1], c=[cmap(int(v) % 10) for v in y], s=10, alpha=0.5)
+        ax.scatter(init[:, 0], init[:, 1], marker="o", s=120, facecolors="none", edgecolors="k", linewidths=1.6, label="initial centres")
+        ax.scatter(cent[:, 0], cent[:, 1], marker="X", s=140, c="k", edgecolors="w", label="converged centres")
+        ax.set_title(f"P = {r['P']}: data (true blobs) and centres")
+        ax.legend(fontsize=8, loc="best")
+        ax = axes[1, c]
+        ax.scatter(X[:, 0], X[:, 1], c=[cmap(int(v) % 10) for v in labels], s=10, alpha=0.45)
+        traj = np.stack([init] + [np.asarray(_jsonable(_hget(h, "centers", "centres"))) for h in hist])  # (it+1, P, 2)
+        for j in range(r["P"]):
+            ax.plot(traj[:, j, 0], traj[:, j, 1], "-", color="k", lw=1.2)
+            ax.plot(traj[:, j, 0], traj[:, j, 1], ".", color="k", ms=4)
+        ax.scatter(init[:, 0], init[:, 1], marker="o", s=90, facecolors="none", edgecolors="k", linewidths=1.4)
+        ax.scatter(cent[:, 0], cent[:, 1], marker="X", s=120, c="k", edgecolors="w")
+        ax.set_title(f"P = {r['P']}: clusters and centre trajectories ({r['n_iter']} it.)")
+        for a in axes[:, c]:
+            a.set_xlabel("x\u2081")
+            a.set_ylabel("x\u2082")
+            a.set_aspect("equal", adjustable="datalim")
+    fig.tight_layout()
+    figs.append((ctx.save_figure(fig, "task3_kmeans"), "Top: the data coloured by true blob with the initial (hollow circles) and converged (crosses) centres. Bottom: points coloured by assigned cluster with the path of every centre over the iterations."))
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for r in runs:
+        h = r["inertia_history"]
+        ax.semilogy(range(1, len(h) + 1), h, marker="o", label=f"P = {r['P']}")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("inertia (sum of squared distances)")
+    ax.set_title("Inertia per iteration")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    figs.append((ctx.save_figure(fig, "task3_inertia"), "Inertia after each iteration; it never increases."))
+    return figs
+
+
+# ---- extra comparisons ------------------------------------------------------------------------
+
+
+def _best_time(fn: Callable[[], Any], repeats: int) -> float:
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _section_extras(ctx: _Context) -> _Section:
+    sid, title = "extras", "Extra comparisons (scikit-learn / SciPy, when installed)"
+    from .distances import sqdist as _sq
+
+    N, P, D = ctx.config.extra_size
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(N, D)).astype(np.float32)
+    T = rng.normal(size=(P, D)).astype(np.float32)
+    ref = ((X.astype(np.float64)[:, None, :] - T.astype(np.float64)[None, :, :]) ** 2).sum(-1) if N * P * D <= 2**25 else None
+    if ref is None:
+        Xd, Td = X.astype(np.float64), T.astype(np.float64)
+        ref = np.maximum((Xd**2).sum(1)[:, None] + (Td**2).sum(1)[None, :] - 2 * Xd @ Td.T, 0)
+
+    def err(d: np.ndarray) -> float:
+        return float(np.max(np.abs(d.astype(np.float64) - ref) / np.maximum(ref, 1e-300)))
+
+    cands: list[tuple[str, str, Callable[[], Any]]] = [("sqdist", "sqdist.sqdist (gemm, the reference row)", lambda: _sq(X, T))]
+    try:
+        from scipy.spatial.distance import cdist
+
+        cands.append(("scipy", "SciPy cdist(metric='sqeuclidean')", lambda: cdist(X, T, "sqeuclidean")))
+    except ImportError:
+        pass
+    try:
+        from sklearn.metrics.pairwise import euclidean_distances
+
+        cands.append(("sklearn", "scikit-learn euclidean_distances(squared=True)", lambda: euclidean_distances(X, T, squared=True)))
+    except ImportError:
+        pass
+    rows = []
+    for lib, label, fn in cands:
+        d = np.asarray(fn())
+        rows.append({"library": lib, "label": label, "time_s": _best_time(fn, ctx.config.extra_repeats), "max_rel_err_vs_f64": err(d)})
+    base = rows[0]["time_s"]
+    for r in rows:
+        r["time_vs_sqdist"] = r["time_s"] / base
+    result: dict[str, Any] = {"size": [N, P, D], "distances": rows, "kmeans": []}
+
+    km_rows = _extra_kmeans(ctx)
+    result["kmeans"] = km_rows
+    ctx.results[sid] = result
+    k = sid
+    hdr = ["", "time", "time / sqdist", "max rel. error vs float64"]
+    rh, rm = [], []
+    for i, r in enumerate(rows):
+        kk = f"{k}.distances.{i}"
+        tag_h = "" if r["library"] == "sqdist" else '<span class="extra">extra</span> '
+        rh.append([tag_h + html.escape(r["label"]), ctx.num(f"{kk}.time_s", "time"), ctx.num(f"{kk}.time_vs_sqdist", "ratio"),
+                   ctx.num(f"{kk}.max_rel_err_vs_f64", "sci")])
+        rm.append([("" if r["library"] == "sqdist" else "*extra* ") + r["label"], ctx.md(f"{kk}.time_s", "time"),
+                   ctx.md(f"{kk}.time_vs_sqdist", "ratio"), ctx.md(f"{kk}.max_rel_err_vs_f64", "sci")])
+    body = (
+        "<p>These rows come from other libraries, not from sqdist, and are shown for comparison only "
+        "(best of several runs in this process, float32 inputs, CPU). Distances for "
+        f"N = {ctx.num(f'{k}.size.0', 'int')}, P = {ctx.num(f'{k}.size.1', 'int')}, D = {ctx.num(f'{k}.size.2', 'int')}:</p>"
+        + _table_html(hdr, rh, "num extra-table")
+    )
+    md = (
+        f"Rows marked *extra* come from other libraries (comparison only). Distances for N = {ctx.md(f'{k}.size.0', 'int')}, "
+        f"P = {ctx.md(f'{k}.size.1', 'int')}, D = {ctx.md(f'{k}.size.2', 'int')}:\n\n" + _table_md(hdr, rm)
+    )
+    if km_rows:
+        hdr2 = ["P", "scikit-learn iterations", "scikit-learn inertia", "sqdist inertia", "labels identical"]
+        rh2, rm2 = [], []
+        for i, r in enumerate(km_rows):
+            kk = f"{k}.kmeans.{i}"
+            cells = [("P", "int"), ("n_iter", "int"), ("inertia", "float"), ("sqdist_inertia", "float"), ("labels_equal", "bool")]
+            rh2.append([ctx.num(f"{kk}.{c}", kd) for c, kd in cells])
+            rm2.append([ctx.md(f"{kk}.{c}", kd) for c, kd in cells])
+        body += (
+            '<p><span class="extra">extra</span> scikit-learn <code>KMeans(algorithm="lloyd", n_init=1)</code> '
+            "started from the same initial centres as Task 3:</p>" + _table_html(hdr2, rh2, "num extra-table")
+        )
+        md += "\n*extra* scikit-learn KMeans(algorithm='lloyd') from the same initial centres:\n\n" + _table_md(hdr2, rm2)
+    return _Section(sid, title, body, md)
+
+
+def _extra_kmeans(ctx: _Context) -> list[dict]:
+    task3 = ctx.results.get("task3", {})
+    if task3.get("status") == "pending" or not task3.get("runs"):
+        return []
+    try:
+        from sklearn.cluster import KMeans
+    except ImportError:
+        return []
+    import warnings
+
+    X, _ = _exercise_blobs()
+    X = X.astype(np.float64)
+    rows = []
+    for r in task3["runs"]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            km = KMeans(r["P"], init=np.asarray(r["init_centers"], dtype=np.float64), n_init=1, algorithm="lloyd",
+                        max_iter=ctx.config.kmeans_max_iter, tol=0.0).fit(X)
+        ours = np.argmin(((X[:, None, :] - np.asarray(r["centers"])[None]) ** 2).sum(-1), axis=1)
+        rows.append({"P": r["P"], "n_iter": int(km.n_iter_), "inertia": float(km.inertia_),
+                     "sqdist_inertia": r["inertia"], "labels_equal": bool(np.array_equal(km.labels_, ours))})
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# page assembly and the atomic write
+# --------------------------------------------------------------------------------------------
+
+_SECTIONS: tuple[tuple[str, Callable[[_Context], _Section]], ...] = (
+    ("machine", _section_machine),
+    ("task1", _section_task1),
+    ("rbf", _section_rbf),
+    ("task2", _section_task2),
+    ("task3", _section_task3),
+    ("extras", _section_extras),
+)
+# rough share of the run time of each section, for the progress bar
+_WEIGHTS = {"machine": 1, "task1": 60, "rbf": 4, "task2": 1, "task3": 14, "extras": 20}
+
+_CSS = """
+:root { --fg:#1d232a; --muted:#5b6672; --line:#d8dee4; --ok:#1a7f37; --bad:#c0392b; --accent:#0b5cad; }
+* { box-sizing: border-box; }
+body { font: 15px/1.5 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; color: var(--fg);
+       max-width: 1180px; margin: 0 auto; padding: 24px 28px 60px; background: #fff; }
+h1 { font-size: 28px; margin: 0 0 4px; } h2 { font-size: 21px; margin-top: 40px; padding-bottom: 4px;
+     border-bottom: 2px solid var(--line); } h4 { margin: 0 0 6px; font-size: 15px; }
+.meta { color: var(--muted); margin: 0 0 16px; }
+nav ol { margin: 6px 0 0; padding-left: 22px; columns: 2; }
+a { color: var(--accent); }
+code, pre { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, "DejaVu Sans Mono", monospace; font-size: 13px; }
+pre { background: #f6f8fa; border: 1px solid var(--line); padding: 8px 10px; overflow-x: auto; margin: 6px 0; }
+table { border-collapse: collapse; margin: 10px 0 14px; font-size: 13.5px; }
+th, td { border: 1px solid var(--line); padding: 4px 9px; text-align: left; vertical-align: top; }
+th { background: #f3f5f7; font-weight: 600; }
+table.num td { font-variant-numeric: tabular-nums; }
+table.kv td:first-child { color: var(--muted); }
+figure { margin: 14px 0 20px; } figure img { max-width: 100%; height: auto; border: 1px solid var(--line); }
+figcaption { color: var(--muted); font-size: 13.5px; margin-top: 4px; }
+.verdict { font-weight: 600; } .ok { color: var(--ok); } .bad { color: var(--bad); }
+p.verdict.ok::before { content: "\\2714\\00a0"; } p.verdict.bad::before { content: "\\2718\\00a0"; }
+.mark { color: var(--bad); font-weight: 700; }
+.pending { background: #fff4e5; border-left: 4px solid #e67e22; padding: 8px 12px; }
+.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(340px, 1fr)); gap: 12px; }
+.card { border: 1px solid var(--line); border-radius: 6px; padding: 10px 12px; }
+.card p.verdict { margin: 4px 0 0; font-size: 14px; }
+.extra { display: inline-block; background: #eef2ff; color: #3949ab; border: 1px solid #c5cae9; border-radius: 3px;
+         font-size: 11px; font-weight: 700; padding: 0 5px; text-transform: uppercase; letter-spacing: .04em; }
+table.extra-table { border-left: 4px solid #c5cae9; }
+details { margin: 4px 0; } summary { cursor: pointer; color: var(--accent); }
+footer { margin-top: 40px; color: var(--muted); font-size: 13px; }
+"""
+
+
+def _page_html(ctx: _Context, sections: list[_Section]) -> str:
+    nav = "".join(f'<li><a href="#{s.id}">{html.escape(s.title)}</a></li>' for s in sections)
+    body = "".join(f'<section id="{s.id}"><h2>{html.escape(s.title)}</h2>{s.html}</section>' for s in sections)
+    meta = ctx.results["meta"]
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>sqdist report \u2014 {html.escape(meta['created'])}</title><style>{_CSS}</style></head><body>"
+        "<header><h1>sqdist report</h1>"
+        f'<p class="meta">The exercise\'s three tasks, measured on this machine. sqdist {html.escape(meta["version"])}, '
+        f'mode <b>{html.escape(meta["mode"])}</b>, device <b>{html.escape(meta["device"])}</b>, '
+        f'created {html.escape(meta["created"])}, built in {ctx.num("meta.total_seconds", "time")}. '
+        "Every number on this page is in <code>results.json</code> (hover a number: its <code>data-key</code> is the path).</p>"
+        f"<nav><b>Contents</b><ol>{nav}</ol></nav></header>{body}"
+        "<footer>Generated by <code>sqdist report</code>. Figures: PNG files next to this page; "
+        "data: <code>results.json</code>; text version: <code>report.md</code>.</footer></body></html>\n"
+    )
+
+
+def _page_md(ctx: _Context, sections: list[_Section]) -> str:
+    meta = ctx.results["meta"]
+    parts = [
+        "# sqdist report\n",
+        f"sqdist {meta['version']}, mode **{meta['mode']}**, device **{meta['device']}**, created {meta['created']}, "
+        f"built in {ctx.md('meta.total_seconds', 'time')}. All numbers are in `results.json`.\n",
+    ]
+    for s in sections:
+        parts.append(f"## {s.title}\n\n{s.md}")
+    return "\n".join(parts)
+
+
+def _resolve_device(device: str) -> str:
+    device = check_choice(device, "device", DEVICES)
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SqdistError("device: 'cuda' was requested but torch.cuda.is_available() is False; use --device cpu or auto")
+    return device
+
+
+def _check_target(target: Path) -> None:
+    """Refuse to replace anything but a previous sqdist report (or an empty folder)."""
+    if not os.path.lexists(target):
+        return
+    if not target.is_dir() or target.is_symlink():
+        raise SqdistError(f"out: {str(target)!r} exists and is not a folder; choose another --out")
+    entries = list(target.iterdir())
+    if not entries:
+        return
+    try:
+        with open(target / "results.json", encoding="utf-8") as fh:
+            if json.load(fh).get("meta", {}).get("generator") == _GENERATOR:
+                return
+    except (OSError, ValueError, AttributeError):
+        pass
+    raise SqdistError(
+        f"out: {str(target)!r} exists and is not a sqdist report (no results.json written by sqdist report); "
+        "refusing to replace it -- choose another --out or remove it"
+    )
+
+
+def _free_name(target: Path, tag: str) -> Path:
+    """An unused hidden name next to ``target`` (same file system, so renames are atomic)."""
+    for _ in range(100):
+        cand = target.parent / f".{target.name}.{tag}-{os.getpid()}-{secrets.token_hex(4)}"
+        if not os.path.lexists(cand):
+            return cand
+    raise OSError(f"no free temporary name next to {target}")
+
+
+def _install(tmp: Path, target: Path) -> None:
+    """Move the finished folder ``tmp`` to ``target``, replacing an old report only now."""
+    if not os.path.lexists(target):
+        os.rename(tmp, target)
+        return
+    backup = _free_name(target, "old")
+    os.rename(target, backup)
+    try:
+        os.rename(tmp, target)
+    except BaseException:
+        os.rename(backup, target)  # put the previous report back
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def write_report(
+    out: str | os.PathLike = "sqdist-report",
+    *,
+    mode: str = "default",
+    device: str = "auto",
+    progress: bool | None = None,
+) -> Path:
+    """Run the whole exercise and write the report folder atomically.
+
+    Parameters
+    ----------
+    out : str or path-like
+        Folder to write (default ``./sqdist-report``).  An existing folder is
+        replaced only when it holds a previous sqdist report (or is empty), and
+        only once the new report is complete.
+    mode : {"quick", "default", "full"}
+        Problem sizes: ``"quick"`` (seconds, for tests), ``"default"`` (under a
+        minute on two CPU cores), ``"full"`` (larger benchmark sizes).
+    device : {"auto", "cpu", "cuda"}
+        Where the torch computations run; ``"auto"`` picks CUDA when available.
+    progress : bool, optional
+        Draw a progress bar on stderr; default: only when stderr is a terminal.
+
+    Returns
+    -------
+    Path
+        The report folder (holding ``index.html``, ``results.json``,
+        ``report.md`` and the PNG figures).
+    """
+    mode = check_choice(mode, "mode", MODES)
+    dev = _resolve_device(device)
+    target = Path(out).expanduser().absolute()
+    _check_target(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if progress is None:
+        progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
+    import matplotlib
+
+    matplotlib.use("Agg")  # figures are written to files; never open a window
+
+    t_start = time.perf_counter()
+    tmp = _free_name(target, "tmp")
+    tmp.mkdir()  # default permissions (umask), unlike tempfile.mkdtemp's 0700
+    bar = _Progress(sum(_WEIGHTS.values()), enabled=bool(progress))
+    try:
+        ctx = _Context(folder=tmp, config=_CONFIGS[mode], device=dev, progress=bar)
+        ctx.results["meta"] = {
+            "generator": _GENERATOR,
+            "version": _version(),
+            "mode": mode,
+            "device": dev,
+            "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "section_seconds": {},
+        }
+        sections = []
+        done = 0.0
+        for sid, fn in _SECTIONS:
+            bar.set(done, f"{sid}")
+            t0 = time.perf_counter()
+            sections.append(fn(ctx))
+            ctx.results["meta"]["section_seconds"][sid] = time.perf_counter() - t0
+            done += _WEIGHTS[sid]
+            bar.set(done)
+        ctx.results["meta"]["total_seconds"] = time.perf_counter() - t_start
+        ctx.results["meta"]["figures"] = list(ctx.figures)
+        ctx.results = _jsonable(ctx.results)
+        page = _page_html(ctx, sections)
+        (tmp / "index.html").write_text(page, encoding="utf-8")
+        (tmp / "report.md").write_text(_page_md(ctx, sections), encoding="utf-8")
+        with open(tmp / "results.json", "w", encoding="utf-8") as fh:
+            json.dump(ctx.results, fh, indent=1, allow_nan=False)
+            fh.write("\n")
+        bar.set(bar.total, "done")
+        _install(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        bar.close()
+    return target
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="sqdist-report", metavar="DIR", help="report folder (default: ./sqdist-report)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", dest="mode", action="store_const", const="quick", help="small sizes (seconds)")
+    size.add_argument("--full", dest="mode", action="store_const", const="full", help="larger benchmark sizes")
+    parser.set_defaults(mode="default")
+    parser.add_argument("--device", default="auto", choices=DEVICES, help="where torch runs (default: auto)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
+
+
+def run(args: argparse.Namespace) -> int:
+    path = write_report(args.out, mode=args.mode, device=args.device, progress=False if args.quiet else None)
+    if not args.quiet:
+        print(f"report written to {path / 'index.html'}")
+    return 0
