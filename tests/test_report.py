@@ -21,6 +21,11 @@ import sqdist
 from sqdist import report as R
 
 SECTIONS = ("machine", "task1", "rbf", "task2", "task3", "extras")
+EXERCISE_PAIRS = [  # Task 2 of the exercise, as printed there
+    ((3, 1, 3), (2, 3, 3)), ((4, 1), (3, 1, 1, 5)), ((3,), (3, 1, 1, 5)), ((1, 4), (7, 1)),
+    ((6, 3, 1, 7), (2, 7)), ((6, 3, 1, 7), (2, 1, 7)), ((1, 2, 3, 1, 6), (8, 1, 3, 2, 6)),
+    ((2, 5, 1, 7), (9, 2, 3, 2, 1)),
+]
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -212,7 +217,7 @@ def test_report_content(quick_report):
     assert results["rbf"]["mean_same_blob"] > 10 * results["rbf"]["mean_other_blob"]
     # Task 2: the eight pairs, verdicts equal NumPy's
     pairs = results["task2"]["pairs"]
-    assert [(tuple(p["a"]), tuple(p["b"])) for p in pairs] == list(R._EXERCISE_PAIRS)
+    assert [(tuple(p["a"]), tuple(p["b"])) for p in pairs] == EXERCISE_PAIRS
     for p in pairs:
         try:
             expected = list(np.broadcast_shapes(tuple(p["a"]), tuple(p["b"])))
@@ -226,11 +231,17 @@ def test_report_content(quick_report):
     for r in runs:
         assert sum(r["sizes"]) == results["task3"]["n_points"] == 250
         assert min(r["sizes"]) > 0 and len(r["centers"]) == r["P"]
-        h = r["inertia_history"]
-        assert len(h) == r["n_iter"]
+        h = [e["inertia"] for e in r["history"]]
+        assert len(h) == r["n_iter"] + 1  # iteration 0 = the initial centres
         assert all(b <= a * (1 + 1e-12) for a, b in zip(h, h[1:]))
         assert h[-1] == pytest.approx(r["inertia"], rel=1e-9)
-    # extra comparisons are marked as such in the page
+    # extra comparisons: scikit-learn's Lloyd from the same start agrees; marked as extra in the page
+    pytest.importorskip("sklearn")
+    assert [r["P"] for r in results["extras"]["kmeans"]] == [2, 5, 8]
+    for r in results["extras"]["kmeans"]:
+        assert r["labels_equal"] is True
+        assert r["inertia"] == pytest.approx(r["sqdist_inertia"], rel=1e-6)
+    assert {r["library"] for r in results["extras"]["distances"]} == {"sqdist", "scipy", "sklearn"}
     html_text = (quick_report / "index.html").read_text()
     assert html_text.count('class="extra"') >= 1
 

@@ -52,19 +52,6 @@ DEVICES = ("auto", "cpu", "cuda")
 #: Marker stored in ``results.json``; an existing folder is only replaced when it carries it.
 _GENERATOR = "sqdist report"
 
-# The exercise's Task 2 pairs (used when sqdist.broadcast does not provide them).
-_EXERCISE_PAIRS: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...] = (
-    ((3, 1, 3), (2, 3, 3)),
-    ((4, 1), (3, 1, 1, 5)),
-    ((3,), (3, 1, 1, 5)),
-    ((1, 4), (7, 1)),
-    ((6, 3, 1, 7), (2, 7)),
-    ((6, 3, 1, 7), (2, 1, 7)),
-    ((1, 2, 3, 1, 6), (8, 1, 3, 2, 6)),
-    ((2, 5, 1, 7), (9, 2, 3, 2, 1)),
-)
-
-
 @dataclass(frozen=True)
 class _Config:
     """Problem sizes of one report mode."""
@@ -73,6 +60,7 @@ class _Config:
     bench_sizes: tuple[tuple[int, int, int], ...]
     extra_size: tuple[int, int, int]  # scikit-learn / SciPy comparison
     extra_repeats: int
+    bench_min_run_time: float = 0.1
     kmeans_p: tuple[int, ...] = (2, 5, 8)
     kmeans_max_iter: int = 100
     kmeans_tol: float = 1e-4
@@ -85,6 +73,7 @@ _CONFIGS = {
         bench_sizes=((64, 64, 8), (128, 128, 8), (256, 256, 8)),
         extra_size=(256, 256, 8),
         extra_repeats=3,
+        bench_min_run_time=0.01,
         dpi=80,
     ),
     "default": _Config(
@@ -92,6 +81,7 @@ _CONFIGS = {
         bench_sizes=((128, 128, 16), (256, 256, 16), (512, 512, 16), (1024, 1024, 16), (2048, 2048, 16)),
         extra_size=(1024, 1024, 16),
         extra_repeats=5,
+        bench_min_run_time=0.05,
     ),
     "full": _Config(
         mode="full",
@@ -100,6 +90,7 @@ _CONFIGS = {
         ),
         extra_size=(4096, 4096, 32),
         extra_repeats=5,
+        bench_min_run_time=0.2,
     ),
 }
 
@@ -303,22 +294,18 @@ def _machine_info() -> dict:
 
 
 _MACHINE_LABELS = {
-    "cpu": "CPU",
     "cpu_model": "CPU",
-    "threads": "threads",
+    "logical_cores": "logical cores",
+    "usable_cores": "cores usable by this process",
     "torch_threads": "torch threads",
-    "cpu_count": "logical CPUs",
-    "memory_bytes": "memory",
     "total_memory_bytes": "memory",
-    "torch": "torch",
-    "torch_version": "torch",
-    "numpy": "NumPy",
-    "numpy_version": "NumPy",
-    "python": "Python",
-    "python_version": "Python",
-    "gpu": "GPU",
-    "gpu_name": "GPU",
     "platform": "platform",
+    "python": "Python",
+    "torch": "torch",
+    "numpy": "NumPy",
+    "cuda_available": "CUDA available",
+    "gpu_name": "GPU",
+    "report_device": "device used by this report",
 }
 
 
@@ -336,8 +323,15 @@ def _section_machine(ctx: _Context) -> _Section:
         if isinstance(v, (dict, list)):
             continue
         label = _MACHINE_LABELS.get(k, k.replace("_", " "))
-        kind = "bytes" if k.endswith("bytes") else ("int" if isinstance(v, int) and not isinstance(v, bool) else "text")
         if v is None:
+            kind = "text"
+        elif isinstance(v, bool):
+            kind = "bool"
+        elif k.endswith("bytes"):
+            kind = "bytes"
+        elif isinstance(v, int):
+            kind = "int"
+        else:
             kind = "text"
         rows_h.append([html.escape(label), ctx.num(f"{sid}.{k}", kind)])
         rows_m.append([label, ctx.md(f"{sid}.{k}", kind)])
@@ -346,136 +340,141 @@ def _section_machine(ctx: _Context) -> _Section:
 
 # ---- Task 1 ---------------------------------------------------------------------------------
 
-_METHOD_LABELS = {
-    "loops": "two Python loops",
-    "numpy": "NumPy broadcasting",
-    "broadcast": "torch broadcast",
-    "gemm": "torch gemm",
-}
-
-
-def _row_dict(row: Any) -> dict:
-    if isinstance(row, dict):
-        return dict(row)
-    if hasattr(row, "__dataclass_fields__"):
-        import dataclasses
-
-        return dataclasses.asdict(row)
-    if hasattr(row, "_asdict"):
-        return dict(row._asdict())
-    return dict(vars(row))
-
-
-def _bench_rows(ctx: _Context) -> list[dict]:
+def _run_bench(ctx: _Context) -> dict:
+    """Run the Task 1 benchmark (:func:`sqdist.bench.run_bench`) and return its JSON-ready dict."""
     from .bench import run_bench
 
+    cfg = ctx.config
     p0 = ctx.progress.done
-    share = _WEIGHTS["task1"] * 0.9
+    share = _WEIGHTS["task1"]
+    per_size = 4 + (3 if ctx.device == "cuda" else 0)  # loops, numpy, broadcast, gemm (+ GPU rows)
+    total = max(1, len(cfg.bench_sizes) * per_size)
+    seen = [0]
 
-    def cb(*args: Any) -> None:  # progress(done, total[, label])
-        if len(args) >= 2 and args[1]:
-            ctx.progress.set(p0 + share * float(args[0]) / float(args[1]), "Task 1: " + (str(args[2]) if len(args) > 2 else "timing"))
+    def say(msg: str) -> None:  # called before each measurement
+        ctx.progress.set(p0 + share * min(seen[0], total) / total, "Task 1: " + msg)
+        seen[0] += 1
 
-    res = run_bench(sizes=list(ctx.config.bench_sizes), device=ctx.device, progress=cb)
-    rows = res.rows if hasattr(res, "rows") else res
-    return [_jsonable(_row_dict(r)) for r in rows]
-
-
-def _method_label(row: dict) -> str:
-    m = str(row.get("method", "?"))
-    base = _METHOD_LABELS.get(m, m)
-    dev = str(row.get("device", "cpu"))
-    if dev.startswith("cuda"):
-        return base + " (GPU)"
-    return base
+    res = run_bench(list(cfg.bench_sizes), device=ctx.device, progress=say, min_run_time=cfg.bench_min_run_time)
+    return _jsonable(res.to_dict())
 
 
 def _section_task1(ctx: _Context) -> _Section:
     sid, title = "task1", "Task 1 \u2014 the distance matrix four ways"
     try:
-        rows = _bench_rows(ctx)
+        bench = _run_bench(ctx)
     except (ImportError, AttributeError) as exc:
         return _pending(ctx, sid, title, "sqdist.bench.run_bench", exc)
+    rows = bench["rows"]
+    itemsize = 8 if bench.get("dtype") == "float64" else 4
     for r in rows:
-        itemsize = 4 if "64" not in str(r.get("dtype", "float32")) else 8
-        r["label"] = _method_label(r)
-        r["naive_intermediate_bytes"] = int(r["N"]) * int(r["P"]) * int(r["D"]) * itemsize
-        r["output_bytes"] = int(r["N"]) * int(r["P"]) * itemsize
-    errs = [r["max_rel_err_vs_f64"] for r in rows if r.get("max_rel_err_vs_f64") is not None]
-    validated = [bool(r["validated"]) for r in rows if r.get("validated") is not None]
-    verdict = {
-        "passed": bool(validated) and all(validated),
-        "n_checked": len(validated),
-        "max_rel_err_vs_f64": max(errs) if errs else None,
+        r["label"] = r.get("label", r["method"]) + (" [GPU]" if str(r["device"]).startswith("cuda") else "")
+        r["naive_intermediate_bytes"] = r["N"] * r["P"] * r["D"] * itemsize
+        r["output_bytes"] = r["N"] * r["P"] * itemsize
+    # direct torch-vs-loops/NumPy comparisons, summarised per method and reference
+    summary: dict[tuple, dict] = {}
+    for c in bench.get("checks", []):
+        key = (c["method"], c["device"], c["reference"])
+        e = summary.setdefault(key, {"method": c["method"], "device": c["device"], "reference": c["reference"],
+                                     "n_sizes": 0, "max_rel_diff": 0.0, "passed": True})
+        e["n_sizes"] += 1
+        e["max_rel_diff"] = max(e["max_rel_diff"], c["max_rel_diff"] if c["max_rel_diff"] is not None else math.inf)
+        e["passed"] = e["passed"] and bool(c["passed"])
+    errs = [r["max_rel_err_vs_f64"] for r in rows]
+    ctx.results[sid] = {
+        "sizes": [list(x) for x in ctx.config.bench_sizes],
+        "dtype": bench.get("dtype", "float32"),
+        "threads": bench.get("threads"),
+        "tolerance": bench.get("tolerance"),
+        "min_run_time_s": ctx.config.bench_min_run_time,
+        "rows": rows,
+        "agreement": list(summary.values()),
+        "validation": {
+            "passed": bool(bench.get("validation_passed")),
+            "verdict": bench.get("verdict", ""),
+            "max_rel_err_vs_f64": None if any(e is None for e in errs) else max(errs, default=0.0),
+        },
+        "notes": bench.get("notes", []),
     }
-    ctx.results[sid] = {"sizes": [list(s) for s in ctx.config.bench_sizes], "rows": rows, "validation": verdict}
-    fig_name = ctx.save_figure(_figure_timing(rows), "task1_time_memory")
+    fig_name = ctx.save_figure(_figure_timing(rows, itemsize), "task1_time_memory")
 
     header = ["method", "N", "P", "D", "time", "speed-up vs loops", "GFLOP/s", "peak memory",
-              "N\u00b7P\u00b7D intermediate", "max rel. error vs float64", "validated"]
+              "N\u00b7P\u00b7D intermediate", "max rel. error vs float64", "within tolerance"]
+    cells = [("N", "int"), ("P", "int"), ("D", "int"), ("time_s", "time"), ("speedup_vs_loops", "ratio"),
+             ("gflops", "float"), ("peak_mem_bytes", "bytes"), ("naive_intermediate_bytes", "bytes"),
+             ("max_rel_err_vs_f64", "sci"), ("validated", "bool")]
     rows_h, rows_m = [], []
     for i, r in enumerate(rows):
         k = f"{sid}.rows.{i}"
-        star_h = ' <span class="mark" title="extrapolated from a smaller run">*</span>' if r.get("extrapolated") else ""
+        star_h = ' <span class="mark" title="extrapolated from a subset of the matrix">*</span>' if r.get("extrapolated") else ""
         star_m = " \\*" if r.get("extrapolated") else ""
-        cells = [("N", "int"), ("P", "int"), ("D", "int"), ("time_s", "time"), ("speedup_vs_loops", "ratio"),
-                 ("gflops", "float"), ("peak_mem_bytes", "bytes"), ("naive_intermediate_bytes", "bytes"),
-                 ("max_rel_err_vs_f64", "sci"), ("validated", "bool")]
-        rh = [html.escape(r["label"])]
-        rm = [r["label"]]
+        rh, rm = [html.escape(r["label"])], [r["label"]]
         for name, kind in cells:
             rh.append(ctx.num(f"{k}.{name}", kind) + (star_h if name == "time_s" else ""))
             rm.append(ctx.md(f"{k}.{name}", kind) + (star_m if name == "time_s" else ""))
         rows_h.append(rh)
         rows_m.append(rm)
+    agree_hdr = ["torch method", "device", "compared with", "sizes", "max relative difference", "agree"]
+    agree_h, agree_m = [], []
+    for i, a in enumerate(ctx.results[sid]["agreement"]):
+        k = f"{sid}.agreement.{i}"
+        agree_h.append([html.escape(a["method"]), html.escape(a["device"]), html.escape(a["reference"]),
+                        ctx.num(f"{k}.n_sizes", "int"), ctx.num(f"{k}.max_rel_diff", "sci"), ctx.num(f"{k}.passed", "bool")])
+        agree_m.append([a["method"], a["device"], a["reference"], ctx.md(f"{k}.n_sizes", "int"),
+                        ctx.md(f"{k}.max_rel_diff", "sci"), ctx.md(f"{k}.passed", "bool")])
 
-    ok = verdict["passed"]
+    v = ctx.results[sid]["validation"]
+    ok = v["passed"]
     verdict_h = (
-        f'<p class="verdict {"ok" if ok else "bad"}">Validation {"passed" if ok else "FAILED"}: '
-        f'{ctx.num(f"{sid}.validation.n_checked", "int")} results compared with a float64 reference; '
-        f'largest relative error {ctx.num(f"{sid}.validation.max_rel_err_vs_f64", "sci")}.</p>'
+        f'<p class="verdict {"ok" if ok else "bad"}">Validation {"passed" if ok else "FAILED"}: every result within '
+        f'{ctx.num(f"{sid}.tolerance", "sci")} relative of a float64 reference (largest error '
+        f'{ctx.num(f"{sid}.validation.max_rel_err_vs_f64", "sci")}), and torch on the CPU equals the loops / NumPy '
+        "results on the same data:</p>"
     )
     verdict_m = (
-        f"**Validation {'passed' if ok else 'FAILED'}:** {ctx.md(f'{sid}.validation.n_checked', 'int')} results "
-        f"compared with a float64 reference; largest relative error "
-        f"{ctx.md(f'{sid}.validation.max_rel_err_vs_f64', 'sci')}.\n"
+        f"**Validation {'passed' if ok else 'FAILED'}:** every result within {ctx.md(f'{sid}.tolerance', 'sci')} "
+        f"relative of a float64 reference (largest error {ctx.md(f'{sid}.validation.max_rel_err_vs_f64', 'sci')}), "
+        "and torch on the CPU equals the loops / NumPy results on the same data:\n\n"
     )
     why = (
         "Why the memory differs: broadcasting <code>X[:, None, :] - T[None, :, :]</code> materialises the "
-        "difference of every point with every prototype in every feature, an N\u00d7P\u00d7D array, before "
-        "squaring and summing over D. The gemm form <code>\u2016x\u2016\u00b2 + \u2016t\u2016\u00b2 \u2212 2x\u00b7t</code> "
-        "never forms differences: one matrix product writes the N\u00d7P result directly, plus two vectors of "
-        "norms, so it needs only N\u00b7P memory (and does the D-sum inside a fast matrix multiply). sqdist's "
-        "own broadcast path processes rows in blocks so its intermediate stays within the working-memory "
-        "budget (256 MiB by default); the plain NumPy expression of the exercise would need the full "
+        "difference of every point with every prototype in every feature, an N\u00d7P\u00d7D array (and its "
+        "square), before summing over D. The gemm form <code>\u2016x\u2016\u00b2 + \u2016t\u2016\u00b2 \u2212 2x\u00b7t</code> "
+        "never forms the differences: one matrix product writes the N\u00d7P result directly, plus two vectors "
+        "of norms, so it needs only N\u00b7P memory, and the sum over D happens inside a fast matrix multiply. "
+        "sqdist's broadcast paths process the rows in blocks so the intermediate stays within the working-memory "
+        "budget (256 MiB by default); the one-line NumPy expression of the exercise would need the whole "
         "N\u00b7P\u00b7D column of the table."
     )
-    caption = "Left: time against problem size N\u00b7P\u00b7D (log-log). Right: peak memory with the N\u00b7P\u00b7D and N\u00b7P reference lines."
+    caption = ("Left: time against problem size N\u00b7P\u00b7D (log-log; hollow circles: extrapolated). "
+               "Right: peak memory, with the N\u00b7P\u00b7D and N\u00b7P reference lines.")
+    intro_h = (
+        "<p>The exercise's matrix d<sub>ij</sub> = \u2016X[i] \u2212 T[j]\u2016\u00b2 of standard-normal "
+        f"{html.escape(ctx.results[sid]['dtype'])} data, computed each way (<code>sqdist.bench</code>) with "
+        f"{ctx.num(f'{sid}.threads', 'int')} threads. Times are medians of repeated runs; a "
+        '<span class="mark">*</span> marks a time scaled up from a subset of the matrix (the loops cost the same '
+        "per pair, and are too slow to run whole). GFLOP/s counts 3\u00b7N\u00b7P\u00b7D operations for every "
+        "method. Peak memory is the allocator's growth during one call, output included.</p>"
+    )
+    intro_m = (
+        f"d_ij = ||X[i] - T[j]||² of standard-normal {ctx.results[sid]['dtype']} data, "
+        f"{ctx.md(f'{sid}.threads', 'int')} threads; \\* = scaled up from a subset of the matrix. "
+        "GFLOP/s counts 3·N·P·D operations; peak memory is the allocator's growth during one call.\n\n"
+    )
+    notes = "".join(f"<p class=\"note\">{html.escape(n)}</p>" for n in ctx.results[sid]["notes"])
     body = (
-        "<p>The exercise's matrix d<sub>ij</sub> = \u2016X[i] \u2212 T[j]\u2016\u00b2 in float32, computed each way on "
-        f"<b>{html.escape(ctx.device)}</b>. Times are the median of repeated runs; a "
-        '<span class="mark">*</span> marks a time extrapolated from a smaller problem (the loops are too slow to '
-        "run at every size).</p>"
-        + _table_html(header, rows_h, "num")
-        + verdict_h
-        + _figure_html(fig_name, caption)
-        + f"<p>{why}</p>"
+        intro_h + _table_html(header, rows_h, "num") + verdict_h + _table_html(agree_hdr, agree_h, "num")
+        + notes + _figure_html(fig_name, caption) + f"<p>{why}</p>"
     )
     md = (
-        f"d_ij = ||X[i] - T[j]||² in float32 on **{ctx.device}**; \\* = extrapolated from a smaller run.\n\n"
-        + _table_md(header, rows_m)
-        + "\n"
-        + verdict_m
-        + "\n"
-        + _figure_md(fig_name, caption)
-        + "\n"
-        + html.unescape(why.replace("<code>", "`").replace("</code>", "`"))
-        + "\n"
+        intro_m + _table_md(header, rows_m) + "\n" + verdict_m + _table_md(agree_hdr, agree_m) + "\n"
+        + "".join(f"{n}\n\n" for n in ctx.results[sid]["notes"])
+        + _figure_md(fig_name, caption) + "\n" + html.unescape(why.replace("<code>", "`").replace("</code>", "`")) + "\n"
     )
     return _Section(sid, title, body, md)
 
 
-def _figure_timing(rows: list[dict]) -> Any:
+def _figure_timing(rows: list[dict], itemsize: int = 4) -> Any:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -498,10 +497,14 @@ def _figure_timing(rows: list[dict]) -> Any:
             ax_m.loglog(*zip(*mem), marker=markers[i % len(markers)], label=lab, color=line.get_color())
     xs = sorted({r["N"] * r["P"] * r["D"] for r in rows})
     npd = sorted({(r["N"] * r["P"] * r["D"], r["N"] * r["P"]) for r in rows})
-    ax_m.loglog([a for a, _ in npd], [a * 4 / 2**20 for a, _ in npd], "k--", lw=1, label="N\u00b7P\u00b7D float32 (naive broadcast)")
-    ax_m.loglog([a for a, _ in npd], [b * 4 / 2**20 for _, b in npd], "k:", lw=1.3, label="N\u00b7P float32 (output)")
+    ax_m.loglog([a for a, _ in npd], [a * itemsize / 2**20 for a, _ in npd], "k--", lw=1, label="N\u00b7P\u00b7D values (one-shot broadcast)")
+    ax_m.loglog([a for a, _ in npd], [b * itemsize / 2**20 for _, b in npd], "k:", lw=1.3, label="N\u00b7P values (the output)")
     if xs:
         ax_t.set_xlim(xs[0] / 1.5, xs[-1] * 1.5)
+    from matplotlib.ticker import NullFormatter
+
+    for ax in (ax_t, ax_m):
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax_t.set_xlabel("problem size N\u00b7P\u00b7D")
     ax_t.set_ylabel("time [s]")
     ax_t.set_title("Time (hollow circle: extrapolated)")
@@ -597,51 +600,70 @@ def _figure_rbf(K: np.ndarray, ys: np.ndarray, gamma: float) -> Any:
 def _section_task2(ctx: _Context) -> _Section:
     sid, title = "task2", "Task 2 \u2014 which shapes broadcast?"
     try:
-        from . import broadcast as bc
-
-        broadcast_shapes = bc.broadcast_shapes
-        explain = bc.explain_broadcast
-        error_type = bc.BroadcastError
-    except (ImportError, AttributeError) as exc:
-        return _pending(ctx, sid, title, "sqdist.broadcast (broadcast_shapes, explain_broadcast)", exc)
-    pairs = getattr(bc, "EXERCISE_PAIRS", _EXERCISE_PAIRS)
-    out = []
-    for a, b in pairs:
-        a, b = tuple(int(s) for s in a), tuple(int(s) for s in b)
-        try:
-            result: tuple | None = tuple(int(s) for s in broadcast_shapes(a, b))
-            reason = None
-        except error_type as exc:
-            result, reason = None, str(exc)
-        out.append({"a": list(a), "b": list(b), "compatible": result is not None,
-                    "result": list(result) if result is not None else None,
-                    "reason": reason, "table": str(explain(a, b))})
-    ctx.results[sid] = {"pairs": out, "n_compatible": sum(p["compatible"] for p in out)}
+        from .broadcast import EXERCISE_PAIRS, broadcast_table, explain_broadcast
+    except ImportError as exc:
+        return _pending(ctx, sid, title, "sqdist.broadcast (broadcast_table, explain_broadcast)", exc)
+    pairs = []
+    for a, b in EXERCISE_PAIRS:
+        t = broadcast_table(a, b)
+        pairs.append({
+            "a": list(a), "b": list(b), "compatible": bool(t["compatible"]),
+            "result": None if t["result"] is None else list(t["result"]),
+            "reason": t["error"],
+            "axes": [{"axis": e["axis"], "sizes": list(e["sizes"]), "result": e["result"], "kind": e["kind"],
+                      "verdict": e["verdict"]} for e in t["axes"]],
+            "table": explain_broadcast(a, b),
+        })
+    ctx.results[sid] = {"pairs": pairs, "n_pairs": len(pairs), "n_compatible": sum(p["compatible"] for p in pairs)}
 
     summary_h, summary_m, cards_h, cards_m = [], [], [], []
-    for i, p in enumerate(out):
+    for i, p in enumerate(pairs):
         k = f"{sid}.pairs.{i}"
         res_h = ctx.num(f"{k}.result", "shape") if p["compatible"] else '<span class="bad">incompatible</span>'
         res_m = ctx.md(f"{k}.result", "shape") if p["compatible"] else "incompatible"
         summary_h.append([ctx.num(f"{k}.a", "shape"), ctx.num(f"{k}.b", "shape"), res_h])
         summary_m.append([ctx.md(f"{k}.a", "shape"), ctx.md(f"{k}.b", "shape"), res_m])
-        verdict = f"compatible \u2192 {_fmt(p['result'], 'shape')}" if p["compatible"] else f"incompatible: {p['reason']}"
+        # the aligned table: one column per axis counted from the right
+        head = "<th></th>" + "".join(f"<th>axis {ctx.num(f'{k}.axes.{j}.axis', 'int')}</th>" for j in range(len(p["axes"])))
+        body_rows = []
+        for o, name in enumerate(("first", "second")):
+            tds = "".join(
+                f'<td class="{_axis_class(e, o)}">{ctx.num(f"{k}.axes.{j}.sizes.{o}", "int") if e["sizes"][o] is not None else _MISSING}</td>'
+                for j, e in enumerate(p["axes"])
+            )
+            body_rows.append(f"<tr><th>{name} {ctx.num(f'{k}.{chr(97 + o)}', 'shape')}</th>{tds}</tr>")
+        tds = "".join(
+            f'<td class="{e["kind"]}">{ctx.num(f"{k}.axes.{j}.result", "int") if e["result"] is not None else "?"}</td>'
+            for j, e in enumerate(p["axes"])
+        )
+        body_rows.append(f"<tr class=\"res\"><th>result</th>{tds}</tr>")
+        tds = "".join(f'<td class="{e["kind"]} why">{ctx.num(f"{k}.axes.{j}.verdict", "text")}</td>'
+                      for j, e in enumerate(p["axes"]))
+        body_rows.append(f"<tr><th>verdict</th>{tds}</tr>")
+        table = f'<table class="bc"><thead><tr>{head}</tr></thead><tbody>{"".join(body_rows)}</tbody></table>'
+        if p["compatible"]:
+            verdict_h = f'<p class="verdict ok">compatible \u2192 result shape {ctx.num(f"{k}.result", "shape")}</p>'
+            verdict_m = f"compatible → result shape {_fmt(p['result'], 'shape')}"
+        else:
+            verdict_h = f'<p class="verdict bad">incompatible: <span class="reason">{html.escape(p["reason"])}</span></p>'
+            verdict_m = f"incompatible: {p['reason']}"
         cards_h.append(
             f'<div class="card"><h4>{ctx.num(f"{k}.a", "shape")} with {ctx.num(f"{k}.b", "shape")}</h4>'
-            f'<pre>{html.escape(p["table"])}</pre>'
-            f'<p class="verdict {"ok" if p["compatible"] else "bad"}">{html.escape(verdict)}</p></div>'
+            f"{table}{verdict_h}</div>"
         )
-        cards_m.append(f"**{_fmt(p['a'], 'shape')} with {_fmt(p['b'], 'shape')}**\n\n```\n{p['table']}\n```\n\n{verdict}\n")
+        cards_m.append(f"**{_fmt(p['a'], 'shape')} with {_fmt(p['b'], 'shape')}**\n\n```\n{p['table']}\n```\n\n{verdict_m}\n")
     body = (
         "<p>Broadcasting aligns the shapes on the <em>right</em>; on each axis the sizes must be equal or one "
-        "of them 1 (a missing axis counts as 1), and the result takes the larger size. "
-        f"{ctx.num(f'{sid}.n_compatible', 'int')} of the eight pairs of the exercise are compatible.</p>"
+        "of them 1 (a missing axis, \u2013, counts as 1) and the result takes the larger size; any other pair "
+        f"of sizes is a conflict. {ctx.num(f'{sid}.n_compatible', 'int')} of the {ctx.num(f'{sid}.n_pairs', 'int')} "
+        "pairs of the exercise are compatible (<code>sqdist.broadcast_table</code>, checked against NumPy and "
+        "torch in the test suite; <code>sqdist broadcast SHAPE SHAPE</code> prints the same tables).</p>"
         + _table_html(["first shape", "second shape", "result"], summary_h, "num")
         + '<div class="cards">' + "".join(cards_h) + "</div>"
     )
     md = (
-        f"Shapes are aligned on the right; each axis needs equal sizes or a 1. "
-        f"{ctx.md(f'{sid}.n_compatible', 'int')} of the eight pairs are compatible.\n\n"
+        "Shapes are aligned on the right; each axis needs equal sizes or a 1 (a missing axis counts as 1). "
+        f"{ctx.md(f'{sid}.n_compatible', 'int')} of the {ctx.md(f'{sid}.n_pairs', 'int')} pairs are compatible.\n\n"
         + _table_md(["first shape", "second shape", "result"], summary_m)
         + "\n"
         + "\n".join(cards_m)
@@ -649,62 +671,56 @@ def _section_task2(ctx: _Context) -> _Section:
     return _Section(sid, title, body, md)
 
 
+_MISSING = "\u2013"  # a missing axis in the broadcasting table
+
+
+def _axis_class(entry: dict, operand: int) -> str:
+    """CSS class of one operand's cell: stretched from 1, conflicting, or plain."""
+    if entry["kind"] == "conflict":
+        return "conflict"
+    size = entry["sizes"][operand]
+    if entry["kind"] == "stretch" and (size is None or size == 1):
+        return "stretch"
+    return ""
+
+
 # ---- Task 3 ---------------------------------------------------------------------------------
-
-
-def _init_indices(P: int, n: int) -> list[int]:
-    try:
-        from .datasets import EXERCISE_INIT_INDICES  # type: ignore[attr-defined]
-
-        return [int(i) for i in EXERCISE_INIT_INDICES[P]]
-    except (ImportError, AttributeError, KeyError):
-        return [int(i) for i in np.linspace(0, n - 1, P).round().astype(int)]
-
-
-def _hget(h: Any, *names: str, default: Any = None) -> Any:
-    for name in names:
-        if isinstance(h, dict) and name in h:
-            return h[name]
-        if hasattr(h, name):
-            return getattr(h, name)
-    return default
 
 
 def _section_task3(ctx: _Context) -> _Section:
     sid, title = "task3", "Task 3 \u2014 k-means on five blobs"
     try:
+        from .datasets import EXERCISE_INIT_INDICES
         from .kmeans import kmeans
 
         X, y = _exercise_blobs()
-    except (ImportError, AttributeError) as exc:
+    except ImportError as exc:
         return _pending(ctx, sid, title, "sqdist.kmeans / sqdist.datasets", exc)
     cfg = ctx.config
-    Xt = torch.as_tensor(X, dtype=torch.float64, device=ctx.device)
-    runs, raw = [], []
+    Xt = torch.as_tensor(X, dtype=torch.float64, device=ctx.device)  # (n, 2)
+    runs, results = [], {}
     for P in cfg.kmeans_p:
-        idx = _init_indices(P, X.shape[0])
+        idx = [int(i) for i in EXERCISE_INIT_INDICES[P]]
         t0 = time.perf_counter()
-        res = kmeans(Xt, P, init=idx, max_iter=cfg.kmeans_max_iter, tol=cfg.kmeans_tol, seed=0)
+        res = kmeans(Xt, P, init=idx, max_iter=cfg.kmeans_max_iter, tol=cfg.kmeans_tol)
         elapsed = time.perf_counter() - t0
-        hist = list(res.history)
-        centers = _jsonable(res.centers)
-        labels = np.asarray(_jsonable(res.labels))
-        sizes = np.bincount(labels, minlength=P).tolist()
+        hist = [{k: _jsonable(v) for k, v in h.items()} for h in res.history]
+        relocations = [[h["iteration"], j] for h in hist for j in h["relocated"]]
         runs.append({
             "P": P,
             "init_indices": idx,
-            "init_centers": _jsonable(X[idx]),
-            "centers": centers,
+            "init_centers": _jsonable(res.init_centers),
+            "centers": _jsonable(res.centers),
             "n_iter": int(res.n_iter),
             "converged": bool(res.converged),
             "inertia": float(res.inertia),
-            "sizes": sizes,
+            "sizes": np.bincount(_jsonable(res.labels), minlength=P).tolist(),
+            "n_relocations": len(relocations),
+            "relocations": relocations,
             "time_s": elapsed,
-            "inertia_history": [float(_hget(h, "inertia")) for h in hist],
-            "max_shift_history": [_jsonable(_hget(h, "max_shift", "shift")) for h in hist],
-            "relocated": [_jsonable(_hget(h, "relocated", default=[])) for h in hist],
+            "history": [{k: h[k] for k in ("iteration", "inertia", "max_shift", "sizes", "relocated", "time")} for h in hist],
         })
-        raw.append((res, hist, labels))
+        results[P] = res
     ctx.results[sid] = {
         "n_points": int(X.shape[0]),
         "n_blobs": int(len(np.unique(y))),
@@ -712,46 +728,52 @@ def _section_task3(ctx: _Context) -> _Section:
         "tol": cfg.kmeans_tol,
         "runs": runs,
     }
-    figs = _task3_figures(ctx, X, y, runs, raw)
+    figs = _task3_figures(ctx, X, y, results)
 
-    header = ["P", "initial indices", "iterations", "converged", "inertia", "cluster sizes", "relocations", "time"]
-    rows_h, rows_m = [], []
-    for i, r in enumerate(runs):
-        r["n_relocated"] = int(sum(len(x) if isinstance(x, list) else int(bool(x)) for x in r["relocated"]))
-        k = f"{sid}.runs.{i}"
-        cells = [("P", "int"), ("init_indices", "list"), ("n_iter", "int"), ("converged", "bool"),
-                 ("inertia", "float"), ("sizes", "list"), ("n_relocated", "int"), ("time_s", "time")]
-        rows_h.append([ctx.num(f"{k}.{c}", kd) for c, kd in cells])
-        rows_m.append([ctx.md(f"{k}.{c}", kd) for c, kd in cells])
+    header = ["P", "initial rows of X", "iterations", "converged", "inertia", "cluster sizes", "relocations", "time"]
+    cells = [("P", "int"), ("init_indices", "list"), ("n_iter", "int"), ("converged", "bool"),
+             ("inertia", "float"), ("sizes", "list"), ("n_relocations", "int"), ("time_s", "time")]
+    rows_h = [[ctx.num(f"{sid}.runs.{i}.{c}", kd) for c, kd in cells] for i in range(len(runs))]
+    rows_m = [[ctx.md(f"{sid}.runs.{i}.{c}", kd) for c, kd in cells] for i in range(len(runs))]
 
-    centre_tables_h, centre_tables_m = [], []
+    details_h, details_m = [], []
     for i, r in enumerate(runs):
         k = f"{sid}.runs.{i}"
-        rh, rm = [], []
-        for j in range(r["P"]):
-            rh.append([ctx.num(f"{k}.init_indices.{j}", "int"), ctx.num(f"{k}.init_centers.{j}", "point"),
-                       ctx.num(f"{k}.centers.{j}", "point"), ctx.num(f"{k}.sizes.{j}", "int")])
-            rm.append([ctx.md(f"{k}.init_indices.{j}", "int"), ctx.md(f"{k}.init_centers.{j}", "point"),
-                       ctx.md(f"{k}.centers.{j}", "point"), ctx.md(f"{k}.sizes.{j}", "int")])
         hdr = ["initial row of X", "initial centre", "converged centre", "points"]
-        centre_tables_h.append(f"<details><summary>P = {r['P']}: centres</summary>{_table_html(hdr, rh, 'num')}</details>")
-        centre_tables_m.append(f"P = {r['P']}:\n\n" + _table_md(hdr, rm))
+        rh = [[ctx.num(f"{k}.init_indices.{j}", "int"), ctx.num(f"{k}.init_centers.{j}", "point"),
+               ctx.num(f"{k}.centers.{j}", "point"), ctx.num(f"{k}.sizes.{j}", "int")] for j in range(r["P"])]
+        rm = [[ctx.md(f"{k}.init_indices.{j}", "int"), ctx.md(f"{k}.init_centers.{j}", "point"),
+               ctx.md(f"{k}.centers.{j}", "point"), ctx.md(f"{k}.sizes.{j}", "int")] for j in range(r["P"])]
+        hdr2 = ["iteration", "inertia", "largest centre move", "cluster sizes", "relocated clusters"]
+        ih = [[ctx.num(f"{k}.history.{t}.iteration", "int"), ctx.num(f"{k}.history.{t}.inertia", "float"),
+               ctx.num(f"{k}.history.{t}.max_shift", "sci"), ctx.num(f"{k}.history.{t}.sizes", "list"),
+               ctx.num(f"{k}.history.{t}.relocated", "list") if r["history"][t]["relocated"] else ""]
+              for t in range(len(r["history"]))]
+        im = [[ctx.md(f"{k}.history.{t}.iteration", "int"), ctx.md(f"{k}.history.{t}.inertia", "float"),
+               ctx.md(f"{k}.history.{t}.max_shift", "sci"), ctx.md(f"{k}.history.{t}.sizes", "list"),
+               ctx.md(f"{k}.history.{t}.relocated", "list")] for t in range(len(r["history"]))]
+        details_h.append(
+            f"<details><summary>P = {r['P']}: centres and iterations</summary>"
+            f"{_table_html(hdr, rh, 'num')}{_table_html(hdr2, ih, 'num')}</details>"
+        )
+        details_m.append(f"P = {r['P']}:\n\n" + _table_md(hdr, rm) + "\n" + _table_md(hdr2, im))
 
     k = sid
     intro_h = (
         f"<p>{ctx.num(f'{k}.n_points', 'int')} points drawn from {ctx.num(f'{k}.n_blobs', 'int')} Gaussian blobs "
-        "(<code>sqdist.datasets.make_blobs</code>), clustered by <code>sqdist.kmeans</code> with the initial "
-        "centres taken from fixed row indices of X so anyone can reproduce the run; at most "
-        f"{ctx.num(f'{k}.max_iter', 'int')} iterations, stopping when every centre moves less than "
-        f"{ctx.num(f'{k}.tol', 'sci')}. Each iteration assigns every point to its nearest centre (argmin over "
+        "(<code>sqdist.datasets.make_blobs()</code>), clustered by <code>sqdist.kmeans</code> with the initial "
+        "centres taken from fixed rows of X (<code>sqdist.datasets.EXERCISE_INIT_INDICES</code>), so anyone can "
+        f"reproduce the run. At most {ctx.num(f'{k}.max_iter', 'int')} iterations; the run stops when every "
+        f"centre moves less than {ctx.num(f'{k}.tol', 'sci')} (Euclidean distance, data units) or the "
+        "assignment no longer changes. Each iteration assigns every point to its nearest centre (argmin over "
         "the centre axis of the distance matrix) and moves each centre to the mean of its points; a centre "
-        "left without points is relocated (counted under <em>relocations</em>).</p>"
+        "left without points is moved to the point farthest from its centre (a <em>relocation</em>).</p>"
     )
-    body = intro_h + _table_html(header, rows_h, "num") + "".join(centre_tables_h)
+    body = intro_h + _table_html(header, rows_h, "num") + "".join(details_h)
     md = (
-        f"{ctx.md(f'{k}.n_points', 'int')} points from {ctx.md(f'{k}.n_blobs', 'int')} blobs, fixed-index "
-        f"initialisation, at most {ctx.md(f'{k}.max_iter', 'int')} iterations, tol {ctx.md(f'{k}.tol', 'sci')}.\n\n"
-        + _table_md(header, rows_m) + "\n" + "\n".join(centre_tables_m) + "\n"
+        f"{ctx.md(f'{k}.n_points', 'int')} points from {ctx.md(f'{k}.n_blobs', 'int')} blobs, initial centres from "
+        f"fixed rows of X, at most {ctx.md(f'{k}.max_iter', 'int')} iterations, tol {ctx.md(f'{k}.tol', 'sci')}.\n\n"
+        + _table_md(header, rows_m) + "\n" + "\n".join(details_m) + "\n"
     )
     for name, caption in figs:
         body += _figure_html(name, caption)
@@ -759,66 +781,41 @@ def _section_task3(ctx: _Context) -> _Section:
     return _Section(sid, title, body, md)
 
 
-def _task3_figures(ctx: _Context, X: np.ndarray, y: np.ndarray, runs: list[dict], raw: list) -> list[tuple[str, str]]:
-    """The exercise's plots: data with initial and converged centres, trajectories, inertia curves."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
+def _task3_figures(ctx: _Context, X: np.ndarray, y: np.ndarray, results: dict) -> list[tuple[str, str]]:
+    """The exercise's plots (:mod:`sqdist.plotting`): a grid over P and the inertia curves."""
     import matplotlib.pyplot as plt
 
-    figs = []
-    n = len(runs)
-    # data coloured by cluster with initial (hollow) and converged (filled) centres, plus trajectories
-    fig, axes = plt.subplots(2, n, figsize=(4.6 * n, 8.6), squeeze=False)
-    cmap = plt.get_cmap("tab10")
-    for c, (r, (res, hist, labels)) in enumerate(zip(runs, raw)):
-        init = np.asarray(r["init_centers"])
-        cent = np.asarray(r["centers"])
-        ax = axes[0, c]
-        ax.scatter(X[:, 0], X[:, 1], c=[cmap(int(v) % 10) for v in y], s=10, alpha=0.5)
-        ax.scatter(init[:, 0], init[:, 1], marker="o", s=120, facecolors="none", edgecolors="k", linewidths=1.6, label="initial centres")
-        ax.scatter(cent[:, 0], cent[:, 1], marker="X", s=140, c="k", edgecolors="w", label="converged centres")
-        ax.set_title(f"P = {r['P']}: data (true blobs) and centres")
-        ax.legend(fontsize=8, loc="best")
-        ax = axes[1, c]
-        ax.scatter(X[:, 0], X[:, 1], c=[cmap(int(v) % 10) for v in labels], s=10, alpha=0.45)
-        traj = np.stack([init] + [np.asarray(_jsonable(_hget(h, "centers", "centres"))) for h in hist])  # (it+1, P, 2)
-        for j in range(r["P"]):
-            ax.plot(traj[:, j, 0], traj[:, j, 1], "-", color="k", lw=1.2)
-            ax.plot(traj[:, j, 0], traj[:, j, 1], ".", color="k", ms=4)
-        ax.scatter(init[:, 0], init[:, 1], marker="o", s=90, facecolors="none", edgecolors="k", linewidths=1.4)
-        ax.scatter(cent[:, 0], cent[:, 1], marker="X", s=120, c="k", edgecolors="w")
-        ax.set_title(f"P = {r['P']}: clusters and centre trajectories ({r['n_iter']} it.)")
-        for a in axes[:, c]:
-            a.set_xlabel("x\u2081")
-            a.set_ylabel("x\u2082")
-            a.set_aspect("equal", adjustable="datalim")
-    fig.tight_layout()
-    figs.append((ctx.save_figure(fig, "task3_kmeans"), "Top: the data coloured by true blob with the initial (hollow circles) and converged (crosses) centres. Bottom: points coloured by assigned cluster with the path of every centre over the iterations."))
+    from .plotting import plot_inertia, plot_kmeans_grid
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for r in runs:
-        h = r["inertia_history"]
-        ax.semilogy(range(1, len(h) + 1), h, marker="o", label=f"P = {r['P']}")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("inertia (sum of squared distances)")
-    ax.set_title("Inertia per iteration")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    figs = []
+    fig = plot_kmeans_grid(X, results, truth=y)
+    figs.append((ctx.save_figure(fig, "task3_kmeans"),
+                 "One row per P. Left: the data coloured by the blob they were drawn from, with the initial centres. "
+                 "Right: the converged clustering, the converged centres and the path of every centre over the iterations."))
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for P, res in results.items():
+        plot_inertia(res, ax=ax, label=f"P = {P}")
+    ax.set_yscale("log")
+    ax.set_title("inertia per iteration (log scale)")
     fig.tight_layout()
-    figs.append((ctx.save_figure(fig, "task3_inertia"), "Inertia after each iteration; it never increases."))
+    figs.append((ctx.save_figure(fig, "task3_inertia"),
+                 "Inertia (sum of squared distances to the nearest centre) after each iteration; it never increases."))
     return figs
 
 
 # ---- extra comparisons ------------------------------------------------------------------------
 
 
-def _best_time(fn: Callable[[], Any], repeats: int) -> float:
+def _best_time(fn: Callable[[], Any], repeats: int, budget_s: float = 0.3, cap: int = 200) -> float:
+    """Best of at least ``repeats`` calls, more while they fit in ``budget_s`` (at most ``cap``)."""
     best = math.inf
-    for _ in range(repeats):
+    start = time.perf_counter()
+    for i in range(cap):
         t0 = time.perf_counter()
         fn()
         best = min(best, time.perf_counter() - t0)
+        if i + 1 >= repeats and time.perf_counter() - start > budget_s:
+            break
     return best
 
 
@@ -958,10 +955,16 @@ table.kv td:first-child { color: var(--muted); }
 figure { margin: 14px 0 20px; } figure img { max-width: 100%; height: auto; border: 1px solid var(--line); }
 figcaption { color: var(--muted); font-size: 13.5px; margin-top: 4px; }
 .verdict { font-weight: 600; } .ok { color: var(--ok); } .bad { color: var(--bad); }
+.verdict .reason { font-weight: 400; }
+.warn { background: #fff8e1; border-left: 4px solid #f0b400; padding: 8px 12px; }
 p.verdict.ok::before { content: "\\2714\\00a0"; } p.verdict.bad::before { content: "\\2718\\00a0"; }
 .mark { color: var(--bad); font-weight: 700; }
 .pending { background: #fff4e5; border-left: 4px solid #e67e22; padding: 8px 12px; }
-.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(340px, 1fr)); gap: 12px; }
+table.bc { margin: 4px 0; font-size: 13px; } table.bc th { text-align: left; white-space: nowrap; }
+table.bc td { text-align: center; min-width: 44px; } table.bc td.why { font-size: 11.5px; color: var(--muted); }
+table.bc td.stretch { background: #e8f1fb; } table.bc td.conflict { background: #fdecea; color: var(--bad); font-weight: 600; }
+table.bc tr.res td { font-weight: 600; }
+.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 12px; }
 .card { border: 1px solid var(--line); border-radius: 6px; padding: 10px 12px; }
 .card p.verdict { margin: 4px 0 0; font-size: 14px; }
 .extra { display: inline-block; background: #eef2ff; color: #3949ab; border: 1px solid #c5cae9; border-radius: 3px;
@@ -985,9 +988,26 @@ def _page_html(ctx: _Context, sections: list[_Section]) -> str:
         f'mode <b>{html.escape(meta["mode"])}</b>, device <b>{html.escape(meta["device"])}</b>, '
         f'created {html.escape(meta["created"])}, built in {ctx.num("meta.total_seconds", "time")}. '
         "Every number on this page is in <code>results.json</code> (hover a number: its <code>data-key</code> is the path).</p>"
-        f"<nav><b>Contents</b><ol>{nav}</ol></nav></header>{body}"
+        f"{_busy_warning(ctx)}<nav><b>Contents</b><ol>{nav}</ol></nav></header>{body}"
         "<footer>Generated by <code>sqdist report</code>. Figures: PNG files next to this page; "
         "data: <code>results.json</code>; text version: <code>report.md</code>.</footer></body></html>\n"
+    )
+
+
+def _busy(meta: dict) -> bool:
+    loads = [v for v in (meta.get("load_average_start"), meta.get("load_average_end")) if v is not None]
+    return bool(loads) and max(loads) > 1.25 * meta["cores"]
+
+
+def _busy_warning(ctx: _Context) -> str:
+    if not _busy(ctx.results["meta"]):
+        return ""
+    return (
+        '<p class="warn"><b>The machine was busy</b> while this report ran: 1-minute load average '
+        f'{ctx.num("meta.load_average_start", "float")} at the start and {ctx.num("meta.load_average_end", "float")} '
+        f'at the end, on {ctx.num("meta.cores", "int")} usable cores. Other programs competed for the CPU, so the '
+        "timings are noisy (multi-threaded code suffers most); run the report again on an idle machine for "
+        "representative times. Results and errors are unaffected.</p>"
     )
 
 
@@ -998,6 +1018,11 @@ def _page_md(ctx: _Context, sections: list[_Section]) -> str:
         f"sqdist {meta['version']}, mode **{meta['mode']}**, device **{meta['device']}**, created {meta['created']}, "
         f"built in {ctx.md('meta.total_seconds', 'time')}. All numbers are in `results.json`.\n",
     ]
+    if _busy(meta):
+        parts.append(
+            f"> **The machine was busy** (load average {ctx.md('meta.load_average_start', 'float')} -> "
+            f"{ctx.md('meta.load_average_end', 'float')} on {ctx.md('meta.cores', 'int')} cores): timings are noisy.\n"
+        )
     for s in sections:
         parts.append(f"## {s.title}\n\n{s.md}")
     return "\n".join(parts)
@@ -1110,6 +1135,8 @@ def write_report(
             "device": dev,
             "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "section_seconds": {},
+            "cores": _usable_cores(),
+            "load_average_start": _load_average(),
         }
         sections = []
         done = 0.0
@@ -1121,6 +1148,7 @@ def write_report(
             done += _WEIGHTS[sid]
             bar.set(done)
         ctx.results["meta"]["total_seconds"] = time.perf_counter() - t_start
+        ctx.results["meta"]["load_average_end"] = _load_average()
         ctx.results["meta"]["figures"] = list(ctx.figures)
         ctx.results = _jsonable(ctx.results)
         page = _page_html(ctx, sections)
@@ -1137,6 +1165,21 @@ def write_report(
     finally:
         bar.close()
     return target
+
+
+def _load_average() -> float | None:
+    """1-minute load average (None where the OS does not say)."""
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        return None
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def _version() -> str:
