@@ -414,6 +414,43 @@ def _section_task1(ctx: _Context) -> _Section:
             rm.append(ctx.md(f"{k}.{name}", kind) + (star_m if name == "time_s" else ""))
         rows_h.append(rh)
         rows_m.append(rm)
+    # compact views: one row per size, one column per method
+    sizes = list(dict.fromkeys((r["N"], r["P"], r["D"]) for r in rows))
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    where = {((r["N"], r["P"], r["D"]), r["label"]): i for i, r in enumerate(rows)}
+    time_h, time_m, mem_h, mem_m = [], [], [], []
+    for size in sizes:
+        first = where[(size, next(lab for lab in labels if (size, lab) in where))]
+        size_h = " \u00d7 ".join(ctx.num(f"{sid}.rows.{first}.{d}", "int") for d in ("N", "P", "D"))
+        size_m = " × ".join(ctx.md(f"{sid}.rows.{first}.{d}", "int") for d in ("N", "P", "D"))
+        th, tm, mh, mm = [size_h], [size_m], [size_h], [size_m]
+        for lab in labels:
+            i = where.get((size, lab))
+            if i is None:
+                th.append("")
+                tm.append("")
+                mh.append("")
+                mm.append("")
+                continue
+            k = f"{sid}.rows.{i}"
+            ext = rows[i].get("extrapolated")
+            th.append(ctx.num(f"{k}.time_s", "time") + (' <span class="mark">*</span>' if ext else "")
+                      + f'<br><small>{ctx.num(f"{k}.speedup_vs_loops", "ratio")}</small>')
+            tm.append(ctx.md(f"{k}.time_s", "time") + (" \\*" if ext else "") + f" ({ctx.md(f'{k}.speedup_vs_loops', 'ratio')})")
+            mh.append(ctx.num(f"{k}.peak_mem_bytes", "bytes"))
+            mm.append(ctx.md(f"{k}.peak_mem_bytes", "bytes"))
+        k = f"{sid}.rows.{first}"
+        mh += [ctx.num(f"{k}.naive_intermediate_bytes", "bytes"), ctx.num(f"{k}.output_bytes", "bytes")]
+        mm += [ctx.md(f"{k}.naive_intermediate_bytes", "bytes"), ctx.md(f"{k}.output_bytes", "bytes")]
+        time_h.append(th)
+        time_m.append(tm)
+        mem_h.append(mh)
+        mem_m.append(mm)
+    time_hdr = ["N \u00d7 P \u00d7 D"] + labels
+    mem_hdr = ["N \u00d7 P \u00d7 D"] + labels + ["N\u00b7P\u00b7D values", "N\u00b7P values (output)"]
+    time_table_h = _table_html([html.escape(h) for h in time_hdr], time_h, "num pivot")
+    mem_table_h = _table_html([html.escape(h) for h in mem_hdr], mem_h, "num pivot")
+
     agree_hdr = ["torch method", "device", "compared with", "sizes", "max relative difference", "agree"]
     agree_h, agree_m = [], []
     for i, a in enumerate(ctx.results[sid]["agreement"]):
@@ -463,13 +500,23 @@ def _section_task1(ctx: _Context) -> _Section:
     )
     notes = "".join(f"<p class=\"note\">{html.escape(n)}</p>" for n in ctx.results[sid]["notes"])
     body = (
-        intro_h + _table_html(header, rows_h, "num") + verdict_h + _table_html(agree_hdr, agree_h, "num")
-        + notes + _figure_html(fig_name, caption) + f"<p>{why}</p>"
+        intro_h
+        + "<h3>Time (speed-up over the two loops below it)</h3>" + time_table_h
+        + verdict_h + _table_html(agree_hdr, agree_h, "num") + notes
+        + _figure_html(fig_name, caption)
+        + "<h3>Peak memory</h3>" + mem_table_h + f"<p>{why}</p>"
+        + "<details><summary>All measurements (time, GFLOP/s, memory, error of every method and size)</summary>"
+        + _table_html(header, rows_h, "num") + "</details>"
     )
     md = (
-        intro_m + _table_md(header, rows_m) + "\n" + verdict_m + _table_md(agree_hdr, agree_m) + "\n"
+        intro_m
+        + "### Time (speed-up over the two loops)\n\n" + _table_md(time_hdr, time_m) + "\n"
+        + verdict_m + _table_md(agree_hdr, agree_m) + "\n"
         + "".join(f"{n}\n\n" for n in ctx.results[sid]["notes"])
-        + _figure_md(fig_name, caption) + "\n" + html.unescape(why.replace("<code>", "`").replace("</code>", "`")) + "\n"
+        + _figure_md(fig_name, caption) + "\n"
+        + "### Peak memory\n\n" + _table_md(mem_hdr, mem_m) + "\n"
+        + html.unescape(why.replace("<code>", "`").replace("</code>", "`")) + "\n\n"
+        + "### All measurements\n\n" + _table_md(header, rows_m)
     )
     return _Section(sid, title, body, md)
 
@@ -942,6 +989,8 @@ body { font: 15px/1.5 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial
        max-width: 1180px; margin: 0 auto; padding: 24px 28px 60px; background: #fff; }
 h1 { font-size: 28px; margin: 0 0 4px; } h2 { font-size: 21px; margin-top: 40px; padding-bottom: 4px;
      border-bottom: 2px solid var(--line); } h4 { margin: 0 0 6px; font-size: 15px; }
+h3 { font-size: 16.5px; margin: 22px 0 4px; }
+table.pivot td small { color: var(--muted); font-size: 12px; }
 .meta { color: var(--muted); margin: 0 0 16px; }
 nav ol { margin: 6px 0 0; padding-left: 22px; columns: 2; }
 a { color: var(--accent); }
