@@ -832,9 +832,20 @@ def _task3_figures(ctx: _Context, X: np.ndarray, y: np.ndarray, results: dict) -
     """The exercise's plots (:mod:`sqdist.plotting`): a grid over P and the inertia curves."""
     import matplotlib.pyplot as plt
 
-    from .plotting import plot_inertia, plot_kmeans_grid
+    from .plotting import plot_inertia, plot_kmeans_grid, plot_trajectories
 
     figs = []
+    fig, axes = plt.subplots(1, len(results), figsize=(5.2 * len(results), 5.0), squeeze=False)
+    for ax, (P, res) in zip(axes[0], results.items()):
+        state = "converged" if res.converged else "not converged"
+        its = f"{res.n_iter} iteration" + ("" if res.n_iter == 1 else "s")
+        plot_trajectories(X, res, ax=ax, title=f"P = {P}: {its} ({state}), inertia {res.inertia:.4g}")
+        ax.set_aspect("equal", adjustable="datalim")
+    fig.suptitle("sqdist.kmeans on five Gaussian blobs, initial centres from fixed rows of X", fontsize=13)
+    fig.tight_layout()
+    figs.append((ctx.save_figure(fig, "task3_overview"),
+                 "The clusterings for P = 2, 5, 8: points coloured by cluster, initial centres (crosses), converged "
+                 "centres (stars) and the path of every centre over the iterations."))
     fig = plot_kmeans_grid(X, results, truth=y)
     figs.append((ctx.save_figure(fig, "task3_kmeans"),
                  "One row per P. Left: the data coloured by the blob they were drawn from, with the initial centres. "
