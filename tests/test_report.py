@@ -386,3 +386,15 @@ def test_progress_bar():
     bar.set(5, "x")
     bar.close()
     assert buf.getvalue() == ""
+
+
+def test_extras_without_scipy_and_sklearn(tmp_path, monkeypatch):
+    # the optional libraries missing: only sqdist's own row, nothing marked EXTRA
+    for mod in ("scipy.spatial.distance", "sklearn.metrics.pairwise", "sklearn.cluster"):
+        monkeypatch.setitem(__import__("sys").modules, mod, None)
+    monkeypatch.setattr(R, "_SECTIONS", (("extras", dict(R._SECTIONS)["extras"]),))
+    out = R.write_report(tmp_path / "r", mode="quick", device="cpu", progress=False)
+    results = json.loads((out / "results.json").read_text())
+    assert [r["library"] for r in results["extras"]["distances"]] == ["sqdist"]
+    assert results["extras"]["kmeans"] == []
+    assert 'class="extra"' not in (out / "index.html").read_text()

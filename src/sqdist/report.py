@@ -52,6 +52,7 @@ DEVICES = ("auto", "cpu", "cuda")
 #: Marker stored in ``results.json``; an existing folder is only replaced when it carries it.
 _GENERATOR = "sqdist report"
 
+
 @dataclass(frozen=True)
 class _Config:
     """Problem sizes of one report mode."""
@@ -59,8 +60,8 @@ class _Config:
     mode: str
     bench_sizes: tuple[tuple[int, int, int], ...]
     extra_size: tuple[int, int, int]  # scikit-learn / SciPy comparison
-    extra_repeats: int
-    bench_min_run_time: float = 0.1
+    extra_repeats: int  # at least this many timed calls per extra comparison
+    bench_min_run_time: float = 0.1  # seconds per torch.utils.benchmark measurement
     kmeans_p: tuple[int, ...] = (2, 5, 8)
     kmeans_max_iter: int = 100
     kmeans_tol: float = 1e-4
@@ -121,6 +122,7 @@ class _Progress:
         frac = self.done / self.total
         filled = int(round(frac * self.width))
         line = f"sqdist report [{'#' * filled}{'.' * (self.width - filled)}] {frac * 100:3.0f}%  {self.label}"
+        line = line[: max(shutil.get_terminal_size((80, 24)).columns - 1, 40)]  # never wrap
         pad = max(self._last_len - len(line), 0)
         self.stream.write("\r" + line + " " * pad)
         self.stream.flush()
@@ -261,8 +263,9 @@ def _figure_md(name: str, caption: str) -> str:
 def _table_html(header: list[str], rows: list[list[str]], cls: str = "") -> str:
     """A table whose cells are already HTML."""
     head = "".join(f"<th>{h}</th>" for h in header)
+    thead = f"<thead><tr>{head}</tr></thead>" if any(header) else ""
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return f'<table class="{cls}">{thead}<tbody>{body}</tbody></table>'
 
 
 def _table_md(header: list[str], rows: list[list[str]]) -> str:
@@ -335,7 +338,7 @@ def _section_machine(ctx: _Context) -> _Section:
             kind = "text"
         rows_h.append([html.escape(label), ctx.num(f"{sid}.{k}", kind)])
         rows_m.append([label, ctx.md(f"{sid}.{k}", kind)])
-    return _Section(sid, title, _table_html(["", ""], rows_h, "kv"), _table_md(["", ""], rows_m))
+    return _Section(sid, title, _table_html(["", ""], rows_h, "kv"), _table_md(["", "value"], rows_m))
 
 
 # ---- Task 1 ---------------------------------------------------------------------------------
