@@ -7,6 +7,7 @@ import json
 import os
 import re
 import struct
+import sys
 import zlib
 from html.parser import HTMLParser
 from pathlib import Path
@@ -372,6 +373,13 @@ def test_bad_options(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+def test_without_matplotlib_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(sqdist.SqdistError, match=r"pip install 'sqdist\[plot\]'"):
+        R.write_report(tmp_path / "r", mode="quick", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_progress_bar():
     buf = io.StringIO()
     bar = R._Progress(10, enabled=True, stream=buf, width=10)
@@ -391,7 +399,7 @@ def test_progress_bar():
 def test_extras_without_scipy_and_sklearn(tmp_path, monkeypatch):
     # the optional libraries missing: only sqdist's own row, nothing marked EXTRA
     for mod in ("scipy.spatial.distance", "sklearn.metrics.pairwise", "sklearn.cluster"):
-        monkeypatch.setitem(__import__("sys").modules, mod, None)
+        monkeypatch.setitem(sys.modules, mod, None)
     monkeypatch.setattr(R, "_SECTIONS", (("extras", dict(R._SECTIONS)["extras"]),))
     out = R.write_report(tmp_path / "r", mode="quick", device="cpu", progress=False)
     results = json.loads((out / "results.json").read_text())

@@ -1181,8 +1181,12 @@ def write_report(
     target.parent.mkdir(parents=True, exist_ok=True)
     if progress is None:
         progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:
+        raise SqdistError(
+            "the report draws its figures with matplotlib, which is not installed: pip install 'sqdist[plot]'"
+        ) from None
     matplotlib.use("Agg")  # figures are written to files; never open a window
 
     t_start = time.perf_counter()
