@@ -559,12 +559,12 @@ def _figure_timing(rows: list[dict], itemsize: int = 4) -> Any:
     ax_t.set_ylabel("time [s]")
     ax_t.set_title("Time (hollow circle: extrapolated)")
     ax_t.grid(True, which="both", alpha=0.3)
-    ax_t.legend(fontsize=8)
+    ax_t.legend(fontsize=9)
     ax_m.set_xlabel("problem size N\u00b7P\u00b7D")
     ax_m.set_ylabel("peak memory [MiB]")
     ax_m.set_title("Peak memory")
     ax_m.grid(True, which="both", alpha=0.3)
-    ax_m.legend(fontsize=8)
+    ax_m.legend(fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -838,14 +838,20 @@ def _task3_figures(ctx: _Context, X: np.ndarray, y: np.ndarray, results: dict) -
     from .plotting import plot_inertia, plot_kmeans_grid, plot_trajectories
 
     figs = []
-    fig, axes = plt.subplots(1, len(results), figsize=(5.2 * len(results), 5.0), squeeze=False)
-    for ax, (P, res) in zip(axes[0], results.items()):
-        state = "converged" if res.converged else "not converged"
-        its = f"{res.n_iter} iteration" + ("" if res.n_iter == 1 else "s")
-        plot_trajectories(X, res, ax=ax, title=f"P = {P}: {its} ({state}), inertia {res.inertia:.4g}")
-        ax.set_aspect("equal", adjustable="datalim")
-    fig.suptitle("sqdist.kmeans on five Gaussian blobs, initial centres from fixed rows of X", fontsize=13)
-    fig.tight_layout()
+    with plt.rc_context({"font.size": 11.5, "axes.titlesize": 12.5}):
+        fig, axes = plt.subplots(1, len(results), figsize=(4.6 * len(results), 4.9), squeeze=False)
+        for ax, (P, res) in zip(axes[0], results.items()):
+            state = "converged" if res.converged else "not converged"
+            its = f"{res.n_iter} iteration" + ("" if res.n_iter == 1 else "s")
+            plot_trajectories(X, res, ax=ax, title=f"P = {P}: {its} ({state})\ninertia {res.inertia:.4g}")
+            ax.set_aspect("equal", adjustable="datalim")
+            if ax.get_legend() is not None:
+                ax.get_legend().remove()
+        handles, names = axes[0, 0].get_legend_handles_labels()
+        names = ["points (colour = cluster)" if n.startswith("data") else n for n in names]
+        fig.legend(handles, names, loc="lower center", ncol=len(handles), frameon=False)
+        fig.suptitle("sqdist.kmeans on five Gaussian blobs, initial centres from fixed rows of X", fontsize=14)
+        fig.tight_layout(rect=(0, 0.06, 1, 1))
     figs.append((ctx.save_figure(fig, "task3_overview"),
                  "The clusterings for P = 2, 5, 8: points coloured by cluster, initial centres (crosses), converged "
                  "centres (stars) and the path of every centre over the iterations."))
