@@ -1179,6 +1179,20 @@ def write_report(
     Path
         The report folder (holding ``index.html``, ``results.json``,
         ``report.md`` and the PNG figures).
+
+    Raises
+    ------
+    SqdistError
+        Unknown ``mode`` or ``device``, CUDA requested but absent, matplotlib
+        missing, or ``out`` an existing file or a folder that is not a
+        previous sqdist report (it is never replaced).
+
+    Examples
+    --------
+    >>> import sqdist.report
+    >>> path = sqdist.report.write_report("sqdist-report", mode="quick")  # doctest: +SKIP
+    >>> sorted(p.name for p in path.iterdir())[:3]  # doctest: +SKIP
+    ['index.html', 'report.md', 'results.json']
     """
     mode = check_choice(mode, "mode", MODES)
     dev = _resolve_device(device)
