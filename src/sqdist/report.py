@@ -440,8 +440,8 @@ def _section_task1(ctx: _Context) -> _Section:
             th.append(ctx.num(f"{k}.time_s", "time") + (' <span class="mark">*</span>' if ext else "")
                       + f'<br><small>{ctx.num(f"{k}.speedup_vs_loops", "ratio")}</small>')
             tm.append(ctx.md(f"{k}.time_s", "time") + (" \\*" if ext else "") + f" ({ctx.md(f'{k}.speedup_vs_loops', 'ratio')})")
-            mh.append(ctx.num(f"{k}.peak_mem_bytes", "bytes"))
-            mm.append(ctx.md(f"{k}.peak_mem_bytes", "bytes"))
+            mh.append(ctx.num(f"{k}.peak_mem_bytes", "bytes") + (' <span class="mark">*</span>' if ext else ""))
+            mm.append(ctx.md(f"{k}.peak_mem_bytes", "bytes") + (" \\*" if ext else ""))
         k = f"{sid}.rows.{first}"
         mh += [ctx.num(f"{k}.naive_intermediate_bytes", "bytes"), ctx.num(f"{k}.output_bytes", "bytes")]
         mm += [ctx.md(f"{k}.naive_intermediate_bytes", "bytes"), ctx.md(f"{k}.output_bytes", "bytes")]
@@ -507,7 +507,9 @@ def _section_task1(ctx: _Context) -> _Section:
         + "<h3>Time (speed-up over the two loops below it)</h3>" + time_table_h
         + verdict_h + _table_html(agree_hdr, agree_h, "num") + notes
         + _figure_html(fig_name, caption)
-        + "<h3>Peak memory</h3>" + mem_table_h + f"<p>{why}</p>"
+        + "<h3>Peak memory</h3>" + mem_table_h
+        + '<p class="note"><span class="mark">*</span> measured on the subset of the matrix that was timed.</p>'
+        + f"<p>{why}</p>"
         + "<details><summary>All measurements (time, GFLOP/s, memory, error of every method and size)</summary>"
         + _table_html(header, rows_h, "num") + "</details>"
     )
@@ -517,7 +519,7 @@ def _section_task1(ctx: _Context) -> _Section:
         + verdict_m + _table_md(agree_hdr, agree_m) + "\n"
         + "".join(f"{n}\n\n" for n in ctx.results[sid]["notes"])
         + _figure_md(fig_name, caption) + "\n"
-        + "### Peak memory\n\n" + _table_md(mem_hdr, mem_m) + "\n"
+        + "### Peak memory\n\n" + _table_md(mem_hdr, mem_m) + "\n\\* measured on the subset of the matrix that was timed.\n\n"
         + html.unescape(why.replace("<code>", "`").replace("</code>", "`")) + "\n\n"
         + "### All measurements\n\n" + _table_md(header, rows_m)
     )
