@@ -450,7 +450,7 @@ def _section_task1(ctx: _Context) -> _Section:
         mem_h.append(mh)
         mem_m.append(mm)
     time_hdr = ["N \u00d7 P \u00d7 D"] + labels
-    mem_hdr = ["N \u00d7 P \u00d7 D"] + labels + ["N\u00b7P\u00b7D values", "N\u00b7P values (output)"]
+    mem_hdr = ["N \u00d7 P \u00d7 D"] + labels + [f"N\u00b7P\u00b7D \u00d7 {itemsize} B", f"N\u00b7P \u00d7 {itemsize} B (output)"]
     time_table_h = _table_html([html.escape(h) for h in time_hdr], time_h, "num pivot")
     mem_table_h = _table_html([html.escape(h) for h in mem_hdr], mem_h, "num pivot")
 
@@ -950,16 +950,18 @@ def _section_extras(ctx: _Context) -> _Section:
         f"P = {ctx.md(f'{k}.size.1', 'int')}, D = {ctx.md(f'{k}.size.2', 'int')}:\n\n" + _table_md(hdr, rm)
     )
     if km_rows:
-        hdr2 = ["P", "scikit-learn iterations", "scikit-learn inertia", "sqdist inertia", "labels identical"]
+        hdr2 = ["P", "scikit-learn iterations", "sqdist iterations", "scikit-learn inertia", "sqdist inertia", "labels identical"]
         rh2, rm2 = [], []
         for i, r in enumerate(km_rows):
             kk = f"{k}.kmeans.{i}"
-            cells = [("P", "int"), ("n_iter", "int"), ("inertia", "float"), ("sqdist_inertia", "float"), ("labels_equal", "bool")]
+            cells = [("P", "int"), ("n_iter", "int"), ("sqdist_n_iter", "int"), ("inertia", "float"),
+                     ("sqdist_inertia", "float"), ("labels_equal", "bool")]
             rh2.append([ctx.num(f"{kk}.{c}", kd) for c, kd in cells])
             rm2.append([ctx.md(f"{kk}.{c}", kd) for c, kd in cells])
         body += (
             '<p><span class="extra">extra</span> scikit-learn <code>KMeans(algorithm="lloyd", n_init=1)</code> '
-            "started from the same initial centres as Task 3:</p>" + _table_html(hdr2, rh2, "num extra-table")
+            "started from the same initial centres as Task 3 (scikit-learn counts one more pass: the one that "
+            "finds the labels unchanged):</p>" + _table_html(hdr2, rh2, "num extra-table")
         )
         md += "\n*extra* scikit-learn KMeans(algorithm='lloyd') from the same initial centres:\n\n" + _table_md(hdr2, rm2)
     return _Section(sid, title, body, md)
@@ -985,7 +987,7 @@ def _extra_kmeans(ctx: _Context) -> list[dict]:
                         max_iter=ctx.config.kmeans_max_iter, tol=0.0).fit(X)
         ours = np.argmin(((X[:, None, :] - np.asarray(r["centers"])[None]) ** 2).sum(-1), axis=1)
         rows.append({"P": r["P"], "n_iter": int(km.n_iter_), "inertia": float(km.inertia_),
-                     "sqdist_inertia": r["inertia"], "labels_equal": bool(np.array_equal(km.labels_, ours))})
+                     "sqdist_inertia": r["inertia"], "sqdist_n_iter": r["n_iter"], "labels_equal": bool(np.array_equal(km.labels_, ours))})
     return rows
 
 
