@@ -687,7 +687,7 @@ def _section_task2(ctx: _Context) -> _Section:
                 f'<td class="{_axis_class(e, o)}">{ctx.num(f"{k}.axes.{j}.sizes.{o}", "int") if e["sizes"][o] is not None else _MISSING}</td>'
                 for j, e in enumerate(p["axes"])
             )
-            body_rows.append(f"<tr><th>{name} {ctx.num(f'{k}.{chr(97 + o)}', 'shape')}</th>{tds}</tr>")
+            body_rows.append(f"<tr><th>{name}<br><small>{ctx.num(f'{k}.{chr(97 + o)}', 'shape')}</small></th>{tds}</tr>")
         tds = "".join(
             f'<td class="{e["kind"]}">{ctx.num(f"{k}.axes.{j}.result", "int") if e["result"] is not None else "?"}</td>'
             for j, e in enumerate(p["axes"])
@@ -1038,11 +1038,11 @@ p.verdict.ok::before { content: "\\2714\\00a0"; } p.verdict.bad::before { conten
 .mark { color: var(--bad); font-weight: 700; }
 .pending { background: #fff4e5; border-left: 4px solid #e67e22; padding: 8px 12px; }
 table.bc { margin: 4px 0; font-size: 13px; } table.bc th { text-align: left; white-space: nowrap; }
-table.bc td { text-align: center; min-width: 44px; } table.bc td.why { font-size: 11.5px; color: var(--muted); }
+table.bc td { text-align: center; vertical-align: middle; min-width: 40px; padding: 3px 6px; } table.bc td.why { font-size: 11px; color: var(--muted); white-space: nowrap; }
 table.bc td.stretch { background: #e8f1fb; } table.bc td.conflict { background: #fdecea; color: var(--bad); font-weight: 600; }
-table.bc tr.res td { font-weight: 600; }
+table.bc tr.res td { font-weight: 600; } table.bc th small { font-weight: 400; }
 .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 12px; }
-.card { border: 1px solid var(--line); border-radius: 6px; padding: 10px 12px; }
+.card { border: 1px solid var(--line); border-radius: 6px; padding: 10px 12px; overflow-x: auto; }
 .card p.verdict { margin: 4px 0 0; font-size: 14px; }
 .extra { display: inline-block; background: #eef2ff; color: #3949ab; border: 1px solid #c5cae9; border-radius: 3px;
          font-size: 11px; font-weight: 700; padding: 0 5px; text-transform: uppercase; letter-spacing: .04em; }
