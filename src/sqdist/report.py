@@ -277,23 +277,9 @@ def _table_md(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _pending(ctx: _Context, sid: str, title: str, what: str, exc: BaseException) -> _Section:
-    """A section whose building block is not available in this build."""
-    reason = f"{what} is not available in this build ({type(exc).__name__}: {exc})"
-    ctx.results[sid] = {"status": "pending", "reason": reason}
-    body = f'<p class="pending">Pending: {html.escape(reason)}.</p>'
-    return _Section(sid, title, body, f"**Pending:** {reason}.\n")
-
-
 # --------------------------------------------------------------------------------------------
 # sections
 # --------------------------------------------------------------------------------------------
-
-
-def _machine_info() -> dict:
-    from ._machine import machine_info
-
-    return dict(machine_info())
 
 
 _MACHINE_LABELS = {
@@ -314,11 +300,9 @@ _MACHINE_LABELS = {
 
 def _section_machine(ctx: _Context) -> _Section:
     sid, title = "machine", "Machine"
-    try:
-        info = _machine_info()
-    except (ImportError, AttributeError) as exc:
-        return _pending(ctx, sid, title, "sqdist._machine.machine_info", exc)
-    info = _jsonable(info)
+    from ._machine import machine_info
+
+    info = _jsonable(machine_info())
     info["report_device"] = ctx.device
     ctx.results[sid] = info
     rows_h, rows_m = [], []
@@ -364,10 +348,7 @@ def _run_bench(ctx: _Context) -> dict:
 
 def _section_task1(ctx: _Context) -> _Section:
     sid, title = "task1", "Task 1 \u2014 the distance matrix four ways"
-    try:
-        bench = _run_bench(ctx)
-    except (ImportError, AttributeError) as exc:
-        return _pending(ctx, sid, title, "sqdist.bench.run_bench", exc)
+    bench = _run_bench(ctx)
     rows = bench["rows"]
     itemsize = 8 if bench.get("dtype") == "float64" else 4
     for r in rows:
@@ -576,12 +557,10 @@ def _figure_timing(rows: list[dict], itemsize: int = 4) -> Any:
 
 
 def _exercise_blobs() -> tuple[np.ndarray, np.ndarray]:
+    """The exercise's data: 5 Gaussian blobs x 50 points in 2-D (float64) and their blob ids."""
     from .datasets import make_blobs
 
-    X, y = make_blobs()
-    X = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
-    y = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
-    return X, y
+    return make_blobs()
 
 
 def _section_rbf(ctx: _Context) -> _Section:
@@ -589,10 +568,7 @@ def _section_rbf(ctx: _Context) -> _Section:
     from .distances import sqdist as _sq
     from .kernels import rbf
 
-    try:
-        X, y = _exercise_blobs()
-    except (ImportError, AttributeError) as exc:
-        return _pending(ctx, sid, title, "sqdist.datasets.make_blobs", exc)
+    X, y = _exercise_blobs()
     order = np.argsort(y, kind="stable")
     Xs = torch.as_tensor(X[order], dtype=torch.float32, device=ctx.device)
     d = _sq(Xs, Xs)  # (n, n)
@@ -655,10 +631,8 @@ def _figure_rbf(K: np.ndarray, ys: np.ndarray, gamma: float) -> Any:
 
 def _section_task2(ctx: _Context) -> _Section:
     sid, title = "task2", "Task 2 \u2014 which shapes broadcast?"
-    try:
-        from .broadcast import EXERCISE_PAIRS, broadcast_table, explain_broadcast
-    except ImportError as exc:
-        return _pending(ctx, sid, title, "sqdist.broadcast (broadcast_table, explain_broadcast)", exc)
+    from .broadcast import EXERCISE_PAIRS, broadcast_table, explain_broadcast
+
     pairs = []
     for a, b in EXERCISE_PAIRS:
         t = broadcast_table(a, b)
@@ -745,13 +719,10 @@ def _axis_class(entry: dict, operand: int) -> str:
 
 def _section_task3(ctx: _Context) -> _Section:
     sid, title = "task3", "Task 3 \u2014 k-means on five blobs"
-    try:
-        from .datasets import EXERCISE_INIT_INDICES
-        from .kmeans import kmeans
+    from .datasets import EXERCISE_INIT_INDICES
+    from .kmeans import kmeans
 
-        X, y = _exercise_blobs()
-    except ImportError as exc:
-        return _pending(ctx, sid, title, "sqdist.kmeans / sqdist.datasets", exc)
+    X, y = _exercise_blobs()
     cfg = ctx.config
     Xt = torch.as_tensor(X, dtype=torch.float64, device=ctx.device)  # (n, 2)
     runs, results = [], {}
@@ -973,7 +944,7 @@ def _section_extras(ctx: _Context) -> _Section:
 
 def _extra_kmeans(ctx: _Context) -> list[dict]:
     task3 = ctx.results.get("task3", {})
-    if task3.get("status") == "pending" or not task3.get("runs"):
+    if not task3.get("runs"):  # Task 3 not run (a reduced section list)
         return []
     try:
         from sklearn.cluster import KMeans
@@ -1036,7 +1007,6 @@ figcaption { color: var(--muted); font-size: 13.5px; margin-top: 4px; }
 .warn { background: #fff8e1; border-left: 4px solid #f0b400; padding: 8px 12px; }
 p.verdict.ok::before { content: "\\2714\\00a0"; } p.verdict.bad::before { content: "\\2718\\00a0"; }
 .mark { color: var(--bad); font-weight: 700; }
-.pending { background: #fff4e5; border-left: 4px solid #e67e22; padding: 8px 12px; }
 table.bc { margin: 4px 0; font-size: 13px; } table.bc th { text-align: left; white-space: nowrap; }
 table.bc td { text-align: center; vertical-align: middle; min-width: 40px; padding: 3px 6px; } table.bc td.why { font-size: 11px; color: var(--muted); white-space: nowrap; }
 table.bc td.stretch { background: #e8f1fb; } table.bc td.conflict { background: #fdecea; color: var(--bad); font-weight: 600; }
