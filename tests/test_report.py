@@ -403,4 +403,6 @@ def test_extras_without_scipy_and_sklearn(tmp_path, monkeypatch):
     results = json.loads((out / "results.json").read_text())
     assert [r["library"] for r in results["extras"]["distances"]] == ["sqdist"]
     assert results["extras"]["kmeans"] == []
-    assert 'class="extra"' not in (out / "index.html").read_text()
+    page = (out / "index.html").read_text()
+    assert 'class="extra"' not in page
+    assert "SciPy and scikit-learn are not installed" in page and "sqdist[bench]" in page

@@ -920,10 +920,17 @@ def _section_extras(ctx: _Context) -> _Section:
         f"N = {ctx.num(f'{k}.size.0', 'int')}, P = {ctx.num(f'{k}.size.1', 'int')}, D = {ctx.num(f'{k}.size.2', 'int')}:</p>"
         + _table_html(hdr, rh, "num extra-table")
     )
+    missing = [name for name, lib in (("SciPy", "scipy"), ("scikit-learn", "sklearn")) if lib not in {r["library"] for r in rows}]
+    if missing:
+        note = (f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed, so "
+                f"{'its' if len(missing) == 1 else 'their'} rows are missing: pip install 'sqdist[bench]' to add them.")
+        body += f'<p class="note">{html.escape(note)}</p>'
     md = (
         f"Rows marked *extra* come from other libraries (comparison only). Distances for N = {ctx.md(f'{k}.size.0', 'int')}, "
         f"P = {ctx.md(f'{k}.size.1', 'int')}, D = {ctx.md(f'{k}.size.2', 'int')}:\n\n" + _table_md(hdr, rm)
     )
+    if missing:
+        md += "\n" + note + "\n"
     if km_rows:
         hdr2 = ["P", "scikit-learn iterations", "sqdist iterations", "scikit-learn inertia", "sqdist inertia", "labels identical"]
         rh2, rm2 = [], []
