@@ -485,3 +485,47 @@ def test_dispatch_to_optional_kernels(monkeypatch):
     monkeypatch.setitem(sys.modules, "sqdist._triton", tri)
     st = _assign_accumulate(X, X[:5].clone(), budget=2**20, backend="triton")
     assert calls[-1] == {"budget": 2**20, "backend": "triton"} and st.labels.shape == (250,)
+
+
+def _same_result(a, b):
+    assert (a.n_iter, a.converged, a.inertia) == (b.n_iter, b.converged, b.inertia)
+    assert np.array_equal(np.asarray(a.centers), np.asarray(b.centers))
+    assert np.array_equal(np.asarray(a.labels), np.asarray(b.labels))
+    assert len(a.history) == len(b.history)
+    for h, g in zip(a.history, b.history):
+        assert {k: v for k, v in h.items() if k not in ("time", "centers", "sizes")} == {
+            k: v for k, v in g.items() if k not in ("time", "centers", "sizes")
+        }
+        assert np.array_equal(np.asarray(h["centers"]), np.asarray(g["centers"]))
+        assert np.array_equal(np.asarray(h["sizes"]), np.asarray(g["sizes"]))
+
+
+def test_compiled_small_loop_equals_general_loop_bit_for_bit(monkeypatch):
+    """The one-call Lloyd loop for tiny problems (lloyd_continue) gives the same
+    bits, histories, stopping iteration and relocations as the per-iteration loop."""
+    ck = pytest.importorskip("sqdist._cpu_kernels")
+    if not ck.available():
+        pytest.skip("numba not installed")
+    rng = np.random.default_rng(7)
+    relocations = 0
+    for trial in range(40):
+        n = int(rng.integers(5, 300))
+        D = int(rng.integers(1, 5))
+        K = int(rng.integers(1, min(n, 10) + 1))
+        X = (rng.normal(size=(n, D)) * rng.choice([1.0, 1e3])).astype([np.float32, np.float64][trial % 2])
+        if trial % 3 == 0:
+            X = np.round(X)  # exact ties between centres
+        if trial % 5 == 0:
+            X[: n // 2] = X[0]  # duplicates: empty clusters, relocations
+        kw = dict(n_clusters=K, init=["random", "k-means++"][trial % 2], seed=trial,
+                  max_iter=int(rng.integers(1, 40)), tol=[0.0, 1e-4, 1e-2][trial % 3])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            assert ck.lloyd_continue_supports(torch.from_numpy(X), torch.from_numpy(X[:K]))
+            fast = kmeans(X, **kw)
+            monkeypatch.setattr(ck, "lloyd_continue_supports", lambda X, C: False)
+            general = kmeans(X, **kw)
+            monkeypatch.undo()
+        _same_result(fast, general)
+        relocations += sum(len(h["relocated"]) for h in fast.history) > 0
+    assert relocations >= 3  # the empty-cluster hand-over was exercised

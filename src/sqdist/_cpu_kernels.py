@@ -43,6 +43,8 @@ __all__ = [
     "sqdist_small_wins",
     "gemm_fixup",
     "lloyd_small",
+    "lloyd_continue",
+    "lloyd_continue_supports",
 ]
 
 _AVAILABLE: bool | None = None
@@ -317,3 +319,39 @@ def lloyd_small(X: torch.Tensor, C: torch.Tensor, max_iter: int, tol: float):
     hz = np.zeros((max_iter, K), dtype=np.int64)
     done, status = _nb().lloyd_direct(Xn, Cn, int(max_iter), float(tol), hc, hi, hs, hz)
     return int(done), int(status), torch.from_numpy(hc), torch.from_numpy(hi), torch.from_numpy(hs), torch.from_numpy(hz)
+
+
+def lloyd_continue_supports(X: torch.Tensor, C: torch.Tensor) -> bool:
+    """Whether :func:`lloyd_continue` reproduces ``sqdist.kmeans``'s general loop bit for bit.
+
+    One row group (``n <= 16384``: the general path's sums are then one
+    sequential pass too) and ``D <= 4`` (torch sums the squared centre moves of
+    up to 4 features in feature order, as the kernel does; longer rows are
+    summed in a vectorised order).
+    """
+    return supports(X, C) and X.shape[0] <= _GROUP_ROWS and X.shape[1] <= 4
+
+
+def lloyd_continue(X: torch.Tensor, C: torch.Tensor, sums: torch.Tensor, counts: torch.Tensor,
+                   labels: torch.Tensor, mind: torch.Tensor, max_iter: int, tol: float):
+    """Continue Lloyd's loop in one compiled call (see :func:`sqdist._cpu_nb.lloyd_continue`).
+
+    ``C`` (K, D), ``labels`` (n,) and ``mind`` (n,) are updated in place;
+    ``sums`` (K, D) float64 and ``counts`` (K,) (the accumulation of
+    ``labels``, all counts > 0) are copied.  Returns ``(n_done, status, sums,
+    counts, centers_hist, inertia_hist, shift_hist, sizes_hist, fixed_hist)``
+    with ``n_done`` filled rows in each history.
+    """
+    Cn = C.numpy()
+    K, D = Cn.shape
+    s = sums.numpy().copy()
+    c = counts.numpy().copy()
+    hc = np.empty((max_iter, K, D), dtype=Cn.dtype)
+    hi = np.empty(max_iter, dtype=np.float64)
+    hs = np.empty(max_iter, dtype=np.float64)
+    hz = np.empty((max_iter, K), dtype=np.int64)
+    hf = np.empty(max_iter, dtype=np.bool_)
+    done, status = _nb().lloyd_continue(_np(X), Cn, s, c, labels.numpy(), mind.numpy(), int(max_iter), float(tol),
+                                        hc, hi, hs, hz, hf)
+    return (int(done), int(status), torch.from_numpy(s), torch.from_numpy(c), hc[:done], hi[:done], hs[:done],
+            hz[:done], hf[:done])

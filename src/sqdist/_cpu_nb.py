@@ -384,3 +384,81 @@ def lloyd_direct(X, C, max_iter, tol, hist_centers, hist_inertia, hist_shift, hi
         if math.sqrt(shift) < tol:
             return it + 1, 1
     return max_iter, 0
+
+
+@njit(**_OPTS)
+def lloyd_continue(X, C, sums, counts, labels, mind, max_iter, tol,
+                   hist_centers, hist_inertia, hist_shift, hist_sizes, hist_fixed):  # pragma: no cover
+    """Lloyd iterations with exactly the semantics of ``sqdist.kmeans._lloyd``.
+
+    On entry ``labels`` (n,) is the assignment to the centres ``C`` (K, D) and
+    ``sums`` (K, D) float64 / ``counts`` (K,) (all > 0) its per-cluster
+    accumulation.  Iteration ``it``: every centre moves to its mean (float64
+    division, rounded to C's dtype), ``hist_shift[it]`` = largest Euclidean
+    move (float64, squares summed in feature order), then every row is
+    assigned to the new centres by the direct formula (same arithmetic and
+    order as ``_assign_rows`` with one row group: smallest index on ties,
+    float64 inertia and sums accumulated row after row), ``labels`` / ``mind``
+    / ``sums`` / ``counts`` updated in place and ``hist_fixed[it]`` = no label
+    changed.  Returns ``(n_done, status)``: status 0 = ``max_iter`` done,
+    1 = stopped because the shift was ``< tol`` or the labels were fixed and no
+    cluster is empty, 2 = a cluster is empty after iteration ``n_done - 1``
+    (the caller applies its relocation policy and stopping rule).
+    """
+    n, D = X.shape
+    K = C.shape[0]
+    dist = np.empty(K, dtype=C.dtype)
+    for it in range(max_iter):
+        shift = 0.0
+        for k in range(K):
+            s2 = 0.0
+            for j in range(D):
+                new = sums[k, j] / counts[k]
+                old = C[k, j]
+                C[k, j] = new
+                t = np.float64(C[k, j]) - np.float64(old)  # numba's float() keeps float32
+                s2 += t * t
+                hist_centers[it, k, j] = C[k, j]
+            s = math.sqrt(s2)
+            if s > shift:
+                shift = s
+        hist_shift[it] = shift
+        sums[:] = 0.0
+        counts[:] = 0
+        inert = 0.0
+        changed = 0
+        for i in range(n):
+            x0 = X[i, 0]
+            for k in range(K):
+                t = x0 - C[k, 0]
+                dist[k] = t * t
+            for j in range(1, D):
+                xj = X[i, j]
+                for k in range(K):
+                    t = xj - C[k, j]
+                    dist[k] += t * t
+            best = dist[0]
+            bk = 0
+            for k in range(1, K):
+                if dist[k] < best:
+                    best = dist[k]
+                    bk = k
+            changed += labels[i] != bk
+            labels[i] = bk
+            mind[i] = best
+            inert += best
+            counts[bk] += 1
+            for j in range(D):
+                sums[bk, j] += X[i, j]
+        hist_inertia[it] = inert
+        hist_fixed[it] = changed == 0
+        empty = False
+        for k in range(K):
+            hist_sizes[it, k] = counts[k]
+            if counts[k] == 0:
+                empty = True
+        if empty:
+            return it + 1, 2
+        if shift < tol or changed == 0:
+            return it + 1, 1
+    return max_iter, 0

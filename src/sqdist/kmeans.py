@@ -260,13 +260,20 @@ def _assign_torch(X: torch.Tensor, centers: torch.Tensor, budget: int):
     return labels, mind, sums, counts, inertia
 
 
-def _assign_accumulate(X: torch.Tensor, centers: torch.Tensor, *, budget: int, backend: str, offset: int = 0) -> _Stats:
+def _assign_accumulate(X: torch.Tensor, centers: torch.Tensor, *, budget: int, backend: str, offset: int = 0,
+                       out: tuple[torch.Tensor, torch.Tensor] | None = None) -> _Stats:
     """Assign the rows of ``X`` (n, D) to ``centers`` (K, D) and accumulate the update.
 
     ``backend`` is already resolved ("torch" or "triton").  ``offset`` is the
     global index of ``X``'s first row (for chunks of a larger data set); it
-    only shifts ``far_idx``.  Trusts its inputs: 2-D, same device, finite,
-    ``centers`` in the compute dtype.
+    only shifts ``far_idx``.  ``out``: optional (labels, mind) buffers of shape
+    (n,) the compiled CPU kernel writes into (reused across Lloyd iterations).
+    Trusts its inputs: 2-D, same device, finite, ``centers`` in the compute dtype.
+
+    The farthest-point candidates (an O(n) top-k) are only needed by the
+    empty-cluster policy, so they are computed only when a cluster of this
+    chunk is empty; a cluster empty after :meth:`_Stats.merge` is empty in
+    every chunk, so merged stats still carry every candidate they need.
     """
     K = centers.shape[0]
     if backend == "triton":
@@ -276,11 +283,18 @@ def _assign_accumulate(X: torch.Tensor, centers: torch.Tensor, *, budget: int, b
     else:
         cpu = _optional_module("sqdist._cpu_kernels") if X.device.type == "cpu" else None
         if cpu is not None and cpu.available() and cpu.supports(X, centers):
-            labels, mind, sums, counts, inertia = cpu.assign_accumulate(X, centers)
+            lo, mo = out if out is not None else (None, None)
+            labels, mind, sums, counts, inertia = cpu.assign_accumulate(X, centers, labels_out=lo, mind_out=mo)
         else:
             labels, mind, sums, counts, inertia = _assign_torch(X, centers, budget)
     inertia = torch.as_tensor(inertia, dtype=torch.float64, device=X.device)
-    far = _top_far(mind, K)  # (m,)
+    return _with_far(X, centers, labels, mind, sums, counts, inertia, offset)
+
+
+def _with_far(X, centers, labels, mind, sums, counts, inertia, offset: int = 0) -> _Stats:
+    """:class:`_Stats` of one assignment; farthest-point candidates only when a cluster is empty."""
+    K = centers.shape[0]
+    far = _top_far(mind, K) if bool((counts == 0).any()) else labels[:0]  # (m,)
     return _Stats(
         labels, mind, sums, counts, inertia,
         mind[far].to(torch.float64), far + offset, X[far].to(centers.dtype), labels[far],
@@ -491,24 +505,76 @@ def _history_entry(it, C, stats, shift, relocated, t, was_numpy):
     }
 
 
+def _max_shift(C_new: torch.Tensor, C: torch.Tensor) -> float:
+    """Largest Euclidean move ``max_k ||C_new[k] - C[k]||`` in float64.
+
+    Up to 4 features the squares are added in feature order, exactly as the
+    compiled loop (``_cpu_nb.lloyd_continue``) does, so both paths give the
+    same bits; torch's row sum uses a vectorised order beyond that.
+    """
+    d = C_new.to(torch.float64) - C.to(torch.float64)  # (K, D)
+    sq = d * d  # (K, D)
+    if sq.shape[1] <= 4:
+        s = sq[:, 0]
+        for j in range(1, sq.shape[1]):  # at most 3 features
+            s = s + sq[:, j]
+    else:
+        s = sq.sum(1)  # (K,)
+    # math.sqrt is correctly rounded (torch's vectorised float64 sqrt measured 1 ulp off)
+    return math.sqrt(float(s.max())) if s.numel() else 0.0
+
+
+def _other(bufs, labels):
+    """The buffer pair of ``bufs`` that does not hold ``labels`` (None without buffers)."""
+    if bufs[0] is None:
+        return None
+    return bufs[1] if bufs[0][0].data_ptr() == labels.data_ptr() else bufs[0]
+
+
 def _lloyd(X, C, max_iter, tol, budget, backend, was_numpy):
     """Lloyd iterations from centres C (K, D, compute dtype); trusts its inputs."""
     t0 = time.perf_counter()
-    stats = _assign_accumulate(X, C, budget=budget, backend=backend)
+    cpu = _optional_module("sqdist._cpu_kernels") if X.device.type == "cpu" and backend == "torch" else None
+    cpu = cpu if cpu is not None and cpu.supports(X, C) else None
+    # two (labels, mind) buffer pairs, alternated: the previous labels stay
+    # readable for the fixed-point test, and no iteration allocates O(N)
+    bufs = [(torch.empty(X.shape[0], dtype=torch.int64), torch.empty(X.shape[0], dtype=C.dtype)) for _ in range(2)] if cpu else [None, None]
+    stats = _assign_accumulate(X, C, budget=budget, backend=backend, out=bufs[0])
     empty = torch.zeros(0, dtype=torch.int64)
     history = [_history_entry(0, C, stats, 0.0, empty, time.perf_counter() - t0, was_numpy)]
+    # tiny problems: whole runs of iterations in one compiled call with the
+    # same arithmetic, histories and stopping rule (sqdist._cpu_nb.lloyd_continue);
+    # only an empty cluster comes back here for the relocation policy
+    small = cpu is not None and getattr(cpu, "lloyd_continue_supports", lambda X, C: False)(X, C)
     converged = False
     n_iter = 0
-    for it in range(1, max_iter + 1):
+    while n_iter < max_iter:
         t0 = time.perf_counter()
-        C_new, relocated, _ = _update_centers(stats, C)
-        shift = ((C_new.to(torch.float64) - C.to(torch.float64)) ** 2).sum(1).sqrt()  # (K,)
-        max_shift = float(shift.max()) if shift.numel() else 0.0
-        new = _assign_accumulate(X, C_new, budget=budget, backend=backend)
-        fixed = bool(torch.equal(new.labels, stats.labels))
-        C, stats_old, stats = C_new, stats, new
-        n_iter = it
-        history.append(_history_entry(it, C, stats, max_shift, relocated, time.perf_counter() - t0, was_numpy))
+        if small and bool((stats.counts > 0).all()):
+            C = C.clone()
+            labels, mind = stats.labels, stats.mind  # updated in place by the kernel
+            done, status, sums, counts, hc, hi, hs, hz, hf = cpu.lloyd_continue(
+                X, C, stats.sums, stats.counts, labels, mind, max_iter - n_iter, tol)
+            dt = (time.perf_counter() - t0) / done
+            for r in range(done):
+                history.append({
+                    "iteration": n_iter + r + 1,
+                    "centers": hc[r].copy() if was_numpy else torch.from_numpy(hc[r].copy()),
+                    "inertia": float(hi[r]), "max_shift": float(hs[r]), "sizes": hz[r].copy(),
+                    "relocated": [], "time": dt,
+                })
+            n_iter += done
+            inertia = torch.tensor(float(hi[done - 1]), dtype=torch.float64)
+            stats = _with_far(X, C, labels, mind, sums, counts, inertia)
+            max_shift, fixed = float(hs[done - 1]), bool(hf[done - 1])
+        else:
+            C_new, relocated, _ = _update_centers(stats, C)
+            max_shift = _max_shift(C_new, C)
+            new = _assign_accumulate(X, C_new, budget=budget, backend=backend, out=_other(bufs, stats.labels))
+            fixed = bool(torch.equal(new.labels, stats.labels))
+            C, stats = C_new, new
+            n_iter += 1
+            history.append(_history_entry(n_iter, C, stats, max_shift, relocated, time.perf_counter() - t0, was_numpy))
         if (max_shift < tol or fixed) and _plan_relocation(stats)[0].numel() == 0:
             converged = True
             break
