@@ -94,7 +94,7 @@ import threadpoolctl
 t = int(sys.argv[2]); numba.set_num_threads(t); torch.set_num_threads(t); threadpoolctl.threadpool_limits(t)
 g = torch.Generator().manual_seed(0)
 h = hashlib.sha256()
-for n, D, K in [(70000, 2, 8), (9000, 48, 40)]:
+for n, D, K in [(70000, 2, 8), (9000, 48, 40), (30000, 96, 300)]:
     X = torch.randn(n, D, generator=g) * 3 + 7
     C = X[:K].clone()
     lab, mind, s, c, inert = ck.assign_accumulate(X, C)
@@ -237,3 +237,38 @@ def test_gemm_fixup_recomputes_close_pairs():
     n = ck.gemm_fixup(d, nx, prep.tnt, prep.tau, X, prep.T)
     assert bad == 0 and n >= 20  # at least the diagonal
     assert torch.allclose(d.diagonal().double(), ref64(X, T).diagonal(), rtol=1e-3)
+
+
+def test_chunked_gemm_path_equals_block_path_and_brute_force(monkeypatch):
+    """Large D: the per-thread chunked kernel (single-threaded BLAS per chunk)
+    and the block kernel give the same labels and distances (both the direct
+    formula's), sums equal to float64 up to summation order; near ties (rows
+    equidistant from two centres) follow the direct formula."""
+    if ck._one_thread_blas() is None:
+        pytest.skip("needs scipy + threadpoolctl")
+    g = torch.Generator().manual_seed(3)
+    n, D, K = 9000, 50, 70  # 3 row groups, chunks of 1 MiB / (K * 4 B) rows, a partial last chunk
+    X = torch.randn(n, D, generator=g) + 100.0
+    C = X[:K].clone()
+    # rows exactly between two centres: the product cannot rank them, the direct formula can
+    mid = (C[torch.arange(0, 40, 2)] + C[torch.arange(1, 40, 2)]) / 2
+    X[K : K + 20] = mid
+    X[K + 20 : K + 40] = mid + 1e-3 * torch.randn(20, D, generator=g)
+    calls = []
+    real = ck._assign_gemm_chunked
+    monkeypatch.setattr(ck, "_assign_gemm_chunked", lambda *a: calls.append(1) or real(*a))
+    a = ck.assign_accumulate(X, C)
+    assert calls == [1]
+    monkeypatch.setattr(ck, "_BLAS_CTL", [None])  # no threadpoolctl: block path
+    b = ck.assign_accumulate(X, C)
+    assert calls == [1]
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and torch.equal(a[3], b[3])
+    assert torch.allclose(a[2], b[2], rtol=1e-12, atol=1e-9) and a[4] == pytest.approx(b[4], rel=1e-12)
+    lab, m, s, c, inert, d = brute(X, C)
+    # labels as float64's except where the two distances agree to float32 rounding
+    dl = d[torch.arange(n), a[0]]
+    assert bool((dl <= m * (1 + 8 * D * 2**-23)).all())
+    assert (a[0] != lab).float().mean() <= 1e-3
+    assert torch.allclose(a[1].double(), dl, rtol=4 * D * 2**-23, atol=0)
+    assert torch.equal(torch.bincount(a[0], minlength=K), a[3])
+    assert torch.allclose(a[2], s.new_zeros(s.shape).index_add_(0, a[0], X.double()), rtol=1e-12, atol=1e-8)

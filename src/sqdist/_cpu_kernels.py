@@ -66,6 +66,11 @@ _SUBGROUPS = 4
 # milliseconds: 64 MiB blocks measured 1.2-1.5x the bare product there, 1 MiB
 # blocks 3.5-5.7x (docs/performance.md).
 _BLOCK_BYTES = 64 << 20
+# chunked large-D path: bytes of one thread's (chunk, K) product block (stays
+# in L2), rows per group (fixed by N), cap on the groups' float64 partial sums
+_CHUNK_BYTES = 1 << 20
+_GEMM_GROUP_ROWS = 4096
+_PSUM_BYTES = 16 << 20
 
 
 def available() -> bool:
@@ -209,7 +214,81 @@ def _combine(psums: np.ndarray, pcounts: np.ndarray, pinert: np.ndarray):
     return torch.from_numpy(sums), torch.from_numpy(counts), inertia
 
 
+_BLAS_CTL: list = []
+
+
+def _one_thread_blas():
+    """Context manager limiting the BLAS libraries to one thread, or None.
+
+    The chunked large-D kernel calls BLAS (SciPy's, through numba's ``np.dot``)
+    from its own worker threads, as scikit-learn does: each call must stay on
+    its thread.  Needs SciPy (numba's ``np.dot``) and threadpoolctl; without
+    them the block path below runs instead.
+    """
+    if not _BLAS_CTL:
+        import importlib.util
+
+        ctl = None
+        if importlib.util.find_spec("scipy") is not None and importlib.util.find_spec("threadpoolctl") is not None:
+            import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS numba binds to)
+            from threadpoolctl import ThreadpoolController
+
+            ctl = ThreadpoolController()
+        _BLAS_CTL.append(ctl)
+    ctl = _BLAS_CTL[0]
+    return None if ctl is None else ctl.limit(limits=1, user_api="blas")
+
+
+def _chunk_rows(K: int, item: int) -> int:
+    """Rows per product chunk: a (chunk, K) block of about _CHUNK_BYTES (fixed by the shape)."""
+    return max(16, min(1024, _CHUNK_BYTES // max(1, K * item)))
+
+
 def _assign_gemm(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor):
+    limit = _one_thread_blas()
+    if limit is not None:
+        return _assign_gemm_chunked(X, C, labels_t, mind_t, limit)
+    return _assign_gemm_blocks(X, C, labels_t, mind_t)
+
+
+def _gemm_prep(X: torch.Tensor, C: torch.Tensor):
+    D = X.shape[1]
+    C = C.detach().contiguous()
+    m = C.mean(0)  # (D,) centring: products see the spread, not the offset
+    Cc = C - m  # (K, D)
+    ncc = (Cc * Cc).sum(1)  # (K,)
+    # right factor [-2 c_c ; |c_c|^2] (D+1, K): the product gives e_k directly
+    Ca = torch.cat([-2.0 * Cc.T, ncc[None, :]], dim=0).contiguous().numpy()  # (D+1, K)
+    # worst-case rounding of e_k = |c|^2 - 2 x.c (product, centring, norms and
+    # the subtraction in X's dtype) relative to |x_c|^2 + max|c_c|^2
+    gamma = 2.0 * (D + 4) * torch.finfo(X.dtype).eps
+    return C.numpy(), m.numpy(), Ca, float(ncc.max()), gamma
+
+
+def _assign_gemm_chunked(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor, limit):
+    """Per-thread row chunks with a single-threaded product each (see
+    :func:`sqdist._cpu_nb.assign_accumulate_gemm_chunked`).  Groups: fixed by
+    the shape, at least _GEMM_GROUP_ROWS rows each, at most _MAX_GROUPS, and
+    their float64 partial sums within _PSUM_BYTES."""
+    n, D = X.shape
+    K = C.shape[0]
+    Xn = _np(X)
+    Cn, mn, Ca, ncmax, gamma = _gemm_prep(X, C)
+    cap = max(1, min(_MAX_GROUPS, _PSUM_BYTES // (K * D * 8)))
+    bounds = _groups(n, _GEMM_GROUP_ROWS, cap)
+    G = bounds.shape[0] - 1
+    psums = np.zeros((G, K, D), dtype=np.float64)
+    pcounts = np.zeros((G, K), dtype=np.int64)
+    pinert = np.zeros(G, dtype=np.float64)
+    chunk = _chunk_rows(K, Xn.itemsize)
+    with limit:
+        _nb().assign_accumulate_gemm_chunked(Xn, mn, Ca, Cn, ncmax, gamma, bounds, chunk, labels_t.numpy(),
+                                             mind_t.numpy(), psums, pcounts, pinert)
+    sums, counts, inertia = _combine(psums, pcounts, pinert)
+    return labels_t, mind_t, sums, counts, inertia
+
+
+def _assign_gemm_blocks(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor):
     n, D = X.shape
     K = C.shape[0]
     X = X.detach().contiguous()
