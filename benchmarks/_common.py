@@ -45,12 +45,18 @@ def pin_threads(n: int) -> dict:
     return info
 
 
-def interleaved(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1, budget_s: float = 60.0) -> dict[str, float]:
+def interleaved(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1, budget_s: float = 60.0,
+                settle_s: float = 0.0) -> dict[str, float]:
     """Min-of-rounds seconds per call, the candidates interleaved round by round.
 
     On a shared, noisy machine the minimum over interleaved rounds is the most
     stable estimate of each candidate's own cost, and interleaving exposes all
     candidates to the same background load.  Stops early after ``budget_s``.
+    ``settle_s``: pause before each timed call.  OpenBLAS and OpenMP worker
+    threads keep spinning for up to ~0.2 s after a parallel call; without the
+    pause they take cores away from whichever candidate runs next (measured:
+    a 2-thread kernel run right after a 2-thread ``np.matmul`` took 1.5-1.7x
+    its time after a 0.2 s pause).
     """
     for _ in range(warmup):
         for f in fns.values():
@@ -59,6 +65,8 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int, warmup: int =
     t_end = time.perf_counter() + budget_s
     for _ in range(rounds):
         for k, f in fns.items():
+            if settle_s:
+                time.sleep(settle_s)
             t = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t)

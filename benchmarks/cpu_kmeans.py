@@ -200,6 +200,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default="cpu_kmeans.json")
     ap.add_argument("--budget", type=float, default=90.0, help="seconds of timing rounds per shape")
     ap.add_argument("--memory", action="store_true", help="also measure peak memory at N = 1e7, D = 2")
+    ap.add_argument("--settle", type=float, default=0.2,
+                    help="seconds of pause before each timed call, so spinning BLAS/OpenMP threads of the previous candidate go idle")
     args = ap.parse_args(argv)
     env = pin_threads(args.threads)
     shapes = SHAPES if not args.shapes else [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
@@ -230,12 +232,12 @@ def main(argv=None) -> int:
         for k, (C, n_it) in outs.items():
             lab, inert = inertia_of(X, C)
             agree[k] = {"labels_equal": float((lab == ref_labels).mean()), "inertia_rel": abs(inert - ref_inertia) / ref_inertia, "n_iter": n_it}
-        t = interleaved({k: (lambda f=f: f(X, C0, iters)) for k, f in fns.items()}, args.rounds, warmup=0, budget_s=args.budget)
+        t = interleaved({k: (lambda f=f: f(X, C0, iters)) for k, f in fns.items()}, args.rounds, warmup=0, budget_s=args.budget, settle_s=args.settle)
         per_iter = {k: t[k] / max(1, outs[k][1]) for k in t}
         # the matrix-product floor of one iteration: X @ C.T
         Xt, Ct = torch.from_numpy(X), torch.from_numpy(C0).T.contiguous()
         Cn = Ct.numpy()
-        fl = interleaved({"torch.mm": lambda: torch.mm(Xt, Ct), "np.matmul": lambda: np.matmul(X, Cn)}, max(5, args.rounds))
+        fl = interleaved({"torch.mm": lambda: torch.mm(Xt, Ct), "np.matmul": lambda: np.matmul(X, Cn)}, max(5, args.rounds), settle_s=args.settle)
         mmt = min(fl.values())  # the faster of the two BLAS products
         peers = [per_iter[k] for k in ("sklearn", "faiss") if k in per_iter]
         best_peer = min(peers) if peers else float("nan")
