@@ -200,7 +200,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default="cpu_kmeans.json")
     ap.add_argument("--budget", type=float, default=90.0, help="seconds of timing rounds per shape")
     ap.add_argument("--memory", action="store_true", help="also measure peak memory at N = 1e7, D = 2")
-    ap.add_argument("--settle", type=float, default=0.2,
+    ap.add_argument("--settle", type=float, default=0.0,
                     help="seconds of pause before each timed call, so spinning BLAS/OpenMP threads of the previous candidate go idle")
     args = ap.parse_args(argv)
     env = pin_threads(args.threads)
