@@ -272,3 +272,24 @@ def test_chunked_gemm_path_equals_block_path_and_brute_force(monkeypatch):
     assert torch.allclose(a[1].double(), dl, rtol=4 * D * 2**-23, atol=0)
     assert torch.equal(torch.bincount(a[0], minlength=K), a[3])
     assert torch.allclose(a[2], s.new_zeros(s.shape).index_add_(0, a[0], X.double()), rtol=1e-12, atol=1e-8)
+
+
+@pytest.mark.parametrize("D", [8, 48])
+def test_working_memory_budget_changes_only_summation_order(D):
+    """A small budget shrinks the row groups' partial sums and the product
+    blocks; labels, distances and counts stay the same, sums agree to float64."""
+    g = torch.Generator().manual_seed(D)
+    X = torch.randn(40000, D, generator=g)
+    C = X[:300].clone()
+    assert ck._group_cap(300, D, 1 << 20) < ck._group_cap(300, D, 256 << 20)
+    a = ck.assign_accumulate(X, C)
+    b = ck.assign_accumulate(X, C, budget=1 << 20)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and torch.equal(a[3], b[3])
+    assert torch.allclose(a[2], b[2], rtol=1e-12, atol=1e-9) and a[4] == pytest.approx(b[4], rel=1e-12)
+    monkey = ck._BLAS_CTL[:]
+    try:
+        ck._BLAS_CTL[:] = [None]  # block path with a small budget too
+        c = ck.assign_accumulate(X, C, budget=1 << 20)
+    finally:
+        ck._BLAS_CTL[:] = monkey
+    assert torch.equal(a[0], c[0]) and torch.equal(a[1], c[1])

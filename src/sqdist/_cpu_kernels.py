@@ -140,7 +140,8 @@ def _groups(n: int, size: int, max_groups: int) -> np.ndarray:
     return np.linspace(0, n, g + 1).round().astype(np.int64)
 
 
-def assign_accumulate(X: torch.Tensor, C: torch.Tensor, *, labels_out: torch.Tensor | None = None, mind_out: torch.Tensor | None = None):
+def assign_accumulate(X: torch.Tensor, C: torch.Tensor, *, labels_out: torch.Tensor | None = None, mind_out: torch.Tensor | None = None,
+                      budget: int | None = None):
     """Nearest centre of every row and the per-cluster sums, in one pass.
 
     Parameters
@@ -150,6 +151,11 @@ def assign_accumulate(X: torch.Tensor, C: torch.Tensor, *, labels_out: torch.Ten
     labels_out, mind_out : Tensor of shape (n,), optional
         Contiguous int64 / X-dtype buffers to write into (reuse them across
         Lloyd iterations: the call then allocates only O(K * D) memory).
+    budget : int, optional
+        Working memory in bytes for the temporaries (float64 partial sums of
+        the row groups, product blocks); default 64 MiB.  Fewer groups change
+        the float64 summation order (the last bits of ``sums``), never the
+        labels; the thread count never changes anything.
 
     Returns
     -------
@@ -180,17 +186,23 @@ def assign_accumulate(X: torch.Tensor, C: torch.Tensor, *, labels_out: torch.Ten
     K = C.shape[0]
     labels = torch.empty(n, dtype=torch.int64) if labels_out is None else labels_out
     mind = torch.empty(n, dtype=X.dtype) if mind_out is None else mind_out
+    budget = _BLOCK_BYTES if budget is None else max(1, int(budget))
     if D <= _ASSIGN_DIRECT_MAX_D:
-        return _assign_direct(X, C, labels, mind)
-    return _assign_gemm(X, C, labels, mind)
+        return _assign_direct(X, C, labels, mind, budget)
+    return _assign_gemm(X, C, labels, mind, budget)
 
 
-def _assign_direct(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor):
+def _group_cap(K: int, D: int, budget: int) -> int:
+    """Most row groups whose float64 partial sums (G, K, D) fit half the budget (and _PSUM_BYTES)."""
+    return max(1, min(_MAX_GROUPS, min(_PSUM_BYTES, budget // 2) // (K * D * 8)))
+
+
+def _assign_direct(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor, budget: int):
     n, D = X.shape
     K = C.shape[0]
     Xn = _np(X)
     CT = np.ascontiguousarray(_np(C).T)  # (D, K)
-    bounds = _groups(n, _GROUP_ROWS, _MAX_GROUPS)
+    bounds = _groups(n, _GROUP_ROWS, _group_cap(K, D, budget))
     G = bounds.shape[0] - 1
     labels, mind = labels_t.numpy(), mind_t.numpy()
     psums = np.zeros((G, K, D), dtype=np.float64)
@@ -244,11 +256,11 @@ def _chunk_rows(K: int, item: int) -> int:
     return max(16, min(1024, _CHUNK_BYTES // max(1, K * item)))
 
 
-def _assign_gemm(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor):
+def _assign_gemm(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor, budget: int):
     limit = _one_thread_blas()
     if limit is not None:
-        return _assign_gemm_chunked(X, C, labels_t, mind_t, limit)
-    return _assign_gemm_blocks(X, C, labels_t, mind_t)
+        return _assign_gemm_chunked(X, C, labels_t, mind_t, limit, budget)
+    return _assign_gemm_blocks(X, C, labels_t, mind_t, budget)
 
 
 def _gemm_prep(X: torch.Tensor, C: torch.Tensor):
@@ -265,7 +277,7 @@ def _gemm_prep(X: torch.Tensor, C: torch.Tensor):
     return C.numpy(), m.numpy(), Ca, float(ncc.max()), gamma
 
 
-def _assign_gemm_chunked(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor, limit):
+def _assign_gemm_chunked(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor, limit, budget: int):
     """Per-thread row chunks with a single-threaded product each (see
     :func:`sqdist._cpu_nb.assign_accumulate_gemm_chunked`).  Groups: fixed by
     the shape, at least _GEMM_GROUP_ROWS rows each, at most _MAX_GROUPS, and
@@ -274,13 +286,13 @@ def _assign_gemm_chunked(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tenso
     K = C.shape[0]
     Xn = _np(X)
     Cn, mn, Ca, ncmax, gamma = _gemm_prep(X, C)
-    cap = max(1, min(_MAX_GROUPS, _PSUM_BYTES // (K * D * 8)))
-    bounds = _groups(n, _GEMM_GROUP_ROWS, cap)
+    bounds = _groups(n, _GEMM_GROUP_ROWS, _group_cap(K, D, budget))
     G = bounds.shape[0] - 1
     psums = np.zeros((G, K, D), dtype=np.float64)
     pcounts = np.zeros((G, K), dtype=np.int64)
     pinert = np.zeros(G, dtype=np.float64)
-    chunk = _chunk_rows(K, Xn.itemsize)
+    # per-thread (chunk, K + D + 1) buffers: at most a quarter of the budget for 2 threads
+    chunk = max(1, min(_chunk_rows(K, Xn.itemsize), budget // (8 * (K + D + 1) * Xn.itemsize)))
     with limit:
         _nb().assign_accumulate_gemm_chunked(Xn, mn, Ca, Cn, ncmax, gamma, bounds, chunk, labels_t.numpy(),
                                              mind_t.numpy(), psums, pcounts, pinert)
@@ -288,7 +300,7 @@ def _assign_gemm_chunked(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tenso
     return labels_t, mind_t, sums, counts, inertia
 
 
-def _assign_gemm_blocks(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor):
+def _assign_gemm_blocks(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor, budget: int):
     n, D = X.shape
     K = C.shape[0]
     X = X.detach().contiguous()
@@ -301,7 +313,7 @@ def _assign_gemm_blocks(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor
     # worst-case rounding of e_k = |c|^2 - 2 x.c (product, centring, norms and
     # the subtraction in X's dtype) relative to |x_c|^2 + max|c_c|^2
     gamma = 2.0 * (D + 4) * torch.finfo(X.dtype).eps
-    nb = max(64, min(n, _BLOCK_BYTES // max(1, K * item)))
+    nb = max(1, min(n, min(_BLOCK_BYTES, budget // 2) // max(1, (K + D + 1) * item)))
     labels, mind = labels_t.numpy(), mind_t.numpy()
     psums = np.zeros((_SUBGROUPS, K, D), dtype=np.float64)
     pcounts = np.zeros((_SUBGROUPS, K), dtype=np.int64)

@@ -284,7 +284,7 @@ def _assign_accumulate(X: torch.Tensor, centers: torch.Tensor, *, budget: int, b
         cpu = _optional_module("sqdist._cpu_kernels") if X.device.type == "cpu" else None
         if cpu is not None and cpu.available() and cpu.supports(X, centers):
             lo, mo = out if out is not None else (None, None)
-            labels, mind, sums, counts, inertia = cpu.assign_accumulate(X, centers, labels_out=lo, mind_out=mo)
+            labels, mind, sums, counts, inertia = cpu.assign_accumulate(X, centers, labels_out=lo, mind_out=mo, budget=budget)
         else:
             labels, mind, sums, counts, inertia = _assign_torch(X, centers, budget)
     inertia = torch.as_tensor(inertia, dtype=torch.float64, device=X.device)
