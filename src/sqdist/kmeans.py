@@ -294,7 +294,12 @@ def _assign_accumulate(X: torch.Tensor, centers: torch.Tensor, *, budget: int, b
 def _with_far(X, centers, labels, mind, sums, counts, inertia, offset: int = 0) -> _Stats:
     """:class:`_Stats` of one assignment; farthest-point candidates only when a cluster is empty."""
     K = centers.shape[0]
-    far = _top_far(mind, K) if bool((counts == 0).any()) else labels[:0]  # (m,)
+    empty = int(counts.numpy().min()) == 0 if counts.device.type == "cpu" else bool((counts == 0).any())
+    if not empty:  # no candidates needed (a few cheap allocations instead of ~10 indexing ops)
+        i0 = torch.empty(0, dtype=torch.int64, device=X.device)
+        return _Stats(labels, mind, sums, counts, inertia, torch.empty(0, dtype=torch.float64, device=X.device), i0,
+                      torch.empty((0, X.shape[1]), dtype=centers.dtype, device=X.device), i0)
+    far = _top_far(mind, K)  # (m,)
     return _Stats(
         labels, mind, sums, counts, inertia,
         mind[far].to(torch.float64), far + offset, X[far].to(centers.dtype), labels[far],
