@@ -320,6 +320,8 @@ def _plan_relocation(stats: _Stats) -> tuple[torch.Tensor, torch.Tensor]:
     the candidates taken before it from the same cluster.
     """
     counts = stats.counts
+    if counts.device.type == "cpu" and counts.numel() and int(counts.numpy().min()) > 0:
+        return counts[:0], counts[:0]  # no empty cluster (the common case, without 3 torch ops)
     empty = (counts == 0).nonzero().flatten()  # (e,)
     if empty.numel() == 0 or stats.far_d.numel() == 0:
         return empty[:0], empty[:0]
