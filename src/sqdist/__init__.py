@@ -4,7 +4,9 @@ NumPy-style broadcasting explained, and k-means -- in PyTorch."""
 from ._chunking import get_working_memory, set_working_memory, working_memory
 from ._validation import SqdistError
 from .distances import nearest, sqdist, sqdist_chunks
+from .distributed import is_distributed
 from .kernels import rbf
+from .streaming import is_out_of_core, kmeans_stream
 
 __version__ = "0.1.0"
 
@@ -12,6 +14,9 @@ __all__ = [
     "SqdistError",
     "__version__",
     "get_working_memory",
+    "is_distributed",
+    "is_out_of_core",
+    "kmeans_stream",
     "nearest",
     "rbf",
     "set_working_memory",
