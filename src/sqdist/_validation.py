@@ -14,11 +14,20 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["SqdistError"]
+__all__ = ["SqdistError", "SqdistWarning", "ConvergenceWarning"]
 
 
 class SqdistError(ValueError):
     """The one error type of sqdist: bad input, named with what was given and expected."""
+
+
+class SqdistWarning(UserWarning):
+    """Base class of the warnings sqdist emits."""
+
+
+class ConvergenceWarning(SqdistWarning):
+    """An iterative method (k-means) ended in a degenerate or unconverged state,
+    e.g. fewer distinct points than clusters (as scikit-learn's ConvergenceWarning)."""
 
 
 def describe(x: Any) -> str:
@@ -111,6 +120,44 @@ def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
     if value < minimum:
         raise SqdistError(f"{name}: expected an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def check_finite_rows(X: torch.Tensor, name: str) -> None:
+    """Reject rows with NaN or Inf, naming the first bad row."""
+    bad = ~torch.isfinite(X).reshape(X.shape[0], -1).all(dim=1)  # (n,)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise SqdistError(
+            f"{name}: row {i} contains NaN or Inf ({int(bad.sum())} bad row(s) in {describe(X)}); "
+            f"remove or impute non-finite rows first"
+        )
+
+
+def check_real(value: Any, name: str, *, minimum: float | None = None) -> float:
+    """A finite real number, optionally ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+        raise SqdistError(f"{name}: expected a finite real number, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise SqdistError(f"{name}: expected a number >= {minimum}, got {value!r}")
+    return float(value)
+
+
+def make_generator(seed: Any, name: str = "seed") -> torch.Generator:
+    """A private CPU ``torch.Generator`` from an int seed, or the given generator.
+
+    ``None`` gives a freshly, non-deterministically seeded generator; the
+    global RNG is never read or advanced.
+    """
+    if isinstance(seed, torch.Generator):
+        return seed
+    g = torch.Generator(device="cpu")
+    if seed is None:
+        g.seed()
+        return g
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) < 2**63:
+        raise SqdistError(f"{name}: expected None, an integer in [0, 2**63) or a torch.Generator, got {seed!r}")
+    g.manual_seed(int(seed))
+    return g
 
 
 def to_output(t: torch.Tensor, was_numpy: bool) -> Any:

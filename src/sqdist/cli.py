@@ -16,6 +16,7 @@ from ._validation import SqdistError
 
 # sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "kmeans": ("sqdist.kmeans", "Lloyd k-means on blobs or a data file, with summary, plots and model output"),
 }
 
 
