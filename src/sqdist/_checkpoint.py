@@ -38,10 +38,15 @@ def _from_str_array(a: np.ndarray) -> str:
     return bytes(np.asarray(a, dtype=np.uint8)).decode("utf-8")
 
 
+def _np(t: Any) -> np.ndarray:
+    return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+
+
 def save(
     path: str | os.PathLike,
     *,
     centers: torch.Tensor,
+    init_centers: torch.Tensor,
     iteration: int,
     converged: bool,
     history: list[dict[str, Any]],
@@ -54,14 +59,16 @@ def save(
     relocated = [np.asarray(h["relocated"], dtype=np.int64) for h in history]
     arrays: dict[str, np.ndarray] = {
         "format": np.array(FORMAT, dtype=np.int64),
-        "centers": centers.detach().cpu().to(torch.float64).numpy(),
-        "centers_dtype": _as_str_array(str(centers.dtype)),
+        "centers": _np(centers),
+        "init_centers": _np(init_centers),
         "iteration": np.array(iteration, dtype=np.int64),
         "converged": np.array(bool(converged)),
+        "hist_iteration": np.array([h["iteration"] for h in history], dtype=np.int64),
+        "hist_centers": np.stack([_np(h["centers"]) for h in history]),
         "hist_inertia": np.array([h["inertia"] for h in history], dtype=np.float64),
         "hist_max_shift": np.array([h["max_shift"] for h in history], dtype=np.float64),
-        "hist_seconds": np.array([h["seconds"] for h in history], dtype=np.float64),
-        "hist_sizes": np.array([h["sizes"] for h in history], dtype=np.int64).reshape(len(history), -1),
+        "hist_time": np.array([h["time"] for h in history], dtype=np.float64),
+        "hist_sizes": np.stack([_np(h["sizes"]).astype(np.int64) for h in history]),
         "hist_relocated": np.concatenate(relocated) if relocated else np.zeros(0, np.int64),
         "hist_relocated_n": np.array([len(r) for r in relocated], dtype=np.int64),
         "rng_state": (rng_state.numpy() if rng_state is not None else np.zeros(0, np.uint8)),
@@ -82,15 +89,19 @@ def save(
         raise
 
 
-def load(path: str | os.PathLike, fingerprint: dict[str, Any]) -> dict[str, Any]:
-    """Read a checkpoint and check it belongs to the same data and settings."""
+def load(path: str | os.PathLike, fingerprint: dict[str, Any], was_numpy: bool = True) -> dict[str, Any]:
+    """Read a checkpoint and check it belongs to the same data and settings.
+
+    History entries come back as :func:`sqdist.kmeans` makes them (NumPy or
+    tensors after ``was_numpy``).
+    """
+    import zipfile
+
     path = os.fspath(path)
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
-    except (ValueError, OSError, KeyError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
+    except (ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise SqdistError(f"resume: {path!r} is not a sqdist k-means checkpoint ({exc})") from None
     if "format" not in data or int(data["format"]) != FORMAT:
         raise SqdistError(f"resume: {path!r} is not a sqdist k-means checkpoint of format {FORMAT}")
@@ -103,23 +114,25 @@ def load(path: str | os.PathLike, fingerprint: dict[str, Any]) -> dict[str, Any]
                 f"resume: checkpoint {path!r} was written for {key}={got!r}, this run has {key}={want!r}; "
                 f"resume with the same data and settings"
             )
-    n = int(data["iteration"])
+    conv = (lambda a: a.copy()) if was_numpy else (lambda a: torch.from_numpy(a.copy()))
     offsets = np.concatenate([[0], np.cumsum(data["hist_relocated_n"])])
     history = [
         {
-            "iteration": i + 1,
+            "iteration": int(data["hist_iteration"][i]),
+            "centers": conv(data["hist_centers"][i]),
             "inertia": float(data["hist_inertia"][i]),
             "max_shift": float(data["hist_max_shift"][i]),
-            "seconds": float(data["hist_seconds"][i]),
-            "sizes": data["hist_sizes"][i].tolist(),
+            "sizes": data["hist_sizes"][i].copy(),
             "relocated": data["hist_relocated"][offsets[i] : offsets[i + 1]].tolist(),
+            "time": float(data["hist_time"][i]),
         }
         for i in range(len(data["hist_inertia"]))
     ]
     rng = data["rng_state"]
     return {
         "centers": torch.from_numpy(data["centers"]),
-        "iteration": n,
+        "init_centers": torch.from_numpy(data["init_centers"]),
+        "iteration": int(data["iteration"]),
         "converged": bool(data["converged"]),
         "history": history,
         "rng_state": torch.from_numpy(rng.copy()) if rng.size else None,

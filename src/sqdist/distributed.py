@@ -106,7 +106,7 @@ class _Comm:
         if not self.active:
             return [t]
         n = torch.tensor([t.shape[0]], dtype=torch.int64)
-        sizes = self.all_gather_fixed(n, what).tolist()
+        sizes = self.all_gather_fixed(n, what).flatten().tolist()
         m = max(sizes)
         pad = t.new_zeros((m,) + tuple(t.shape[1:]))
         pad[: t.shape[0]] = t
@@ -206,3 +206,116 @@ def destroy() -> None:
 def _describe_rank() -> dict[str, Any]:
     c = _Comm()
     return {"rank": c.rank, "world": c.world, "backend": c.backend}
+
+
+# --------------------------------------------------------------------------
+# command line: ``sqdist kmeans --data FILE.npy`` (with or without torchrun)
+# --------------------------------------------------------------------------
+
+
+def add_arguments(parser: Any) -> None:
+    """Options of ``sqdist kmeans`` for streamed / distributed / checkpointed runs."""
+    g = parser.add_argument_group(
+        "out-of-core and distributed runs",
+        "A .npy --data file is streamed chunk by chunk (memory bounded by --working-memory); under "
+        "torchrun --nproc_per_node=N each rank reads its slice and rank 0 writes the outputs.",
+    )
+    g.add_argument("--checkpoint", metavar="NPZ", help="write a checkpoint (centres, iteration, seed state) here")
+    g.add_argument("--checkpoint-every", type=int, default=1, metavar="N", help="checkpoint every N iterations (default 1)")
+    g.add_argument("--resume", metavar="NPZ", help="continue from this checkpoint (same data and settings)")
+    g.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="process-group timeout: if a rank dies or stops answering, the others stop with an error "
+                        "after at most this long (default 300)")
+
+
+def wants_streaming(args: Any) -> bool:
+    """The streamed path serves .npy data, torchrun launches and checkpointed runs."""
+    npy = args.data is not None and str(args.data).lower().endswith(".npy")
+    multi = launched_by_torchrun() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return npy or multi or args.checkpoint is not None or args.resume is not None
+
+
+def run_kmeans_cli(args: Any) -> int:
+    """``sqdist kmeans`` on a .npy file, streamed; distributed when launched by torchrun."""
+    if args.data is None or not str(args.data).lower().endswith(".npy"):
+        raise SqdistError(
+            f"--data: distributed, checkpointed and resumed runs read a .npy file, got {args.data!r}"
+        )
+    if not (args.timeout > 0):
+        raise SqdistError(f"--timeout: expected a number of seconds > 0, got {args.timeout!r}")
+    created = init_from_env(args.timeout, args.device)
+    try:
+        return _run_kmeans_cli(args)
+    finally:
+        if created:
+            destroy()
+
+
+def _run_kmeans_cli(args: Any) -> int:
+    import contextlib
+
+    import numpy as np
+
+    from . import datasets, streaming
+    from .kmeans import KMeans, _atomic_write, _parse_init_arg
+
+    comm = _Comm()
+    source = streaming.as_source(args.data, "--data")
+    N, D = source.n_rows, source.n_features
+    dtype = torch.float64 if args.dtype == "float64" else torch.float32
+    init = _parse_init_arg(args.init) if args.init is not None else None
+    K = args.n_clusters
+    if init is None:
+        k = 5 if K is None else K
+        if isinstance(k, int) and 1 <= k <= N:
+            init = datasets.exercise_init_indices(k, N)
+        else:
+            init, K = "k-means++", k
+    if isinstance(init, str) and K is None:
+        K = 5
+    labels_path = args.labels
+    tmp_labels = None
+    if labels_path is None and (args.save or args.plot):
+        folder = os.path.dirname(os.path.abspath(args.save or args.plot))
+        tmp_labels = labels_path = os.path.join(folder, f".sqdist-labels-{os.getpid() if not comm.active else 'ranks'}.npy")
+    try:
+        r = streaming._fit(
+            source, K, init=init, n_init=args.n_init, max_iter=args.max_iter, tol=args.tol, seed=args.seed,
+            working_memory=args.working_memory, backend="auto", device=args.device, dtype=dtype,
+            labels_out=labels_path, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
+            resume=args.resume, keep_labels=False,
+        )
+        if comm.rank != 0:
+            return 0
+        sizes = np.asarray(r.history[-1]["sizes"])
+        init_desc = init if isinstance(init, str) else "indices " + ",".join(str(i) for i in init)
+        ranks = f" over {comm.world} ranks ({comm.backend})" if comm.active else ""
+        print(f"data: {args.data}, {N} points x {D} features (streamed{ranks})")
+        print(f"k-means: K={r.centers.shape[0]}, init {init_desc}, max_iter {args.max_iter}, tol {args.tol:g}")
+        print(f"iterations: {r.n_iter} ({'converged' if r.converged else 'not converged'})")
+        print(f"inertia: {r.inertia:.10g}")
+        print("cluster sizes: " + " ".join(str(int(s)) for s in sizes))
+        relocs = sum(len(h["relocated"]) for h in r.history)
+        if relocs:
+            print(f"empty-cluster relocations: {relocs}")
+        if args.labels:
+            print(f"labels -> {args.labels}")
+        if args.save:
+            km = KMeans(int(r.centers.shape[0]), init=init, n_init=args.n_init, max_iter=args.max_iter, tol=args.tol,
+                        seed=args.seed, working_memory=args.working_memory)
+            km._set_result(r)
+            km.save(args.save)
+            print(f"model -> {args.save}")
+        if args.plot:
+            from . import plotting
+
+            X = np.load(args.data, allow_pickle=False).astype(args.dtype)
+            r.labels = np.asarray(r.labels)
+            fig = plotting.plot_kmeans_summary(X, r, truth=None)
+            plotting.save_figure(fig, args.plot)
+            print(f"plot -> {args.plot}")
+        return 0
+    finally:
+        if tmp_labels is not None and comm.rank == 0:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_labels)

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from . import _chunking
-from ._validation import SqdistError, as_tensor, check_positive_int, check_positive_number, compute_dtype, describe
+from ._validation import SqdistError, as_tensor, check_positive_int, compute_dtype, describe
 
 __all__ = ["kmeans_stream", "is_out_of_core"]
 
@@ -147,7 +147,7 @@ class _NpySource(_Source):
             except (ValueError, OSError) as exc:
                 if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
                     raise
-                raise SqdistError(f"{name}: {path!r} is not a readable .npy array file ({exc})") from None
+                raise SqdistError(f"{name}: {path!r} is not a valid .npy array file ({exc})") from None
             if not isinstance(mm, np.ndarray):
                 raise SqdistError(f"{name}: {path!r} holds an archive, expected one .npy array")
         if mm.ndim != 2:
@@ -222,6 +222,8 @@ class _IterSource(_Source):
 
 def as_source(X: Any, name: str = "X") -> _Source:
     """Wrap any accepted data in a source."""
+    if isinstance(X, _Source):
+        return X
     if isinstance(X, (str, os.PathLike, np.memmap)):
         return _NpySource(X, name)
     if isinstance(X, (np.ndarray, torch.Tensor)):
@@ -252,6 +254,7 @@ class _Shard:
     r_hi: int
     grid: Any = None  # (D,) float64 2**e_d: value of one fixed-point unit per feature
     scale: Any = None  # (D,) float64 2**-e_d, on the compute device
+    dtype: Any = None  # dtype the chunks are cast to (None: the source's)
 
     def chunks(self, device: torch.device) -> Iterator[tuple[int, int, torch.Tensor]]:
         """Yield ``(global chunk id, global first row, rows on device)`` for this rank's chunks."""
@@ -259,11 +262,11 @@ class _Shard:
         if src.random_access:
             for c in range(self.c_lo, self.c_hi):
                 a, b = c * self.R, min((c + 1) * self.R, self.n_rows)
-                yield c, a, src.rows(a, b).to(device)
+                yield c, a, src.rows(a, b).to(device=device, dtype=src.dtype if self.dtype is None else self.dtype)
         else:
             c, a = self.c_lo, self.r_lo
             for piece in src.pieces(self.R):  # type: ignore[attr-defined]
-                yield c, a, piece.to(device)
+                yield c, a, piece.to(device=device, dtype=src.dtype if self.dtype is None else self.dtype)
                 c += 1
                 a += piece.shape[0]
 
@@ -325,82 +328,68 @@ def _quantise(sums: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------
-# per-chunk assignment and statistics
+# one pass over this rank's chunks, reduced over the ranks
 # --------------------------------------------------------------------------
 
 
-@dataclass
-class _Candidates:
-    """Farthest points from their centres (for empty-cluster relocation), largest first, ties by index."""
-
-    mind: torch.Tensor  # (m,) float64
-    index: torch.Tensor  # (m,) int64, global row
-    label: torch.Tensor  # (m,) int64
-    rows: torch.Tensor  # (m, D)
-
-    @staticmethod
-    def empty(D: int, dtype: torch.dtype) -> "_Candidates":
-        return _Candidates(
-            torch.empty(0, dtype=torch.float64), torch.empty(0, dtype=torch.int64),
-            torch.empty(0, dtype=torch.int64), torch.empty((0, D), dtype=dtype),
-        )
-
-    def merge(self, other: "_Candidates", keep: int) -> "_Candidates":
-        mind = torch.cat([self.mind, other.mind])
-        index = torch.cat([self.index, other.index])
-        o = torch.argsort(index, stable=True)
-        o = o[torch.argsort(mind[o], descending=True, stable=True)][:keep]
-        return _Candidates(mind[o], index[o], torch.cat([self.label, other.label])[o], torch.cat([self.rows, other.rows])[o])
-
-
-def _top_far(mind: torch.Tensor, keep: int) -> torch.Tensor:
-    """Positions of the ``keep`` largest entries of ``mind``, ties broken by position (deterministic)."""
-    keep = min(keep, mind.numel())
-    if keep == 0:
-        return torch.empty(0, dtype=torch.int64, device=mind.device)
-    thr = torch.topk(mind, keep).values[-1]
-    gt = (mind > thr).nonzero().flatten()
-    eq = (mind == thr).nonzero().flatten()[: keep - gt.numel()]
-    return torch.cat([gt, eq])
-
-
-def _assign_chunk(x: torch.Tensor, centers: torch.Tensor, budget: int, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest centre of every row: (mind (n,), labels (n,))."""
-    from .distances import _nearest_impl
-
-    d, j = _nearest_impl(x, centers, 1, backend, budget)  # (n, 1), (n, 1)
-    return d[:, 0], j[:, 0]
-
-
-def _chunk_sums(x: torch.Tensor, labels: torch.Tensor, K: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-cluster float64 sums (K, D) (rows added in row order) and int64 counts (K,)."""
-    sums = torch.zeros((K, x.shape[1]), dtype=torch.float64, device=x.device)
-    sums.index_add_(0, labels, x.to(torch.float64))  # (K, D)
-    counts = torch.bincount(labels, minlength=K)  # (K,)
-    return sums, counts
-
-
 def _sum_f64(v: torch.Tensor) -> float:
-    """Deterministic float64 sum (independent of the thread count): NumPy's pairwise sum on the CPU."""
-    if v.device.type == "cpu":
-        return float(np.sum(v.to(torch.float64).numpy()))
-    return float(v.to(torch.float64).sum())
+    """Deterministic float64 sum of a 1-D tensor (NumPy's pairwise sum; same array -> same bits)."""
+    return float(np.sum(v.detach().to(torch.float64).cpu().numpy()))
+
+
+def _keep_far(d, idx, x, lab, K):
+    """The K farthest candidates (distance descending, then global row ascending)."""
+    from .kmeans import _order_far
+
+    sel = _order_far(d, idx)[:K]
+    return d[sel], idx[sel], x[sel], lab[sel]
+
+
+def _pass(shard: _Shard, C: torch.Tensor, K: int, budget: int, backend: str, device: torch.device, comm: Any,
+          sink: Any = None):
+    """Assign this rank's chunks to ``C`` and reduce over ranks: a ``_Stats`` without labels.
+
+    Sums are added as exact fixed-point integers, the inertia per chunk in
+    global chunk order, the farthest-point candidates by (distance, row) --
+    all independent of how the chunks are spread over ranks.  ``sink(a,
+    labels)`` receives the labels of the chunk starting at global row ``a``.
+    """
+    from .kmeans import _assign_accumulate, _Stats
+
+    D = shard.source.n_features
+    sums_q = torch.zeros((K, D), dtype=torch.int64, device=device)  # (K, D)
+    counts = torch.zeros(K, dtype=torch.int64, device=device)  # (K,)
+    inertias = []
+    far = (torch.zeros(0, dtype=torch.float64, device=device), torch.zeros(0, dtype=torch.int64, device=device),
+           torch.zeros((0, D), dtype=C.dtype, device=device), torch.zeros(0, dtype=torch.int64, device=device))
+    for _, a, x in shard.chunks(device):
+        st = _assign_accumulate(x, C, budget=budget, backend=backend, offset=a)
+        sums_q += _quantise(st.sums, shard.scale)
+        counts += st.counts
+        inertias.append(st.inertia.reshape(1))
+        far = _keep_far(torch.cat([far[0], st.far_d]), torch.cat([far[1], st.far_idx]),
+                        torch.cat([far[2], st.far_x]), torch.cat([far[3], st.far_label]), K)
+        if sink is not None:
+            sink(a, st.labels)
+    local_in = torch.cat(inertias).cpu() if inertias else torch.zeros(0, dtype=torch.float64)
+    packed = comm.all_reduce_sum(torch.cat([sums_q.flatten(), counts]).cpu(), "the per-cluster sums")  # (K*D + K,)
+    tot_sums = packed[: K * D].reshape(K, D).to(torch.float64) * shard.grid  # (K, D)
+    tot_counts = packed[K * D :]
+    inertia = _sum_f64(torch.cat(comm.all_gather_rows(local_in, "the inertia")))  # global chunk order
+    if comm.active and bool((tot_counts == 0).any()):  # empty clusters: everyone needs the global farthest points
+        rows = torch.cat([far[0][:, None], far[1][:, None].double(), far[3][:, None].double(),
+                          far[2].double()], 1).cpu()  # (m, 3 + D)
+        allc = torch.cat(comm.all_gather_rows(rows, "the farthest points"))
+        far = _keep_far(allc[:, 0], allc[:, 1].long(), allc[:, 3:].to(C.dtype), allc[:, 2].long(), K)
+        far = tuple(t.to(device) for t in far)
+    none = torch.zeros(0, dtype=torch.int64, device=device)
+    return _Stats(none, none.to(C.dtype), tot_sums.to(device), tot_counts.to(device),
+                  torch.tensor(inertia, dtype=torch.float64), far[0], far[1], far[2], far[3])
 
 
 # --------------------------------------------------------------------------
 # initialisation (from a seeded sample of global row indices: rank-count independent)
 # --------------------------------------------------------------------------
-
-
-def _generator(seed: Any) -> torch.Generator:
-    if isinstance(seed, torch.Generator):
-        return seed
-    g = torch.Generator()
-    if seed is None:
-        g.seed()
-    else:
-        g.manual_seed(check_positive_int(seed, "seed", minimum=0))
-    return g
 
 
 def _sample_indices(N: int, m: int, g: torch.Generator) -> np.ndarray:
@@ -412,78 +401,53 @@ def _sample_indices(N: int, m: int, g: torch.Generator) -> np.ndarray:
 
 
 def _gather_rows(shard: _Shard, idx: np.ndarray, comm: Any) -> torch.Tensor:
-    """Rows at sorted global indices ``idx`` on every rank (random access or one pass + all_gather)."""
+    """Rows at sorted global indices ``idx``, on every rank (random access, or one pass + all_gather)."""
     src = shard.source
     if src.random_access:
-        return src.take(idx)
+        return src.take(idx).to(shard.dtype)
     lo, hi = np.searchsorted(idx, [shard.r_lo, shard.r_hi])
     mine = idx[lo:hi]
     parts = []
     pos = 0
     for _, a, x in shard.chunks(torch.device("cpu")):
-        b = a + x.shape[0]
-        j = np.searchsorted(mine, b)
+        j = int(np.searchsorted(mine, a + x.shape[0]))
         if j > pos:
             parts.append(x[torch.from_numpy(mine[pos:j] - a)])
             pos = j
-    local = torch.cat(parts) if parts else torch.empty((0, src.n_features), dtype=src.dtype)
+    local = torch.cat(parts) if parts else torch.empty((0, src.n_features), dtype=shard.dtype)
     return torch.cat(comm.all_gather_rows(local, "gathering the initialisation sample"))
 
 
-def _kmeans_plusplus(X: torch.Tensor, K: int, g: torch.Generator, budget: int, backend: str) -> torch.Tensor:
-    """Greedy k-means++ (as scikit-learn: 2 + log K local trials) on the rows of ``X`` (m, D)."""
-    from .distances import _sqdist_2d
-
-    m = X.shape[0]
-    trials = 2 + int(math.log(K))
-    centers = X.new_empty((K, X.shape[1]))
-    first = int(torch.randint(0, m, (1,), generator=g))
-    centers[0] = X[first]
-    dist = lambda A: _sqdist_2d(A, X, "gemm", backend, torch.empty((A.shape[0], m), dtype=X.dtype), budget)  # noqa: E731
-    closest = dist(X[first : first + 1])[0].to(torch.float64)  # (m,)
-    for c in range(1, K):
-        pot = closest.sum()
-        r = torch.rand(trials, generator=g, dtype=torch.float64) * pot  # (t,)
-        cand = torch.searchsorted(torch.cumsum(closest, 0), r).clamp_(max=m - 1)  # (t,)
-        d = torch.minimum(closest[None, :], dist(X[cand]).to(torch.float64))  # (t, m)
-        best = int(torch.argmin(d.sum(1)))
-        closest = d[best]
-        centers[c] = X[cand[best]]
-    return centers
+def _n_clusters_of(init: Any, n_clusters: Any) -> int:
+    """K from ``n_clusters`` or from an explicit init (needed before the data is scanned)."""
+    if not isinstance(init, str):
+        arr = init.detach().cpu().numpy() if isinstance(init, torch.Tensor) else np.asarray(init)
+        if arr.ndim in (1, 2) and arr.shape[0] > 0:
+            return int(arr.shape[0])
+    if n_clusters is None:
+        raise SqdistError(f"n_clusters: required with init={init!r}, got None")
+    return check_positive_int(n_clusters, "n_clusters")
 
 
-def _init_centers(shard: _Shard, K: int, init: Any, g: torch.Generator, comm: Any, budget: int, backend: str) -> torch.Tensor:
-    N, D = shard.n_rows, shard.source.n_features
-    if isinstance(init, str):
-        if init not in ("k-means++", "random"):
-            raise SqdistError(f"init: expected 'k-means++', 'random', a list of row indices or a ({K}, {D}) array, got {init!r}")
-        m = max(SAMPLE_MIN, 20 * K)
-        idx = _sample_indices(N, m, g)
-        S = _gather_rows(shard, idx, comm)  # (m', D)
-        if S.shape[0] < K:
-            raise SqdistError(f"n_clusters: the initialisation sample has {S.shape[0]} distinct rows, fewer than n_clusters={K}")
-        if init == "random":
-            pick = torch.randperm(S.shape[0], generator=g)[:K]
-            return S[pick].clone()
-        return _kmeans_plusplus(S.to(compute_dtype(S.dtype)), K, g, budget, backend).to(S.dtype)
-    arr = init.detach().cpu().numpy() if isinstance(init, torch.Tensor) else np.asarray(init)
-    if arr.ndim == 1 and arr.dtype.kind in "iu":
-        if arr.shape[0] != K or len(np.unique(arr)) != K or arr.min() < 0 or arr.max() >= N:
-            raise SqdistError(
-                f"init: expected {K} distinct row indices in [0, {N}), got {arr.tolist() if arr.size <= 20 else describe(arr)}"
-            )
+def _initial_centers(shard: _Shard, init: Any, K: int, gen: torch.Generator, comm: Any, budget: int,
+                     cdtype: torch.dtype) -> torch.Tensor:
+    """Initial centres (K, D), identical on every rank; ``init`` as parsed by ``kmeans._parse_init``."""
+    from .kmeans import _initial_centers as _init_in_memory
+
+    if isinstance(init, tuple):  # explicit centres
+        return init[1].to(cdtype).clone()
+    if isinstance(init, torch.Tensor):  # global row indices
+        arr = init.cpu().numpy()
         order = np.argsort(arr, kind="stable")
-        rows = _gather_rows(shard, arr[order].astype(np.int64), comm)
+        rows = _gather_rows(shard, arr[order], comm)
         out = torch.empty_like(rows)
         out[torch.from_numpy(order)] = rows
-        return out
-    if arr.ndim == 2 and arr.shape == (K, D) and arr.dtype.kind == "f":
-        if not np.isfinite(arr).all():
-            raise SqdistError("init: the initial centres contain NaN or Inf")
-        return torch.as_tensor(arr).to(shard.source.dtype).clone()
-    raise SqdistError(
-        f"init: expected 'k-means++', 'random', {K} row indices or a ({K}, {D}) float array, got {describe(arr)}"
-    )
+        return out.to(cdtype)
+    idx = _sample_indices(shard.n_rows, max(SAMPLE_MIN, 20 * K), gen)
+    S = _gather_rows(shard, idx, comm)  # (m, D): all rows when N <= m -> the in-memory initialisation
+    if S.shape[0] < K:
+        raise SqdistError(f"n_clusters: the initialisation sample has {S.shape[0]} rows, fewer than n_clusters={K}")
+    return _init_in_memory(S, init, K, gen, budget, cdtype)
 
 
 # --------------------------------------------------------------------------
@@ -491,118 +455,42 @@ def _init_centers(shard: _Shard, K: int, init: Any, g: torch.Generator, comm: An
 # --------------------------------------------------------------------------
 
 
-@dataclass
-class StreamResult:
-    """Result of :func:`kmeans_stream` (same fields as the in-memory k-means result).
-
-    ``labels`` is None unless ``labels_out`` was given (then a read-only
-    memory map of that ``.npy`` file) or the data was an in-memory array.
-    """
-
-    centers: Any
-    labels: Any
-    inertia: float
-    n_iter: int
-    converged: bool
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _one_pass(shard, centers, K, budget, backend, device, keep_far):
-    """Assignment over this rank's chunks: (int64 sums+counts, chunk inertias, candidates)."""
-    D = shard.source.n_features
-    sums_q = torch.zeros((K, D), dtype=torch.int64)
-    counts = torch.zeros(K, dtype=torch.int64)
-    inertias = []
-    far = _Candidates.empty(D, shard.source.dtype)
-    scale = shard.scale
-    for _, a, x in shard.chunks(device):
-        mind, labels = _assign_chunk(x, centers, budget, backend)  # (n,), (n,)
-        s, n = _chunk_sums(x, labels, K)
-        sums_q += _quantise(s, scale).cpu()
-        counts += n.cpu()
-        inertias.append(_sum_f64(mind))
-        if keep_far:
-            p = _top_far(mind, keep_far)
-            cand = _Candidates(mind[p].to(torch.float64).cpu(), (p + a).cpu(), labels[p].cpu(), x[p].cpu())
-            far = far.merge(cand, keep_far)
-    return sums_q, counts, torch.tensor(inertias, dtype=torch.float64), far
-
-
-def _reduce(comm, shard, sums_q, counts, inertias):
-    K, D = sums_q.shape
-    packed = comm.all_reduce_sum(torch.cat([sums_q.flatten(), counts]), "the per-cluster sums")  # (K*D + K,)
-    tot_sums = packed[: K * D].reshape(K, D).to(torch.float64) * shard.grid  # (K, D) float64
-    tot_counts = packed[K * D :]
-    all_in = torch.cat(comm.all_gather_rows(inertias, "the inertia"))  # (C,) in global chunk order
-    return tot_sums, tot_counts, _sum_f64(all_in)
-
-
-def _relocate(comm, sums, counts, far):
-    """Empty clusters take the farthest points (from their own centres), removed from their clusters."""
-    empty = (counts == 0).nonzero().flatten()  # (e,)
-    if empty.numel() == 0:
-        return sums, counts, []
-    if comm.active:
-        K = counts.numel()
-        parts = comm.all_gather_rows(
-            torch.cat([far.mind[:, None], far.index[:, None].double(), far.label[:, None].double(),
-                       far.rows.double()], 1), "the farthest points")
-        allc = torch.cat(parts)
-        far = _Candidates.empty(far.rows.shape[1], far.rows.dtype).merge(
-            _Candidates(allc[:, 0], allc[:, 1].long(), allc[:, 2].long(), allc[:, 3:].to(far.rows.dtype)), K)
-    sums, counts = sums.clone(), counts.clone()
-    relocated = []
-    taken = 0
-    for j in empty.tolist():  # few empty clusters; each takes the next farthest point whose cluster keeps one
-        while taken < far.index.numel() and counts[int(far.label[taken])] <= 1:
-            taken += 1
-        if taken >= far.index.numel():
-            break
-        x = far.rows[taken].to(torch.float64)
-        lab = int(far.label[taken])
-        sums[lab] -= x
-        counts[lab] -= 1
-        sums[j] = x
-        counts[j] = 1
-        relocated.append(j)
-        taken += 1
-    return sums, counts, relocated
-
-
-def _lloyd(shard, centers, *, K, max_iter, tol, budget, backend, device, comm, start_iter, history,
-           converged, checkpoint, checkpoint_every, ckpt_fields):
+def _lloyd(shard, C, *, K, max_iter, tol, budget, backend, device, comm, was_numpy, state, checkpoint,
+           checkpoint_every, ckpt_fields):
+    """As ``kmeans._lloyd`` (same stopping rule, same history), one pass per iteration."""
     from . import _checkpoint
+    from .kmeans import _history_entry, _plan_relocation, _update_centers
 
-    it = start_iter
-    while not converged and it < max_iter:
+    t0 = time.perf_counter()
+    stats = _pass(shard, C, K, budget, backend, device, comm)
+    if state is None:
+        history = [_history_entry(0, C, stats, 0.0, torch.zeros(0, dtype=torch.int64), time.perf_counter() - t0,
+                                  was_numpy)]
+        start, converged = 0, False
+    else:
+        history, start, converged = state["history"], state["iteration"], state["converged"]
+    n_iter = start
+    for it in range(start + 1, max_iter + 1):
+        if converged:
+            break
         t0 = time.perf_counter()
-        sums_q, counts, inertias, far = _one_pass(shard, centers, K, budget, backend, device, keep_far=K)
-        sums, counts, inertia = _reduce(comm, shard, sums_q, counts, inertias)
-        sums, counts, relocated = _relocate(comm, sums, counts, far)
-        nonempty = counts > 0
-        new = centers.to(torch.float64).cpu().clone()  # (K, D)
-        new[nonempty] = sums[nonempty] / counts[nonempty, None].to(torch.float64)
-        shift = ((new - centers.to(torch.float64).cpu()) ** 2).sum(1).sqrt()  # (K,)
-        max_shift = float(shift.max())
-        centers = new.to(centers.dtype).to(centers.device)
-        it += 1
-        history.append({
-            "iteration": it, "inertia": inertia, "max_shift": max_shift, "sizes": counts.tolist(),
-            "relocated": relocated, "seconds": time.perf_counter() - t0,
-        })
-        converged = max_shift < tol or max_shift == 0.0
-        if not bool(nonempty.all()):
-            warnings.warn(
-                f"k-means: {int((~nonempty).sum())} cluster(s) stayed empty: the data has fewer distinct points "
-                f"than n_clusters={K}", RuntimeWarning, stacklevel=4)
+        C_new, relocated, _ = _update_centers(stats, C)
+        shift = ((C_new.to(torch.float64) - C.to(torch.float64)) ** 2).sum(1).sqrt()  # (K,)
+        max_shift = float(shift.max()) if shift.numel() else 0.0
+        new = _pass(shard, C_new, K, budget, backend, device, comm)
+        # the assignment did not change -> same sums and counts (and vice versa, but for exact ties)
+        fixed = bool(torch.equal(new.counts, stats.counts) and torch.equal(new.sums, stats.sums))
+        C, stats = C_new, new
+        n_iter = it
+        history.append(_history_entry(it, C, stats, max_shift, relocated, time.perf_counter() - t0, was_numpy))
+        converged = (max_shift < tol or fixed) and _plan_relocation(stats)[0].numel() == 0
         if checkpoint is not None and comm.rank == 0 and (it % checkpoint_every == 0 or converged or it == max_iter):
-            _checkpoint.save(checkpoint, centers=centers, iteration=it, converged=converged, history=history,
-                             **ckpt_fields)
-    return centers, it, converged
+            _checkpoint.save(checkpoint, centers=C, iteration=it, converged=converged, history=history, **ckpt_fields)
+    return C, stats, n_iter, converged, history
 
 
-def _final_pass(shard, centers, K, budget, backend, device, comm, labels_out, keep_labels):
-    """Labels and inertia of the final centres; labels to memory or written into ``labels_out``."""
+def _labels_pass(shard, C, K, budget, backend, device, comm, labels_out, keep):
+    """Labels of the final centres: into ``labels_out`` (.npy, every rank writes its rows) and/or memory."""
     fd = tmp = None
     header = 0
     if labels_out is not None:
@@ -614,158 +502,179 @@ def _final_pass(shard, centers, K, budget, backend, device, comm, labels_out, ke
         comm.barrier("creating the labels file")
         header = np.load(tmp, mmap_mode="r").offset
         fd = os.open(tmp, os.O_WRONLY)
-    labels_mem = torch.empty(shard.r_hi - shard.r_lo, dtype=torch.int64) if keep_labels else None
-    inertias = []
+    mem = torch.empty(shard.r_hi - shard.r_lo, dtype=torch.int64) if keep else None
+
+    def sink(a: int, lab: torch.Tensor) -> None:
+        lab = lab.cpu()
+        if fd is not None:
+            os.pwrite(fd, lab.numpy().tobytes(), header + 8 * a)
+        if mem is not None:
+            mem[a - shard.r_lo : a - shard.r_lo + lab.shape[0]] = lab
+
     try:
-        for _, a, x in shard.chunks(device):
-            mind, labels = _assign_chunk(x, centers, budget, backend)
-            inertias.append(_sum_f64(mind))
-            lab = labels.cpu()
-            if fd is not None:
-                os.pwrite(fd, lab.numpy().tobytes(), header + 8 * a)
-            if labels_mem is not None:
-                labels_mem[a - shard.r_lo : a - shard.r_lo + lab.shape[0]] = lab
+        _pass(shard, C, K, budget, backend, device, comm, sink=sink)
     finally:
         if fd is not None:
             os.fsync(fd)
             os.close(fd)
-    all_in = torch.cat(comm.all_gather_rows(torch.tensor(inertias, dtype=torch.float64), "the final inertia"))
-    if keep_labels and comm.active:
-        labels_mem = torch.cat(comm.all_gather_rows(labels_mem, "the labels"))
+    if mem is not None and comm.active:
+        mem = torch.cat(comm.all_gather_rows(mem, "the labels"))
     if tmp is not None:
         comm.barrier("writing the labels file")
         if comm.rank == 0:
             os.replace(tmp, labels_out)
         comm.barrier("renaming the labels file")
-    return labels_mem, _sum_f64(all_in)
+    return mem
 
 
-def kmeans_stream(
-    X: Any,
-    n_clusters: int,
-    *,
-    init: Any = "k-means++",
-    max_iter: int = 300,
-    tol: float = 1e-4,
-    seed: Any = None,
-    working_memory: float | None = None,
-    device: Any = None,
-    backend: str = "auto",
-    labels_out: str | os.PathLike | None = None,
-    checkpoint: str | os.PathLike | None = None,
-    checkpoint_every: int = 1,
-    resume: str | os.PathLike | None = None,
-) -> StreamResult:
-    """Lloyd k-means over data streamed in chunks, on one process or on every rank of a process group.
-
-    Parameters
-    ----------
-    X : str, os.PathLike, np.memmap, re-iterable of arrays of shape (n_i, D), or array of shape (N, D)
-        A ``.npy`` path or memory map is read chunk by chunk (resident memory
-        bounded by ``working_memory``, not by N).  Under ``torch.distributed``,
-        a path, memory map or array is the *global* data (each rank reads its
-        contiguous slice), while a re-iterable is *this rank's* shard (ranks in
-        rank order make the global data).
-    n_clusters : int
-        Number of clusters K.
-    init : {"k-means++", "random"}, sequence of K row indices, or array of shape (K, D)
-        ``"k-means++"`` (greedy, as scikit-learn) and ``"random"`` run on a
-        seeded sample of ``max(65536, 20 K)`` global row indices (all rows when
-        N is smaller), the same on every rank.
-    max_iter, tol : int, float
-        Stop after ``max_iter`` iterations or when every centre moved less than
-        ``tol`` (Euclidean distance, data units) -- or did not move at all.
-    seed : int or torch.Generator, optional
-    working_memory : float, optional
-        MiB budget for one chunk and its temporaries (default 256).
-    device : str or torch.device, optional
-        Where the chunks are computed (default: the data's device, CPU for files).
-    backend : {"auto", "torch", "triton"}
-    labels_out : path, optional
-        Write the final labels (int64) to this ``.npy`` file (atomically; under
-        ``torch.distributed`` each rank writes its rows -- the folder must be
-        shared, as the data is).  Without it, labels are kept only for
-        in-memory input.
-    checkpoint : path, optional
-        Write a checkpoint every ``checkpoint_every`` iterations (rank 0,
-        atomically); ``resume`` continues from one and ends with the same
-        result as an uninterrupted run.
-
-    Returns
-    -------
-    StreamResult
-        ``centers`` (K, D) (NumPy for NumPy/file input), ``labels``, ``inertia``
-        (of the final centres), ``n_iter``, ``converged``, ``history``.
-
-    Examples
-    --------
-    >>> import numpy as np, sqdist
-    >>> X = np.r_[np.zeros((50, 2)), np.ones((50, 2)) * 10]
-    >>> chunks = [X[:30], X[30:70], X[70:]]
-    >>> res = sqdist.kmeans_stream(chunks, 2, init=[0, 99])
-    >>> res.centers
-    array([[ 0.,  0.],
-           [10., 10.]])
-    >>> res.n_iter, res.converged, res.inertia
-    (1, True, 0.0)
-    """
+def _fit(X, n_clusters, *, init, n_init, max_iter, tol, seed, working_memory, backend, device, dtype, labels_out,
+         checkpoint, checkpoint_every, resume, keep_labels=None):
+    """Validated streaming / distributed k-means; returns a ``KMeansResult``."""
     from . import _checkpoint
     from .distances import _resolve_backend
     from .distributed import _Comm
+    from .kmeans import KMeansResult, _parse_init
+    from ._validation import ConvergenceWarning, check_real, make_generator
 
-    K = check_positive_int(n_clusters, "n_clusters")
+    K = _n_clusters_of(init, n_clusters)
+    n_init = check_positive_int(n_init, "n_init")
     max_iter = check_positive_int(max_iter, "max_iter")
-    tol = check_positive_number(tol, "tol", allow_zero=True)
+    tol = check_real(tol, "tol", minimum=0.0)
     checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+    if n_init != 1 and (checkpoint is not None or resume is not None):
+        raise SqdistError(f"n_init: checkpoints and resume need n_init=1, got n_init={n_init}")
     budget = _chunking.resolve_budget(working_memory)
     source = as_source(X)
     in_memory = isinstance(source, _ArraySource)
-    if device is None:
-        dev = source.t.device if in_memory else torch.device("cpu")  # type: ignore[attr-defined]
-    else:
-        dev = torch.device(device)
+    dev = torch.device(device) if device is not None else (source.t.device if in_memory else torch.device("cpu"))
     backend = _resolve_backend(backend, dev)
     comm = _Comm()
     if comm.active and comm.backend == "nccl" and dev.type != "cuda":
         raise SqdistError(f"device: the process group uses NCCL, so compute on CUDA (device='cuda'), got {dev}")
     D = source.n_features
-    cdt = compute_dtype(source.dtype)
-    R = _chunk_rows(budget, K, D, torch.finfo(cdt).bits // 8)
+    ddtype = source.dtype if dtype is None else dtype
+    cdtype = compute_dtype(ddtype)
+    R = _chunk_rows(budget, K, D, torch.finfo(cdtype).bits // 8)
     shard, bound = _scan(source, R, comm)
+    shard.dtype = ddtype
     N = shard.n_rows
-    if K > N:
-        raise SqdistError(f"n_clusters: expected at most the number of rows ({N}), got {K}")
+    if N == 0 or D == 0:
+        raise SqdistError(f"X: expected at least one point and one feature, got {N} x {D}")
+    init_k, K = _parse_init(init, n_clusters, torch.zeros((1, D), dtype=ddtype).expand(N, D))
+    if not isinstance(init_k, str) and n_init != 1:
+        n_init = 1
     e = _grid_exponents(N, bound)
     shard.grid = torch.ldexp(torch.ones(D, dtype=torch.float64), e.double())  # (D,) 2**e_d
     shard.scale = torch.ldexp(torch.ones(D, dtype=torch.float64), (-e).double()).to(dev)  # (D,) 2**-e_d
-    g = _generator(seed)
-    fingerprint = {"n_rows": N, "n_features": D, "n_clusters": K, "dtype": str(source.dtype), "tol": tol,
-                   "chunk_rows": R}
-    if resume is not None:
-        state = _checkpoint.load(resume, fingerprint)
-        centers = state["centers"].to(source.dtype).to(dev)
-        start, history, converged = state["iteration"], state["history"], state["converged"]
-        if state["rng_state"] is not None:
-            g.set_state(state["rng_state"])
-    else:
-        centers = _init_centers(shard, K, init, g, comm, budget, backend).to(dev)
-        start, history, converged = 0, [], False
-    rng_state = g.get_state()
-    centers, n_iter, converged = _lloyd(
-        shard, centers, K=K, max_iter=max_iter, tol=tol, budget=budget, backend=backend, device=dev, comm=comm,
-        start_iter=start, history=history, converged=converged, checkpoint=checkpoint,
-        checkpoint_every=checkpoint_every, ckpt_fields={"rng_state": rng_state, "fingerprint": fingerprint},
-    )
-    labels, inertia = _final_pass(shard, centers, K, budget, backend, dev, comm, labels_out, keep_labels=in_memory)
-    numpy_out = source.numpy_out
-    if labels_out is not None and labels is None:
+    gen = make_generator(seed)
+    was_numpy = source.numpy_out
+    fp = {"n_rows": N, "n_features": D, "n_clusters": K, "dtype": str(cdtype), "tol": tol, "chunk_rows": R}
+    best = None
+    for _ in range(n_init):
+        state = None
+        if resume is not None:
+            state = _checkpoint.load(resume, fp, was_numpy)
+            C0 = state["init_centers"].to(device=dev, dtype=cdtype)
+            C = state["centers"].to(device=dev, dtype=cdtype)
+            if state["rng_state"] is not None:
+                gen.set_state(state["rng_state"])
+        else:
+            C0 = _initial_centers(shard, init_k, K, gen, comm, budget, cdtype).to(dev)
+            C = C0
+        ckpt = {"rng_state": gen.get_state(), "fingerprint": fp, "init_centers": C0}
+        C, stats, n_iter, converged, history = _lloyd(
+            shard, C, K=K, max_iter=max_iter, tol=tol, budget=budget, backend=backend, device=dev, comm=comm,
+            was_numpy=was_numpy, state=state, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+            ckpt_fields=ckpt)
+        if best is None or float(stats.inertia) < float(best[1].inertia):
+            best = (C, stats, n_iter, converged, history, C0)
+    C, stats, n_iter, converged, history, C0 = best
+    n_nonempty = int((stats.counts > 0).sum())
+    if n_nonempty < K:
+        warnings.warn(
+            f"k-means ended with {n_nonempty} non-empty clusters out of n_clusters={K}: "
+            f"X probably has fewer than {K} distinct points", ConvergenceWarning, stacklevel=3)
+    keep = in_memory if keep_labels is None else keep_labels
+    labels = None
+    if keep or labels_out is not None:
+        labels = _labels_pass(shard, C, K, budget, backend, dev, comm, labels_out, keep)
+    if labels is None and labels_out is not None:
         labels = np.load(os.fspath(labels_out), mmap_mode="r")
-    elif labels is not None and numpy_out:
-        labels = labels.numpy()
     elif labels is not None:
-        labels = labels.to(dev)
-    out_centers = centers.cpu().numpy() if numpy_out else centers
-    return StreamResult(out_centers, labels, inertia, n_iter, converged, history)
+        labels = labels.numpy() if was_numpy else labels.to(dev)
+    conv = (lambda t: t.cpu().numpy()) if was_numpy else (lambda t: t)
+    return KMeansResult(centers=conv(C), labels=labels, inertia=float(stats.inertia), n_iter=n_iter,
+                        converged=converged, history=history, init_centers=conv(C0))
+
+
+def kmeans_stream(
+    X: Any,
+    n_clusters: int | None = None,
+    *,
+    init: Any = "k-means++",
+    n_init: int = 1,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    seed: Any = None,
+    working_memory: float | None = None,
+    backend: str = "auto",
+    device: Any = None,
+    labels_out: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 1,
+    resume: str | os.PathLike | None = None,
+) -> Any:
+    """Lloyd k-means over data streamed in chunks, on one process or on every rank of a process group.
+
+    :func:`sqdist.kmeans` calls this for a path, memory map or re-iterable
+    of chunks, and whenever a ``torch.distributed`` process group is
+    initialised; call it directly for the options below.  Same algorithm,
+    stopping rule, empty-cluster policy and history as :func:`sqdist.kmeans`.
+
+    Parameters
+    ----------
+    X : str, os.PathLike, np.memmap, re-iterable of arrays of shape (n_i, D), or array of shape (N, D)
+        A ``.npy`` path or memory map is read chunk by chunk: resident memory
+        is bounded by ``working_memory``, not by N.  Under ``torch.distributed``
+        a path, memory map or array is the *global* data (each rank reads its
+        contiguous slice of whole chunks), a re-iterable is *this rank's*
+        shard (the ranks' shards in rank order make the global data).
+    n_clusters, init, n_init, max_iter, tol, seed, working_memory, backend
+        As in :func:`sqdist.kmeans`.  ``"k-means++"`` and ``"random"`` run on a
+        seeded sample of ``max(65536, 20 K)`` global row indices (all rows when
+        N is smaller -- then the initial centres are those of
+        :func:`sqdist.kmeans`), the same on every rank.
+    device : str or torch.device, optional
+        Where chunks are computed (default: the data's device; CPU for files).
+    labels_out : path, optional
+        Write the final labels (int64 ``.npy``, atomically).  Under
+        ``torch.distributed`` each rank writes its rows, so the folder must be
+        shared (as the data file is).  Without it, labels are returned only
+        for in-memory input; ``labels`` is then None.
+    checkpoint : path, optional
+        Rank 0 writes the state every ``checkpoint_every`` iterations and at the
+        end (``.npz``, temporary file + rename).
+    resume : path, optional
+        Continue from a checkpoint of the same data and settings; the result
+        equals that of an uninterrupted run.
+
+    Returns
+    -------
+    KMeansResult
+        NumPy for file / NumPy input, tensors for tensor input.
+
+    Examples
+    --------
+    >>> import numpy as np, sqdist
+    >>> X = np.r_[np.zeros((50, 2)), np.full((50, 2), 10.0)]
+    >>> chunks = [X[:30], X[30:70], X[70:]]            # any re-iterable of (n_i, D) blocks
+    >>> r = sqdist.kmeans_stream(chunks, 2, init=[0, 99])
+    >>> r.centers.tolist(), r.inertia, r.n_iter, r.converged
+    ([[0.0, 0.0], [10.0, 10.0]], 0.0, 1, True)
+    """
+    return _fit(X, n_clusters, init=init, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed,
+                working_memory=working_memory, backend=backend, device=device, dtype=None, labels_out=labels_out,
+                checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume)
 
 
 # --------------------------------------------------------------------------
