@@ -41,6 +41,7 @@ from __future__ import annotations
 import math
 import mmap
 import os
+import sys
 import time
 import warnings
 from collections.abc import Iterable, Iterator
@@ -90,6 +91,32 @@ def is_out_of_core(X: Any) -> bool:
     return isinstance(X, Iterable) and not isinstance(X, (bytes, dict))
 
 
+def _load_malloc_trim() -> Any:
+    """glibc's ``malloc_trim`` (None elsewhere).
+
+    glibc raises its mmap threshold after large blocks are freed, so the
+    chunk-sized temporaries of a long pass end up in the heap and are kept
+    there; trimming after every chunk hands them back, which keeps the
+    resident set of a streamed pass at the size of one chunk.
+    """
+    import ctypes
+    import ctypes.util
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        fn = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_size_t]
+    fn.restype = ctypes.c_int
+    return lambda: fn(0)
+
+
+_malloc_trim = _load_malloc_trim()
+
+
 class _Source:
     """Rows of a data set, readable by global row ranges (files, arrays) or sequentially (iterables)."""
 
@@ -102,16 +129,16 @@ class _Source:
     def rows(self, a: int, b: int) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def take(self, idx: np.ndarray) -> torch.Tensor:
-        """Rows at sorted global indices ``idx`` (read range by range, pages released after each)."""
+    def take(self, idx: np.ndarray, max_rows: int) -> torch.Tensor:
+        """Rows at sorted global indices ``idx``, read in spans of at most ``max_rows`` rows."""
         parts = []
-        for s in range(0, len(idx), 4096):
-            sel = idx[s : s + 4096]
-            a, b = int(sel[0]), int(sel[-1]) + 1
-            if b - a <= 4 * CHUNK_ROWS_MAX:
-                parts.append(self.rows(a, b)[torch.from_numpy(sel - a)])
-            else:
-                parts.append(torch.cat([self.rows(int(i), int(i) + 1) for i in sel]))
+        i = 0
+        while i < len(idx):  # one span per iteration: at most len(idx) spans
+            a = int(idx[i])
+            j = int(np.searchsorted(idx, a + max_rows, side="left"))
+            b = int(idx[j - 1]) + 1
+            parts.append(self.rows(a, b)[torch.from_numpy(idx[i:j] - a)])
+            i = j
         if not parts:
             return torch.empty((0, self.n_features), dtype=self.dtype)
         return torch.cat(parts)
@@ -189,7 +216,8 @@ class _IterSource(_Source):
     random_access = False
 
     def __init__(self, X: Any, name: str):
-        if iter(X) is X:
+        it = iter(X)
+        if it is X:
             raise SqdistError(
                 f"{name}: got a one-shot iterator ({type(X).__name__}); k-means reads the data once per "
                 f"iteration, so pass a re-iterable (a list of chunks, or an object whose __iter__ returns a "
@@ -198,7 +226,7 @@ class _IterSource(_Source):
         self.X = X
         self.name = name
         self.n_rows = None
-        first = next(iter(X), None)
+        first = next(it, None)
         if first is None:
             raise SqdistError(f"{name}: the iterable of chunks is empty")
         t, was_numpy = as_tensor(first, f"{name} chunk 0")
@@ -259,10 +287,13 @@ class _Shard:
     def chunks(self, device: torch.device) -> Iterator[tuple[int, int, torch.Tensor]]:
         """Yield ``(global chunk id, global first row, rows on device)`` for this rank's chunks."""
         src = self.source
+        trim = _malloc_trim if isinstance(src, _NpySource) else None
         if src.random_access:
             for c in range(self.c_lo, self.c_hi):
                 a, b = c * self.R, min((c + 1) * self.R, self.n_rows)
                 yield c, a, src.rows(a, b).to(device=device, dtype=src.dtype if self.dtype is None else self.dtype)
+                if trim is not None:
+                    trim()
         else:
             c, a = self.c_lo, self.r_lo
             for piece in src.pieces(self.R):  # type: ignore[attr-defined]
@@ -278,37 +309,47 @@ def _chunk_rows(budget: int, K: int, D: int, itemsize: int) -> int:
 
 
 def _scan(source: _Source, R: int, comm: Any) -> tuple[_Shard, torch.Tensor]:
-    """Shard the data and validate this rank's rows (finite); returns the shard and max|x_d| (D,)."""
+    """Shard the data and validate this rank's rows (finite) in one pass; returns the shard and max|x_d| (D,)."""
     D = source.n_features
     if source.random_access:
         N = int(source.n_rows)  # type: ignore[arg-type]
         C = max(1, -(-N // R))
         c_lo, c_hi = C * comm.rank // comm.world, C * (comm.rank + 1) // comm.world
         shard = _Shard(source, R, N, C, c_lo, c_hi, min(c_lo * R, N), min(c_hi * R, N))
-    else:  # this rank's own chunks: count them, then place them after the lower ranks'
-        n_loc = c_loc = 0
-        for piece in source.pieces(R):  # type: ignore[attr-defined]
-            n_loc += piece.shape[0]
-            c_loc += 1
-        counts = comm.all_gather_fixed(torch.tensor([n_loc, c_loc], dtype=torch.int64), "counting rows").tolist()
-        r_lo = sum(n for n, _ in counts[: comm.rank])
-        c_lo = sum(c for _, c in counts[: comm.rank])
-        N = sum(n for n, _ in counts)
-        C = sum(c for _, c in counts)
-        shard = _Shard(source, R, N, C, c_lo, c_lo + c_loc, r_lo, r_lo + n_loc)
+        pieces = ((a, x) for _, a, x in shard.chunks(torch.device("cpu")))
+    else:  # this rank's own chunks, counted in this pass and placed after the lower ranks' afterwards
+        shard = None
+        pieces = _numbered(source.pieces(R))  # type: ignore[attr-defined]
     bound = torch.zeros(D, dtype=torch.float64)
-    bad: str | None = None
-    for _, a, x in shard.chunks(torch.device("cpu")):
+    bad = None  # first non-finite row, local to this rank's rows
+    n_loc = c_loc = 0
+    for a, x in pieces:
+        n_loc, c_loc = a + x.shape[0], c_loc + 1
         finite = torch.isfinite(x).all(dim=1)  # (n,)
         if not bool(finite.all()):
-            row = a + int((~finite).nonzero()[0, 0])
-            bad = f"X: row {row} contains NaN or Inf; k-means needs finite data"
+            bad = a + int((~finite).nonzero()[0, 0])
             break
         if x.shape[0]:
             bound = torch.maximum(bound, x.abs().amax(dim=0).to(torch.float64))
-    comm.agree_error(bad, "validating the data")
+    if shard is None:
+        counts = comm.all_gather_fixed(torch.tensor([n_loc, c_loc], dtype=torch.int64), "counting rows").tolist()
+        r_lo = sum(n for n, _ in counts[: comm.rank])
+        c_lo = sum(c for _, c in counts[: comm.rank])
+        shard = _Shard(source, R, sum(n for n, _ in counts), sum(c for _, c in counts), c_lo, c_lo + c_loc,
+                       r_lo, r_lo + n_loc)
+        if bad is not None:
+            bad += r_lo
+    comm.agree_error(None if bad is None else f"X: row {bad} contains NaN or Inf; k-means needs finite data",
+                     "validating the data")
     bound = comm.all_reduce_max(bound, "validating the data")
     return shard, bound
+
+
+def _numbered(pieces: Iterator[torch.Tensor]) -> Iterator[tuple[int, torch.Tensor]]:
+    a = 0
+    for x in pieces:
+        yield a, x
+        a += x.shape[0]
 
 
 # --------------------------------------------------------------------------
@@ -404,7 +445,7 @@ def _gather_rows(shard: _Shard, idx: np.ndarray, comm: Any) -> torch.Tensor:
     """Rows at sorted global indices ``idx``, on every rank (random access, or one pass + all_gather)."""
     src = shard.source
     if src.random_access:
-        return src.take(idx).to(shard.dtype)
+        return src.take(idx, shard.R).to(shard.dtype)
     lo, hi = np.searchsorted(idx, [shard.r_lo, shard.r_hi])
     mine = idx[lo:hi]
     parts = []
