@@ -84,8 +84,8 @@ def is_out_of_core(X: Any) -> bool:
     """
     if isinstance(X, (str, os.PathLike, np.memmap)):
         return True
-    if isinstance(X, (np.ndarray, torch.Tensor)):
-        return False
+    if isinstance(X, (np.ndarray, torch.Tensor)) or hasattr(X, "__array__") or hasattr(X, "__array_interface__"):
+        return False  # arrays and array-likes (DataFrames, ...) are in memory
     if isinstance(X, (list, tuple)):
         return len(X) > 0 and all(_is_chunk(c) for c in X)
     return isinstance(X, Iterable) and not isinstance(X, (bytes, dict))
@@ -188,7 +188,10 @@ class _NpySource(_Source):
         self.np_dtype = np_dtype
         self.dtype = torch.from_numpy(np.zeros(0, np_dtype)).dtype
         self.numpy_out = True
-        self._mmap = getattr(mm, "_mmap", None) if mm.flags.c_contiguous else None
+        # pages are only released from read-only or shared maps ("r", "r+"): never from a
+        # copy-on-write map ("c"), whose private changes would be lost
+        releasable = mm.flags.c_contiguous and getattr(mm, "mode", None) in ("r", "r+")
+        self._mmap = getattr(mm, "_mmap", None) if releasable else None
         self._base = None
         if self._mmap is not None and hasattr(self._mmap, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
             self._base = np.frombuffer(self._mmap, dtype=np.uint8).ctypes.data
