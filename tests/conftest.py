@@ -13,6 +13,15 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 if str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
 
+# Without CUDA, the Triton kernels are tested on CPU tensors under Triton's interpreter.
+# Triton fixes interpreted-vs-compiled when it is first imported, and doctest collection
+# may import it before tests/test_triton.py runs: set the flag here, before any collection.
+if "TRITON_INTERPRET" not in os.environ:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
+
 
 @pytest.fixture
 def run_cli():

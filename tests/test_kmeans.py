@@ -438,3 +438,50 @@ def test_cli_bad_input_one_line_exit_2(tmp_path, monkeypatch, capsys, args, matc
     assert len(lines) == 1 and "Traceback" not in err, err
     assert match in lines[0]
     assert not (tmp_path / "p.png").exists() and not (tmp_path / "l.npy").exists()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_exact_ties_far_from_origin_go_to_lowest_index(dtype):
+    # points exactly halfway between two centres, 1e4 away from the origin: the
+    # product's rounding would pick either; the exact distances tie -> lowest index
+    off = 1e4
+    C = torch.tensor([[off + 0.0], [off + 2.0], [off + 4.0], [off + 6.0]], dtype=dtype)
+    X = torch.tensor([[off + 1.0], [off + 3.0], [off + 5.0], [off + 2.0], [off + 5.9]], dtype=dtype)
+    st = _assign_accumulate(X, C, budget=2**20, backend="torch")
+    assert st.labels.tolist() == [0, 1, 2, 1, 3]
+    assert st.mind.tolist() == pytest.approx([1.0, 1.0, 1.0, 0.0, 0.01], abs=1e-3)
+    rng = np.random.default_rng(0)
+    Y = torch.from_numpy(off + rng.normal(size=(3000, 3))).to(dtype)
+    Cs = Y[:9].clone()
+    st = _assign_accumulate(Y, Cs, budget=2**20, backend="torch")
+    exact = ((Y.double()[:, None] - Cs.double()[None]) ** 2).sum(-1)
+    ok = exact.gather(1, st.labels[:, None])[:, 0] <= exact.min(1).values * (1 + 1e-4) + 1e-4
+    assert bool(ok.all())
+
+
+def test_dispatch_to_optional_kernels(monkeypatch):
+    import types
+
+    from sqdist.kmeans import _assign_torch
+
+    calls = []
+
+    def fake(X, C, **kw):
+        calls.append(kw)
+        return _assign_torch(X, C, 2**20)
+
+    cpu = types.ModuleType("sqdist._cpu_kernels")
+    cpu.available = lambda: True
+    cpu.supports = lambda X, C: X.dtype == torch.float64
+    cpu.assign_accumulate = fake
+    monkeypatch.setitem(sys.modules, "sqdist._cpu_kernels", cpu)
+    X = torch.from_numpy(make_blobs()[0])
+    ref = kmeans(X, init=EXERCISE_INIT_INDICES[5], max_iter=3)
+    assert len(calls) == ref.n_iter + 1  # one assignment per iteration plus the initial one
+    kmeans(X.float(), init=EXERCISE_INIT_INDICES[5], max_iter=3)
+    assert len(calls) == ref.n_iter + 1  # supports() said no: torch path
+    tri = types.ModuleType("sqdist._triton")
+    tri.assign_accumulate_triton = fake
+    monkeypatch.setitem(sys.modules, "sqdist._triton", tri)
+    st = _assign_accumulate(X, X[:5].clone(), budget=2**20, backend="triton")
+    assert calls[-1] == {"budget": 2**20, "backend": "triton"} and st.labels.shape == (250,)

@@ -204,7 +204,9 @@ def _gemm_block(Xb: torch.Tensor, prep: _Prepared, out: torch.Tensor | None, bud
 def _broadcast_block(Xb: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
     """The exercise's broadcasting: (n, 1, D) - (1, P, D) -> (n, P, D) -> sum -> (n, P)."""
     diff = Xb[:, None, :] - T[None, :, :]  # (n, P, D)
-    return (diff * diff).sum(-1)  # (n, P)
+    if diff.requires_grad:
+        return (diff * diff).sum(-1)  # (n, P); autograd needs the out-of-place square
+    return diff.square_().sum(-1)  # (n, P); in place: one (n, P, D) block, as budgeted
 
 
 def _numpy_block(Xb: np.ndarray, T: np.ndarray) -> np.ndarray:

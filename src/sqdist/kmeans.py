@@ -7,7 +7,10 @@ Algorithm (the exercise's Task 3, with scikit-learn's conventions)
 2. **Assign** every point to its nearest centre -- ``argmin`` over the centre
    axis of the exact squared distances, computed in row chunks so the
    ``N x K`` matrix never exceeds the working-memory budget; ties go to the
-   smallest centre index.
+   smallest centre index.  One matrix product on centred data ranks the
+   centres; rows whose best two centres are closer than the product's
+   rounding-error bound are recomputed with the direct formula, so the
+   argmin is that of the exact distances (see ``_assign_rows``).
 3. **Update** every centre to the mean of its points (sums and counts in
    float64, accumulated with ``index_add_`` in row order: no one-hot matrix,
    no loop over clusters, bit-identical for any thread count on the CPU).
@@ -51,6 +54,7 @@ import importlib
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 import warnings
@@ -79,6 +83,9 @@ from .distances import _bytes_per_row, _gemm_block, _Prepared, _resolve_backend
 __all__ = ["kmeans", "KMeans", "KMeansResult", "INITS"]
 
 INITS = ("k-means++", "random")
+
+# target size of one (n, K) block of the assignment: small blocks stay in cache
+_CACHE_BYTES = 2 * 2**20
 
 
 # --------------------------------------------------------------------------
@@ -164,14 +171,52 @@ def _segment_add(out: torch.Tensor, index: torch.Tensor, src: torch.Tensor) -> t
     return out.index_put_((index,), src, accumulate=True)
 
 
+_MISSING: set[str] = set()
+
+
 def _optional_module(name: str):
-    """Import an optional sqdist kernel module; None when that module does not exist."""
+    """Import an optional sqdist kernel module; None when that module does not exist
+    (remembered, so the file system is searched once per process)."""
+    mod = sys.modules.get(name)
+    if mod is not None:
+        return mod
+    if name in _MISSING:
+        return None
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name == name:
+            _MISSING.add(name)
             return None
         raise
+
+
+def _assign_rows(Xb: torch.Tensor, C: torch.Tensor, Cc: torch.Tensor, c: torch.Tensor, nt: torch.Tensor,
+                 gamma: float, budget: int) -> torch.Tensor:
+    """Exact nearest-centre index of every row of ``Xb`` (n, D); ties go to the lowest index.
+
+    One product on centred data gives ``s[i, j] = ||t_j - c||^2 - 2 (x_i - c).(t_j - c)``,
+    which orders the centres like the distances.  Its rounding error is below
+    ``gamma * (||x_i - c||^2 + max_j ||t_j - c||^2)`` (a generous multiple of the
+    dot-product bound ``D * eps``).  A row whose second-best centre lies within
+    twice that bound of the best is ambiguous and is recomputed with the direct
+    formula ``sum((x - t)**2)``; all other rows' argmin is provably exact.
+    """
+    Xc = Xb - c  # (n, D)
+    s = torch.addmm(nt, Xc, Cc.T, beta=1, alpha=-2)  # (n, K)
+    smin, lab = s.min(dim=1)  # (n,), (n,)
+    limit = (Xc * Xc).sum(1).add_(nt.max()).mul_(2 * gamma).add_(smin)  # (n,)
+    s.scatter_(1, lab[:, None], math.inf)  # (n, K): best centre masked out
+    amb = (s.amin(dim=1) <= limit).nonzero().flatten()  # (a,) second best within the bound
+    del s
+    if amb.numel():
+        D, K = C.shape[1], C.shape[0]
+        step = max(1, budget // max(1, 2 * K * D * Xb.element_size()))
+        for st in range(0, amb.numel(), step):
+            rows = amb[st : st + step]
+            diff = Xb[rows][:, None, :] - C[None, :, :]  # (r, K, D)
+            lab[rows] = (diff * diff).sum(-1).argmin(dim=1)  # first index on ties
+    return lab
 
 
 def _assign_torch(X: torch.Tensor, centers: torch.Tensor, budget: int):
@@ -186,17 +231,20 @@ def _assign_torch(X: torch.Tensor, centers: torch.Tensor, budget: int):
     per_cluster = torch.zeros(K, dtype=torch.float64, device=X.device)
     if N == 0:
         return labels, mind, sums, counts, per_cluster.sum()
+    C = centers.to(cdtype)  # (K, D)
+    c = C.mean(0)  # (D,) centring: norms of the spread, not of the offset
+    Cc = C - c  # (K, D)
+    nt = (Cc * Cc).sum(1)  # (K,)
+    gamma = 4.0 * (D + 4) * torch.finfo(cdtype).eps
     item = torch.finfo(cdtype).bits // 8
-    row_bytes = K * item + _bytes_per_row("gemm", K, D, item) + D * (item + 8)
+    row_bytes = 3 * K * item + K + 3 * D * item + D * 8
     chunk = _chunking.rows_per_chunk(N, row_bytes, budget, what="k-means assignment")
-    prep = _Prepared(centers, cdtype)
+    chunk = min(chunk, max(256, _CACHE_BYTES // (K * item)))  # keep the (n, K) block cache-sized
     ones = None
     for sl in _chunking.row_slices(N, chunk):
         Xb = X[sl].to(cdtype)  # (n, D)
-        d = _gemm_block(Xb, prep, None, budget)  # (n, K)
-        lab = d.argmin(dim=1)  # (n,) first index on ties
-        del d
-        diff = Xb - prep.T[lab]  # (n, D)
+        lab = _assign_rows(Xb, C, Cc, c, nt, gamma, budget)  # (n,)
+        diff = Xb - C[lab]  # (n, D)
         md = (diff * diff).sum(1)  # (n,) direct, exact distance to the assigned centre
         del diff
         labels[sl] = lab
@@ -705,7 +753,7 @@ class KMeans:
     def _check_fitted(self, X: Any, name: str) -> tuple[torch.Tensor, bool, torch.Tensor]:
         if not hasattr(self, "cluster_centers_"):
             raise SqdistError(f"{name}: this KMeans is not fitted yet; call fit(X) first")
-        Xt, was_numpy = as_tensor(self._to_device(X) if not isinstance(X, torch.Tensor) or self.device is not None else X, "X")
+        Xt, was_numpy = as_tensor(self._to_device(X), "X")
         if Xt.ndim != 2 or Xt.shape[1] != self.n_features_in_:
             raise SqdistError(f"X: expected shape (n, {self.n_features_in_}) (the features seen in fit), got {describe(Xt)}")
         check_finite_rows(Xt, "X")
