@@ -6,10 +6,14 @@ peak memory of a streamed fit, and 1 process vs 2 gloo ranks.
     PYTHONPATH=src python benchmarks/streaming.py --no-ranks      # skip the 2-rank run
 
 Data: D = 8 float32 blobs (K true centres + unit noise), written once to --dir.
-Each size runs ``sqdist.kmeans_stream(path, K, init=first K rows, tol=0)`` for a
-fixed number of iterations with one thread; the time per iteration is the
-median of ``history[i]["time"]`` (one centre update + one pass over the file),
-the file being in the OS page cache (written just before).  Peak memory is
+The time of one Lloyd iteration is one assignment pass over the file (the
+streamed loop's ``_pass``: read the chunks, assign, accumulate, reduce) plus
+the K x D centre update (microseconds, not timed).  Passes are timed with one
+thread, wall clock and process CPU time, in --rounds rounds that interleave
+the sizes, keeping the fastest of each size (the machine is shared: the
+minimum is the least disturbed run); the files are in the OS page cache
+(written just before).  A full ``kmeans_stream`` fit (--iters iterations) of
+every size is also timed end to end.  Peak memory is
 measured in a fresh subprocess per file: VmHWM (peak resident set, including
 file pages) and the peak of RssAnon (anonymous memory) sampled every 2 ms.
 Writes a JSON file with every number.
@@ -122,7 +126,8 @@ def main() -> int:
     ap.add_argument("--dim", type=int, default=8)
     ap.add_argument("-k", type=int, default=16)
     ap.add_argument("--working-memory", type=float, default=64.0, help="MiB (default 64)")
-    ap.add_argument("--iters", type=int, default=3, help="timed iterations per size (default 3)")
+    ap.add_argument("--iters", type=int, default=2, help="iterations of the end-to-end fit per size (default 2)")
+    ap.add_argument("--rounds", type=int, default=2, help="timed passes per size, interleaved (default 2)")
     ap.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "sqdist-bench"))
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--no-ranks", action="store_true")
@@ -135,42 +140,71 @@ def main() -> int:
     import sqdist
 
     torch.set_num_threads(1)
+    from sqdist import streaming
+    from sqdist.distributed import _Comm
+
     folder = Path(a.dir)
     folder.mkdir(parents=True, exist_ok=True)
     sizes = [int(n) for n in a.sizes]
-    results = {"dim": a.dim, "k": a.k, "working_memory_mib": a.working_memory, "threads": 1, "sizes": []}
+    results = {"dim": a.dim, "k": a.k, "working_memory_mib": a.working_memory, "threads": 1, "rounds": a.rounds,
+               "sizes": []}
     print(f"streaming k-means, D={a.dim} float32, K={a.k}, working memory {a.working_memory:g} MiB, 1 thread, "
-          f"file in page cache; torch {torch.__version__}")
-    print(f"{'rows':>12} {'file MB':>9} {'write s':>8} {'s/iter':>9} {'ns/iter/row':>12} {'ratio':>6} "
-          f"{'HWM+ MB':>8} {'anon+ MB':>9}")
-    base_ns = None
+          f"files in page cache; torch {torch.__version__}")
+    paths, shards = {}, {}
+    budget = int(a.working_memory * 2**20)
     for n in sizes:
-        path = folder / f"blobs_{n}_{a.dim}.npy"
+        paths[n] = folder / f"blobs_{n}_{a.dim}.npy"
         t0 = time.perf_counter()
-        make_file(path, n, a.dim, a.k)
-        write_s = time.perf_counter() - t0
-        with threadpool_limits(1):
-            r = sqdist.kmeans_stream(str(path), a.k, init=np.arange(a.k), tol=0.0, max_iter=a.iters,
+        make_file(paths[n], n, a.dim, a.k)
+        print(f"  data {paths[n].name}: {paths[n].stat().st_size / 1e6:.0f} MB ({time.perf_counter() - t0:.1f} s)",
+              flush=True)
+    wall = {n: [] for n in sizes}
+    cpu = {n: [] for n in sizes}
+    comm = _Comm()
+    with threadpool_limits(1):
+        for n in sizes:
+            shards[n] = streaming._open_shard(streaming.as_source(str(paths[n])), a.k, budget, None,
+                                              torch.device("cpu"), comm)
+        C = torch.from_numpy(np.load(paths[sizes[0]], mmap_mode="r")[: a.k].copy())
+        for rnd in range(a.rounds):
+            for n in sizes:
+                w0, c0 = time.perf_counter(), time.process_time()
+                streaming._pass(shards[n], C, a.k, budget, "torch", torch.device("cpu"), comm)
+                wall[n].append(time.perf_counter() - w0)
+                cpu[n].append(time.process_time() - c0)
+            print(f"  round {rnd + 1}/{a.rounds}: " + ", ".join(f"{n:.0e} {wall[n][-1]:.2f} s" for n in sizes),
+                  flush=True)
+        fits = {}
+        for n in sizes:
+            r = sqdist.kmeans_stream(str(paths[n]), a.k, init=np.arange(a.k), tol=0.0, max_iter=a.iters,
                                      working_memory=a.working_memory)
-        times = [h["time"] for h in r.history[1:]]
-        per_iter = float(np.median(times))
-        ns = per_iter / n * 1e9
-        base_ns = base_ns or ns
-        row = {"rows": n, "file_bytes": path.stat().st_size, "iter_s": per_iter, "iter_times": times,
-               "ns_per_iter_row": ns, "ratio_to_smallest": ns / base_ns, "inertia": r.inertia}
-        mem = ""
-        if not a.no_memory and os.path.exists("/proc/self/status"):
-            p = subprocess.run([sys.executable, "-c", MEM_SCRIPT, str(path), str(a.k), "1", str(a.working_memory)],
+            fits[n] = [h["time"] for h in r.history[1:]]
+    base_w = min(wall[sizes[0]]) / sizes[0]
+    base_c = min(cpu[sizes[0]]) / sizes[0]
+    mems = {}
+    if not a.no_memory and os.path.exists("/proc/self/status"):
+        for n in sizes:
+            p = subprocess.run([sys.executable, "-c", MEM_SCRIPT, str(paths[n]), str(a.k), "1", str(a.working_memory)],
                                capture_output=True, text=True, env=env())
-            if p.returncode == 0:
-                bh, h, ba, pa = map(int, p.stdout.split())
-                row.update(hwm_base=bh, hwm_peak=h, anon_base=ba, anon_peak=pa)
-                mem = f" {(h - bh) / 1e6:8.1f} {(pa - ba) / 1e6:9.1f}"
-            else:
-                mem = "  (memory run failed)"
-        print(f"{n:12,d} {row['file_bytes'] / 1e6:9.0f} {write_s:8.1f} {per_iter:9.3f} {ns:12.1f} "
-              f"{ns / base_ns:6.2f}{mem}", flush=True)
+            mems[n] = tuple(map(int, p.stdout.split())) if p.returncode == 0 else None
+    print(f"\n{'rows':>12} {'file MB':>8} {'pass s':>8} {'ns/row':>7} {'ratio':>6} {'CPU s':>8} {'CPU ns/row':>10} "
+          f"{'ratio':>6} {'fit s/iter':>10} {'HWM+ MB':>8} {'anon+ MB':>9}")
+    for n in sizes:
+        w, c = min(wall[n]), min(cpu[n])
+        row = {"rows": n, "file_bytes": paths[n].stat().st_size, "pass_wall_s": wall[n], "pass_cpu_s": cpu[n],
+               "ns_per_row_wall": w / n * 1e9, "ns_per_row_cpu": c / n * 1e9, "ratio_wall": w / n / base_w,
+               "ratio_cpu": c / n / base_c, "fit_iter_s": fits[n]}
+        mem = ""
+        if mems.get(n):
+            bh, h, ba, pa = mems[n]
+            row.update(hwm_base=bh, hwm_peak=h, anon_base=ba, anon_peak=pa)
+            mem = f" {(h - bh) / 1e6:8.1f} {(pa - ba) / 1e6:9.1f}"
+        print(f"{n:12,d} {row['file_bytes'] / 1e6:8.0f} {w:8.2f} {w / n * 1e9:7.0f} {w / n / base_w:6.2f} {c:8.2f} "
+              f"{c / n * 1e9:10.0f} {c / n / base_c:6.2f} {float(np.median(fits[n])):10.2f}{mem}")
         results["sizes"].append(row)
+    if mems:
+        print(f"(memory: peak VmHWM / RssAnon growth during a 1-iteration fit over a process with torch imported: "
+              f"base VmHWM {mems[sizes[0]][0] / 1e6:.0f} MB, RssAnon {mems[sizes[0]][2] / 1e6:.0f} MB)")
     if not a.no_ranks:
         n = sizes[min(1, len(sizes) - 1)]
         path = folder / f"blobs_{n}_{a.dim}.npy"

@@ -571,6 +571,21 @@ def _labels_pass(shard, C, K, budget, backend, device, comm, labels_out, keep):
     return mem
 
 
+def _open_shard(source: _Source, K: int, budget: int, dtype: Any, dev: torch.device, comm: Any) -> _Shard:
+    """Chunk grid, this rank's shard, validation scan and the fixed-point grid: ready for ``_pass``."""
+    D = source.n_features
+    ddtype = source.dtype if dtype is None else dtype
+    R = _chunk_rows(budget, K, D, torch.finfo(compute_dtype(ddtype)).bits // 8)
+    shard, bound = _scan(source, R, comm)
+    shard.dtype = ddtype
+    if shard.n_rows == 0 or D == 0:
+        raise SqdistError(f"X: expected at least one point and one feature, got {shard.n_rows} x {D}")
+    e = _grid_exponents(shard.n_rows, bound)
+    shard.grid = torch.ldexp(torch.ones(D, dtype=torch.float64), e.double())  # (D,) 2**e_d
+    shard.scale = torch.ldexp(torch.ones(D, dtype=torch.float64), (-e).double()).to(dev)  # (D,) 2**-e_d
+    return shard
+
+
 def _fit(X, n_clusters, *, init, n_init, max_iter, tol, seed, working_memory, backend, device, dtype, labels_out,
          checkpoint, checkpoint_every, resume, keep_labels=None):
     """Validated streaming / distributed k-means; returns a ``KMeansResult``."""
@@ -595,21 +610,12 @@ def _fit(X, n_clusters, *, init, n_init, max_iter, tol, seed, working_memory, ba
     comm = _Comm()
     if comm.active and comm.backend == "nccl" and dev.type != "cuda":
         raise SqdistError(f"device: the process group uses NCCL, so compute on CUDA (device='cuda'), got {dev}")
-    D = source.n_features
-    ddtype = source.dtype if dtype is None else dtype
+    shard = _open_shard(source, K, budget, dtype, dev, comm)
+    N, D, R, ddtype = shard.n_rows, source.n_features, shard.R, shard.dtype
     cdtype = compute_dtype(ddtype)
-    R = _chunk_rows(budget, K, D, torch.finfo(cdtype).bits // 8)
-    shard, bound = _scan(source, R, comm)
-    shard.dtype = ddtype
-    N = shard.n_rows
-    if N == 0 or D == 0:
-        raise SqdistError(f"X: expected at least one point and one feature, got {N} x {D}")
     init_k, K = _parse_init(init, n_clusters, torch.zeros((1, D), dtype=ddtype).expand(N, D))
     if not isinstance(init_k, str) and n_init != 1:
         n_init = 1
-    e = _grid_exponents(N, bound)
-    shard.grid = torch.ldexp(torch.ones(D, dtype=torch.float64), e.double())  # (D,) 2**e_d
-    shard.scale = torch.ldexp(torch.ones(D, dtype=torch.float64), (-e).double()).to(dev)  # (D,) 2**-e_d
     gen = make_generator(seed)
     was_numpy = source.numpy_out
     fp = {"n_rows": N, "n_features": D, "n_clusters": K, "dtype": str(cdtype), "tol": tol, "chunk_rows": R}
