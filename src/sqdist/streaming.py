@@ -20,8 +20,8 @@ one process (see :mod:`sqdist.distributed`).
 
 Streaming k-means (:func:`kmeans_stream`) makes one pass over the data per
 Lloyd iteration, plus one pass to validate the data (finite values, per
-feature maximum) and one final pass that gives the labels and inertia of the
-final centres.
+feature maximum), one for the initial assignment and -- only when labels are
+asked for -- one that writes the labels of the final centres.
 
 Exact, order-independent sums
 -----------------------------
@@ -91,30 +91,31 @@ def is_out_of_core(X: Any) -> bool:
     return isinstance(X, Iterable) and not isinstance(X, (bytes, dict))
 
 
-def _load_malloc_trim() -> Any:
-    """glibc's ``malloc_trim`` (None elsewhere).
+_TRIM: list = []
+
+
+def _malloc_trim() -> None:
+    """Call glibc's ``malloc_trim(0)`` (nothing on other C libraries).
 
     glibc raises its mmap threshold after large blocks are freed, so the
-    chunk-sized temporaries of a long pass end up in the heap and are kept
+    chunk-sized temporaries of a long pass end up in the heap and stay
     there; trimming after every chunk hands them back, which keeps the
-    resident set of a streamed pass at the size of one chunk.
+    resident set of a streamed pass at a few chunks (measured: without it a
+    96 MB file grew the peak resident set by 150 MB, with it by 17 MB).
     """
-    import ctypes
-    import ctypes.util
+    if not _TRIM:
+        fn = None
+        if sys.platform.startswith("linux"):
+            import ctypes
 
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        fn = libc.malloc_trim
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_size_t]
-    fn.restype = ctypes.c_int
-    return lambda: fn(0)
-
-
-_malloc_trim = _load_malloc_trim()
+            try:
+                fn = ctypes.CDLL(None).malloc_trim
+                fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
+            except (OSError, AttributeError):  # not glibc
+                fn = None
+        _TRIM.append(fn)
+    if _TRIM[0] is not None:
+        _TRIM[0](0)
 
 
 class _Source:
@@ -290,7 +291,7 @@ class _Shard:
     def chunks(self, device: torch.device) -> Iterator[tuple[int, int, torch.Tensor]]:
         """Yield ``(global chunk id, global first row, rows on device)`` for this rank's chunks."""
         src = self.source
-        trim = _malloc_trim if isinstance(src, _NpySource) else None
+        trim = _malloc_trim if isinstance(src, _NpySource) else None  # out-of-core: keep the heap small
         if src.random_access:
             for c in range(self.c_lo, self.c_hi):
                 a, b = c * self.R, min((c + 1) * self.R, self.n_rows)
