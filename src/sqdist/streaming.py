@@ -200,18 +200,19 @@ class _NpySource(_Source):
 
     def rows(self, a: int, b: int) -> torch.Tensor:
         chunk = np.array(self.mm[a:b], dtype=self.np_dtype, order="C")  # copy out of the map
-        self._release(a, b)
+        self._advise(mmap.MADV_DONTNEED if self._base is not None else None, a, b)  # release what was read
+        self._advise(getattr(mmap, "MADV_WILLNEED", None), b, min(b + (b - a), self.n_rows))  # read ahead
         return torch.from_numpy(chunk)
 
-    def _release(self, a: int, b: int) -> None:
-        if self._base is None or b <= a:
+    def _advise(self, option: int | None, a: int, b: int) -> None:
+        if option is None or self._base is None or b <= a:
             return
         start = self.mm.ctypes.data + a * self._row_bytes - self._base
         stop = start + (b - a) * self._row_bytes
         lo = (start // _PAGE) * _PAGE
         hi = min(-(-stop // _PAGE) * _PAGE, len(self._mmap))
         if hi > lo:
-            self._mmap.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+            self._mmap.madvise(option, lo, hi - lo)
 
 
 class _IterSource(_Source):
@@ -757,6 +758,9 @@ def _nearest_stream(X: Any, T: Any, k: int, working_memory: float | None, backen
         d, j = _nearest_impl(x.to(dev), Tt, int(k), backend, budget)  # (n, k), (n, k)
         ds.append(d)
         js.append(j)
+        del x, d, j
+        if isinstance(source, _NpySource):
+            _malloc_trim()
     d = torch.cat(ds) if ds else torch.empty((0, k), dtype=torch.promote_types(source.dtype, Tt.dtype))
     j = torch.cat(js) if js else torch.empty((0, k), dtype=torch.int64)
     if source.numpy_out and not isinstance(T, torch.Tensor):
