@@ -78,12 +78,21 @@ def data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def single(data) -> dict:
-    """The reference: the same worker as one process (no process group)."""
-    out = data.parent / "single.npz"
-    r = subprocess.run([sys.executable, str(WORKER), str(data), str(out)], env=_env(), capture_output=True,
-                       text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    return _load(out)
+    """The reference: the workers' fit in this process (no process group), one thread like them."""
+    import torch
+
+    import sqdist
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        r = sqdist.kmeans_stream(str(data), 6, init="k-means++", seed=0, max_iter=30, tol=0.0, working_memory=0.25,
+                                 labels_out=data.parent / "single.labels.npy")
+    finally:
+        torch.set_num_threads(n)
+    return {"centers": r.centers, "labels": np.asarray(r.labels), "inertia": r.inertia, "n_iter": r.n_iter,
+            "converged": r.converged, "init_centers": r.init_centers,
+            "hist_inertia": np.array([h["inertia"] for h in r.history])}
 
 
 @pytest.fixture
