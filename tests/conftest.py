@@ -39,3 +39,21 @@ def run_cli():
         )
 
     return _run
+
+
+def pytest_addoption(parser):
+    parser.addoption("--skipslow", action="store_true", default=False,
+                     help="skip tests marked slow (e.g. the 20000 x 20000 memory contract) for a quick local run")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes more than ~20 s on 2 cores; skipped with --skipslow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--skipslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: skipped with --skipslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

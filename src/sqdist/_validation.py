@@ -60,7 +60,13 @@ def as_tensor(x: Any, name: str, *, min_ndim: int = 2) -> tuple[torch.Tensor, bo
             raise SqdistError(f"{name}: complex input is not supported (got dtype {arr.dtype}); pass real values")
         if arr.dtype.kind in "biu":
             arr = arr.astype(np.float64)
-        if not arr.flags.writeable:  # torch.from_numpy warns on read-only memory maps
+        if arr.dtype.kind != "f" or arr.dtype.itemsize > 8:
+            raise SqdistError(
+                f"{name}: dtype {arr.dtype} is not supported; expected float16, float32, float64, "
+                f"an integer or a boolean dtype"
+            )
+        if not arr.flags.writeable or any(s < 0 for s in arr.strides):
+            # torch.from_numpy warns on read-only memory maps and rejects negative strides (x[::-1])
             arr = np.array(arr)
         t = torch.from_numpy(arr) if arr.dtype.byteorder in "=|" else torch.from_numpy(arr.astype(arr.dtype.newbyteorder("=")))
     else:

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("sqdist.bench", "Task 1 benchmark: loops vs NumPy vs torch CPU/GPU, timed, measured and validated"),
     "broadcast": ("sqdist.broadcast", "explain whether shapes broadcast, and to what (Task 2)"),
     "kmeans": ("sqdist.kmeans", "Lloyd k-means on blobs or a data file, with summary, plots and model output"),
+    "report": ("sqdist.report", "run the whole exercise and write an offline HTML report"),
 }
 
 

@@ -63,8 +63,11 @@ __all__ = ["sqdist", "sqdist_chunks", "nearest", "METHODS", "BACKENDS"]
 METHODS = ("auto", "gemm", "broadcast", "numpy", "loops")
 BACKENDS = ("auto", "torch", "triton")
 
-# Relative accuracy the gemm path aims at before it recomputes a pair directly.
+# Relative accuracy the gemm path aims at before it recomputes a pair directly: 1e-5 for
+# float32 (10x below the 1e-4 contract), the same number of units of roundoff (~84 eps)
+# for other dtypes -- a fixed 1e-5 let float64 results be off by 5e-7 relative.
 _REL_TARGET = 1e-5
+_REL_TARGET_EPS = _REL_TARGET / torch.finfo(torch.float32).eps
 
 
 def _tau(dtype: torch.dtype, d: int) -> float:
@@ -72,10 +75,17 @@ def _tau(dtype: torch.dtype, d: int) -> float:
 
     The expansion's error is about ``c * sqrt(d) * eps * (||x||^2 + ||t||^2)``;
     an entry smaller than ``tau * (||x||^2 + ||t||^2)`` could therefore be off
-    by more than ``_REL_TARGET`` relative and is recomputed.
+    by more than the relative target and is recomputed.  Measured on
+    adversarial data (close pairs far from the centre, float32, d = 1..1000,
+    tests/test_distances.py::test_error_constant_of_the_expansion) the
+    constant ``c`` stays below 1.8; ``c = 2`` keeps a margin, and
+    ``_REL_TARGET`` is itself 10x below the 1e-4 contract.  (A factor of 8
+    made ``tau`` reach 1 from d ~ 100 on, so that half of all pairs of
+    random data were recomputed.)
     """
     eps = torch.finfo(dtype).eps
-    return min(1.0, 8.0 * math.sqrt(d + 2) * eps / _REL_TARGET)
+    target = _REL_TARGET_EPS * eps  # 1e-5 for float32, ~1.9e-14 for float64
+    return min(1.0, 2.0 * math.sqrt(d + 2) * eps / target)
 
 
 # --------------------------------------------------------------------------
@@ -180,16 +190,26 @@ def _gemm_block(Xb: torch.Tensor, prep: _Prepared, out: torch.Tensor | None, bud
         d.clamp_min_(0)
     # entries whose value is within the product's error bound: recompute directly
     thr = torch.add(prep.nt[None, :], nx[:, None]).mul_(prep.tau)  # (n, P)
-    ii, jj = (d < thr).nonzero(as_tuple=True)  # (m,), (m,)
+    close = d < thr  # (n, P)
     del thr
-    if ii.numel():
-        step = max(1, budget // max(1, 3 * Xb.shape[1] * Xb.element_size()))
+    # the index pairs cost 16 bytes per close pair: take them a few rows at a time so that
+    # they fit a quarter of the budget even when every pair is close (duplicated / clustered
+    # data); the direct recompute (3 gathered (m, D) arrays) gets half of it
+    n, P = close.shape
+    rows = max(1, budget // max(1, 4 * 16 * P))
+    step = max(1, budget // max(1, 2 * 3 * Xb.shape[1] * Xb.element_size()))
+    for r0 in range(0, n, rows):
+        ii, jj = close[r0 : r0 + rows].nonzero(as_tuple=True)  # (m,), (m,)
+        if not ii.numel():
+            continue
+        ii += r0
         parts = []
         for s in range(0, ii.numel(), step):
             i, j = ii[s : s + step], jj[s : s + step]
             parts.append(((Xb[i] - prep.T[j]) ** 2).sum(1))  # (m_s,)
         vals = torch.cat(parts)
         d = d.index_put((ii, jj), vals) if differentiable else d.index_put_((ii, jj), vals)
+    del close
     # rows / columns with NaN or Inf: IEEE semantics through the direct formula
     bad_rows = (~torch.isfinite(Xb).all(1)).nonzero().flatten()
     if bad_rows.numel():
@@ -380,7 +400,11 @@ def sqdist(
         res = _sqdist_2d(Xb[idx], Tb[idx], method, backend, out_t[idx], budget)
         results.append(res)
     if any(r.requires_grad for r in results):
-        out_t = torch.stack(results).reshape(shape)
+        stacked = torch.stack(results).reshape(shape)
+        if out is None:
+            out_t = stacked
+        else:
+            out_t.copy_(stacked)  # autograd records the copy into the caller's buffer
     return out if (out is not None and was_numpy) else to_output(out_t, was_numpy)
 
 
@@ -396,7 +420,7 @@ def sqdist_chunks(
     --------
     >>> import numpy as np, sqdist
     >>> X = np.arange(10.0).reshape(5, 2)
-    >>> blocks = list(sqdist.sqdist_chunks(X, X, working_memory=0.0001))
+    >>> blocks = list(sqdist.sqdist_chunks(X, X, working_memory=0.00012))  # one row per block
     >>> [start for _, start in blocks]
     [0, 1, 2, 3, 4]
     >>> np.array_equal(np.vstack([b for b, _ in blocks]), sqdist.sqdist(X, X))
@@ -407,6 +431,13 @@ def sqdist_chunks(
         raise SqdistError(f"X and T: sqdist_chunks takes 2-D inputs, got X {describe(Xt)} and T {describe(Tt)}")
     backend = _resolve_backend(backend, Xt.device)
     budget = _chunking.resolve_budget(working_memory)
+    # validation above runs at the call, not at the first next(): the blocks come from a generator
+    return _chunks_impl(Xt, Tt, was_numpy, dtype, backend, budget)
+
+
+def _chunks_impl(
+    Xt: torch.Tensor, Tt: torch.Tensor, was_numpy: bool, dtype: torch.dtype, backend: str, budget: int
+) -> Iterator[tuple[Any, int]]:
     N, D = Xt.shape
     P = Tt.shape[0]
     item = torch.finfo(compute_dtype(dtype)).bits // 8
@@ -442,6 +473,7 @@ def _nearest_impl(X: torch.Tensor, T: torch.Tensor, k: int, backend: str, budget
             v, j = torch.topk(d, k, dim=1, largest=False, sorted=True)
         dist[sl] = v
         idx[sl] = j
+        del d  # else the previous block stays alive while the next one is computed
     return dist, idx
 
 
@@ -468,7 +500,14 @@ def nearest(
     distances : of shape (N, k)
         Exact squared distances, ascending along each row.
     indices : int64 of shape (N, k)
-        Row indices into ``T``.  For ``k = 1`` ties go to the smallest index.
+        Row indices into ``T``.  For ``k = 1`` ties (equal computed distances)
+        go to the smallest index; distances equal in exact arithmetic may
+        differ in their last bits after the matrix product, and then the
+        smaller computed one wins.
+        NaN distances (from rows of ``X`` or ``T`` holding NaN): for ``k = 1``
+        a NaN in a row of distances wins, as in :func:`torch.min` and
+        :func:`numpy.argmin` (a NaN row of ``T`` is every row's nearest);
+        for ``k > 1`` NaN ranks after every number, as in :func:`torch.topk`.
 
     Examples
     --------
