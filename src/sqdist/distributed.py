@@ -203,10 +203,6 @@ def destroy() -> None:
             pass
 
 
-def _describe_rank() -> dict[str, Any]:
-    c = _Comm()
-    return {"rank": c.rank, "world": c.world, "backend": c.backend}
-
 
 # --------------------------------------------------------------------------
 # command line: ``sqdist kmeans --data FILE.npy`` (with or without torchrun)
@@ -257,7 +253,7 @@ def _run_kmeans_cli(args: Any) -> int:
     import numpy as np
 
     from . import datasets, streaming
-    from .kmeans import KMeans, _atomic_write, _parse_init_arg
+    from .kmeans import KMeans, _parse_init_arg
 
     comm = _Comm()
     source = streaming.as_source(args.data, "--data")
