@@ -456,7 +456,7 @@ def sqdist(
     N, P = Xt.shape[-2], Tt.shape[-2]
     shape = batch + (N, P)
     if out is None:
-        out_t = torch.empty(shape, dtype=dtype, device=device)
+        out_t = _chunking.empty_output(shape, dtype, device)
     else:
         out_t = _check_out(out, shape, dtype, device, was_numpy)
     if not batch:
