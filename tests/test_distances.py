@@ -605,3 +605,28 @@ def test_nearest_bad_inputs():
         sqdist.nearest(np.ones((2, 3, 2)), np.ones((3, 2)))
     with pytest.raises(SqdistError, match="same number of features"):
         sqdist.nearest(np.ones((3, 2)), np.ones((3, 4)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("as_numpy", [False, True])
+def test_large_result_on_fresh_huge_page_buffer(dtype, as_numpy):
+    """Results over 4 MiB come from a fresh private mapping (transparent huge pages):
+    same values as a float64 reference, writable, and usable after the call."""
+    from sqdist._chunking import empty_output
+
+    t = empty_output((1100, 1000), dtype, "cpu")
+    assert t.shape == (1100, 1000) and t.dtype == dtype and t.is_contiguous()
+    t.fill_(3)
+    assert float(t[-1, -1]) == 3.0
+    rng = np.random.default_rng(7)
+    X = torch.from_numpy(rng.normal(size=(1100, 3)) + 500).to(dtype)
+    T = torch.from_numpy(rng.normal(size=(1000, 3)) + 500).to(dtype)
+    if as_numpy and dtype == torch.bfloat16:
+        pytest.skip("NumPy has no bfloat16")
+    d = sqdist.sqdist(X.numpy() if as_numpy else X, T.numpy() if as_numpy else T)
+    ref = ((X.double()[:, None] - T.double()[None]) ** 2).sum(-1).numpy()
+    got = d if as_numpy else d.double().numpy()
+    tol = 1e-2 if dtype == torch.bfloat16 else 1e-4
+    np.testing.assert_allclose(np.asarray(got, dtype=np.float64), ref, rtol=tol)
+    got[0, 0] = -1.0  # writable
+    assert got[0, 0] == -1.0

@@ -5,9 +5,11 @@ from ._chunking import get_working_memory, set_working_memory, working_memory
 from ._validation import ConvergenceWarning, SqdistError, SqdistWarning
 from .broadcast import BroadcastError, broadcast_shapes, broadcast_table, explain_broadcast
 from .distances import nearest, sqdist, sqdist_chunks
+from .distributed import is_distributed
 from .kernels import rbf
 from . import datasets
 from .kmeans import KMeans, KMeansResult, kmeans
+from .streaming import is_out_of_core, kmeans_stream
 
 __version__ = "0.1.0"
 
@@ -23,7 +25,10 @@ __all__ = [
     "broadcast_table",
     "explain_broadcast",
     "get_working_memory",
+    "is_distributed",
+    "is_out_of_core",
     "kmeans",
+    "kmeans_stream",
     "nearest",
     "rbf",
     "set_working_memory",

@@ -456,7 +456,7 @@ def sqdist(
     N, P = Xt.shape[-2], Tt.shape[-2]
     shape = batch + (N, P)
     if out is None:
-        out_t = torch.empty(shape, dtype=dtype, device=device)
+        out_t = _chunking.empty_output(shape, dtype, device)
     else:
         out_t = _check_out(out, shape, dtype, device, was_numpy)
     if not batch:
@@ -568,7 +568,9 @@ def nearest(
 
     Parameters
     ----------
-    X : array-like or Tensor of shape (N, D)
+    X : array-like or Tensor of shape (N, D), or out-of-core data
+        A ``.npy`` path, ``np.memmap`` or re-iterable of (n_i, D) chunks is
+        read chunk by chunk (only the (N, k) outputs are held in memory).
     T : array-like or Tensor of shape (P, D)
     k : int, default 1
         Number of neighbours, ``1 <= k <= P``.
@@ -598,6 +600,10 @@ def nearest(
     >>> i.ravel().tolist(), d.ravel().round(6).tolist()
     ([0, 2], [0.0, 0.01])
     """
+    from . import streaming
+
+    if streaming.is_out_of_core(X):  # .npy path, memory map or chunks: streamed, outputs in memory
+        return streaming._nearest_stream(X, T, k, working_memory, backend)
     Xt, Tt, was_numpy, _ = _prepare(X, T)
     if Xt.ndim != 2 or Tt.ndim != 2:
         raise SqdistError(f"X and T: nearest takes 2-D inputs (N, D) and (P, D), got X {describe(Xt)} and T {describe(Tt)}")

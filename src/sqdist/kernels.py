@@ -48,7 +48,7 @@ def rbf(X: Any, T: Any, gamma: float, *, working_memory: float | None = None) ->
         raise SqdistError(f"X and T: rbf takes 2-D inputs (N, D) and (P, D), got X {describe(Xt)} and T {describe(Tt)}")
     backend = _resolve_backend("auto", Xt.device)
     method = _resolve_method("auto", Xt.device, Xt, Tt, backend)  # the same path as sqdist()
-    out = torch.empty((Xt.shape[0], Tt.shape[0]), dtype=dtype, device=Xt.device)
+    out = _chunking.empty_output((Xt.shape[0], Tt.shape[0]), dtype, Xt.device)
     d = _sqdist_2d(Xt, Tt, method, backend, out, _chunking.resolve_budget(working_memory))
     if d.requires_grad:
         k = torch.exp(d / -gamma)

@@ -604,9 +604,12 @@ def kmeans(
 
     Parameters
     ----------
-    X : array-like or Tensor of shape (N, D)
+    X : array-like or Tensor of shape (N, D), or out-of-core data
         Data, float32 / float64 (half precision is computed in float32).
-        Rows must be finite.
+        Rows must be finite.  A ``.npy`` path, a ``np.memmap`` or a
+        re-iterable of (n_i, D) chunks is streamed chunk by chunk (see
+        :func:`sqdist.kmeans_stream`; ``labels`` is then None), and so is any
+        data when a ``torch.distributed`` process group is initialised.
     n_clusters : int, optional
         Number of clusters K, ``1 <= K <= N``.  May be omitted when ``init``
         gives the indices or centres.
@@ -650,6 +653,14 @@ def kmeans(
     >>> r.n_iter, r.converged
     (1, True)
     """
+    from . import distributed, streaming
+
+    if streaming.is_out_of_core(X) or distributed.is_distributed():  # file / memmap / chunks, or several ranks
+        return streaming._fit(
+            X, n_clusters, init=init, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed,
+            working_memory=working_memory, backend=backend, device=None, dtype=None, labels_out=None,
+            checkpoint=None, checkpoint_every=1, resume=None,
+        )
     Xt, was_numpy = as_tensor(X, "X")
     if Xt.ndim != 2:
         raise SqdistError(f"X: expected shape (N, D), got {describe(Xt)}")
@@ -962,12 +973,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save", metavar="MODEL", help="save the fitted model (.npz, loadable with sqdist.KMeans.load)")
     parser.add_argument("--labels", metavar="NPY", help="save the labels as an int64 .npy array")
     parser.add_argument("--working-memory", type=float, default=None, metavar="MIB")
+    from . import distributed
+
+    distributed.add_arguments(parser)  # --checkpoint, --checkpoint-every, --resume, --timeout
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``sqdist kmeans``; prints a summary."""
-    from . import datasets
+    from . import datasets, distributed
 
+    if distributed.wants_streaming(args):  # .npy data, torchrun, checkpoints: streamed (and distributed) path
+        return distributed.run_kmeans_cli(args)
     if args.data is not None:
         X = datasets.load_points(args.data)
         truth = None

@@ -1,0 +1,317 @@
+"""k-means on several processes with ``torch.distributed`` (gloo on CPU, NCCL on GPU).
+
+When a default process group is initialised (for example by ``torchrun``),
+:func:`sqdist.kmeans_stream` (and :func:`sqdist.kmeans` on a file or memory
+map) runs one Lloyd loop per rank:
+
+* every rank holds a *shard*: a contiguous range of whole global chunks of
+  rows (``chunk_rows`` rows each, fixed by the data, never by the number of
+  ranks);
+* initialisation is done identically on every rank from the same seeded
+  sample of global row indices, so it does not depend on the rank count;
+* assignment is local;
+* per iteration, one ``all_reduce`` (SUM) of an ``int64`` vector of
+  ``K * (D + 1)`` entries carries the per-cluster sums (exact fixed point,
+  see :mod:`sqdist.streaming`) and counts, and one ``all_gather`` of the
+  per-chunk inertias (one ``float64`` per chunk) gives the inertia summed in
+  global chunk order.  Both are independent of the rank count, so centres,
+  labels and inertia are bit-identical to a single-process run.
+
+Faults: every collective runs under the process group's timeout; a rank that
+dies or stops answering makes the others raise :class:`sqdist.SqdistError`
+("lost contact with the other ranks ...") instead of hanging.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from typing import Any
+
+import torch
+
+from ._validation import SqdistError
+
+__all__ = ["is_distributed"]
+
+
+def is_distributed() -> bool:
+    """True when a ``torch.distributed`` default process group with more than one rank is initialised.
+
+    Examples
+    --------
+    >>> import sqdist
+    >>> sqdist.is_distributed()
+    False
+    """
+    import torch.distributed as dist
+
+    return bool(dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1)
+
+
+class _Comm:
+    """The collectives the Lloyd loop needs; a no-op stand-in for one process.
+
+    Every call wraps a failure of the backend (peer died, timeout) in a
+    :class:`SqdistError` naming the rank, the step and the timeout.
+    """
+
+    def __init__(self) -> None:
+        self.active = is_distributed()
+        if not self.active:
+            self.rank, self.world = 0, 1
+            self.device = torch.device("cpu")
+            self.backend = None
+            return
+        import torch.distributed as dist
+
+        self.dist = dist
+        self.rank = dist.get_rank()
+        self.world = dist.get_world_size()
+        self.backend = str(dist.get_backend())
+        if self.backend == "nccl":
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        else:
+            self.device = torch.device("cpu")
+
+    def _fail(self, what: str, exc: BaseException) -> SqdistError:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return SqdistError(
+            f"rank {self.rank} of {self.world}: lost contact with the other ranks during {what} "
+            f"(a rank died, or did not answer within the process group timeout): {first}"
+        )
+
+    def all_reduce_sum(self, t: torch.Tensor, what: str) -> torch.Tensor:
+        if not self.active:
+            return t
+        buf = t.to(self.device)
+        try:
+            self.dist.all_reduce(buf, op=self.dist.ReduceOp.SUM)
+        except (RuntimeError, ValueError) as exc:  # gloo/NCCL raise RuntimeError (DistBackendError)
+            raise self._fail(what, exc) from None
+        return buf.to(t.device)
+
+    def all_reduce_max(self, t: torch.Tensor, what: str) -> torch.Tensor:
+        if not self.active:
+            return t
+        buf = t.to(self.device)
+        try:
+            self.dist.all_reduce(buf, op=self.dist.ReduceOp.MAX)
+        except (RuntimeError, ValueError) as exc:
+            raise self._fail(what, exc) from None
+        return buf.to(t.device)
+
+    def all_gather_rows(self, t: torch.Tensor, what: str) -> list[torch.Tensor]:
+        """Gather a (n_r, ...) tensor from every rank (n_r may differ); list in rank order."""
+        if not self.active:
+            return [t]
+        n = torch.tensor([t.shape[0]], dtype=torch.int64)
+        sizes = self.all_gather_fixed(n, what).flatten().tolist()
+        m = max(sizes)
+        pad = t.new_zeros((m,) + tuple(t.shape[1:]))
+        pad[: t.shape[0]] = t
+        parts = self.all_gather_fixed(pad, what)
+        return [p[:s] for p, s in zip(parts.unbind(0), sizes)]
+
+    def all_gather_fixed(self, t: torch.Tensor, what: str) -> torch.Tensor:
+        """Gather a same-shape tensor from every rank: (world, *t.shape)."""
+        if not self.active:
+            return t[None]
+        buf = t.to(self.device).contiguous()
+        out = [torch.empty_like(buf) for _ in range(self.world)]
+        try:
+            self.dist.all_gather(out, buf)
+        except (RuntimeError, ValueError) as exc:
+            raise self._fail(what, exc) from None
+        return torch.stack(out).to(t.device)
+
+    def barrier(self, what: str) -> None:
+        if not self.active:
+            return
+        try:
+            # all_reduce of one element instead of barrier(): works on every backend, honours the timeout
+            self.dist.all_reduce(torch.zeros(1, device=self.device))
+        except (RuntimeError, ValueError) as exc:
+            raise self._fail(what, exc) from None
+
+    def agree_error(self, message: str | None, what: str) -> None:
+        """Raise on every rank if any rank has an error message (lowest rank's message wins)."""
+        if not self.active:
+            if message is not None:
+                raise SqdistError(message)
+            return
+        flag = torch.tensor([self.rank if message is not None else self.world], dtype=torch.int64)
+        first = int(self.all_reduce_min(flag, what).item())
+        if first < self.world:
+            if message is not None:
+                raise SqdistError(message)
+            raise SqdistError(f"rank {first} of {self.world} stopped with an error during {what}; see its message")
+
+    def all_reduce_min(self, t: torch.Tensor, what: str) -> torch.Tensor:
+        if not self.active:
+            return t
+        buf = t.to(self.device)
+        try:
+            self.dist.all_reduce(buf, op=self.dist.ReduceOp.MIN)
+        except (RuntimeError, ValueError) as exc:
+            raise self._fail(what, exc) from None
+        return buf.to(t.device)
+
+
+# --------------------------------------------------------------------------
+# process group set-up for the CLI (torchrun sets the environment)
+# --------------------------------------------------------------------------
+
+
+def launched_by_torchrun() -> bool:
+    """True when the environment of ``torchrun`` (RANK, WORLD_SIZE, MASTER_ADDR) is present."""
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
+
+
+def init_from_env(timeout_s: float, device: str | None) -> bool:
+    """Initialise the default process group from torchrun's environment.
+
+    Returns True when this call created the group (the caller destroys it).
+    gloo for CPU runs, NCCL when ``device`` is CUDA.
+    """
+    import torch.distributed as dist
+
+    if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) <= 1 or dist.is_initialized():
+        return False
+    cuda = device is not None and str(device).startswith("cuda")
+    backend = "nccl" if cuda else "gloo"
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    try:
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    except (RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SqdistError(
+            f"rank {os.environ['RANK']}: could not join the process group at "
+            f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} within {timeout_s:g} s: {first}"
+        ) from None
+    return True
+
+
+def destroy() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except (RuntimeError, ValueError):  # peer already gone: nothing left to tear down cleanly
+            pass
+
+
+
+# --------------------------------------------------------------------------
+# command line: ``sqdist kmeans --data FILE.npy`` (with or without torchrun)
+# --------------------------------------------------------------------------
+
+
+def add_arguments(parser: Any) -> None:
+    """Options of ``sqdist kmeans`` for streamed / distributed / checkpointed runs."""
+    g = parser.add_argument_group(
+        "out-of-core and distributed runs",
+        "A .npy --data file is streamed chunk by chunk (memory bounded by --working-memory); under "
+        "torchrun --nproc_per_node=N each rank reads its slice and rank 0 writes the outputs.",
+    )
+    g.add_argument("--checkpoint", metavar="NPZ", help="write a checkpoint (centres, iteration, seed state) here")
+    g.add_argument("--checkpoint-every", type=int, default=1, metavar="N", help="checkpoint every N iterations (default 1)")
+    g.add_argument("--resume", metavar="NPZ", help="continue from this checkpoint (same data and settings)")
+    g.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="process-group timeout: if a rank dies or stops answering, the others stop with an error "
+                        "after at most this long (default 300)")
+
+
+def wants_streaming(args: Any) -> bool:
+    """The streamed path serves .npy data, torchrun launches and checkpointed runs."""
+    npy = args.data is not None and str(args.data).lower().endswith(".npy")
+    multi = launched_by_torchrun() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return npy or multi or args.checkpoint is not None or args.resume is not None
+
+
+def run_kmeans_cli(args: Any) -> int:
+    """``sqdist kmeans`` on a .npy file, streamed; distributed when launched by torchrun."""
+    if args.data is None or not str(args.data).lower().endswith(".npy"):
+        raise SqdistError(
+            f"--data: distributed, checkpointed and resumed runs read a .npy file, got {args.data!r}"
+        )
+    if not (args.timeout > 0):
+        raise SqdistError(f"--timeout: expected a number of seconds > 0, got {args.timeout!r}")
+    created = init_from_env(args.timeout, args.device)
+    try:
+        return _run_kmeans_cli(args)
+    finally:
+        if created:
+            destroy()
+
+
+def _run_kmeans_cli(args: Any) -> int:
+    import contextlib
+
+    import numpy as np
+
+    from . import datasets, streaming
+    from .kmeans import KMeans, _parse_init_arg
+
+    comm = _Comm()
+    source = streaming.as_source(args.data, "--data")
+    N, D = source.n_rows, source.n_features
+    dtype = torch.float64 if args.dtype == "float64" else torch.float32
+    init = _parse_init_arg(args.init) if args.init is not None else None
+    K = args.n_clusters
+    if init is None:
+        k = 5 if K is None else K
+        if isinstance(k, int) and 1 <= k <= N:
+            init = datasets.exercise_init_indices(k, N)
+        else:
+            init, K = "k-means++", k
+    if isinstance(init, str) and K is None:
+        K = 5
+    labels_path = args.labels
+    tmp_labels = None
+    if labels_path is None and (args.save or args.plot):
+        folder = os.path.dirname(os.path.abspath(args.save or args.plot))
+        tmp_labels = labels_path = os.path.join(folder, f".sqdist-labels-{os.getpid() if not comm.active else 'ranks'}.npy")
+    try:
+        r = streaming._fit(
+            source, K, init=init, n_init=args.n_init, max_iter=args.max_iter, tol=args.tol, seed=args.seed,
+            working_memory=args.working_memory, backend="auto", device=args.device, dtype=dtype,
+            labels_out=labels_path, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
+            resume=args.resume, keep_labels=False,
+        )
+        if comm.rank != 0:
+            return 0
+        sizes = np.asarray(r.history[-1]["sizes"])
+        init_desc = init if isinstance(init, str) else "indices " + ",".join(str(i) for i in init)
+        ranks = f" over {comm.world} ranks ({comm.backend})" if comm.active else ""
+        print(f"data: {args.data}, {N} points x {D} features (streamed{ranks})")
+        print(f"k-means: K={r.centers.shape[0]}, init {init_desc}, max_iter {args.max_iter}, tol {args.tol:g}")
+        print(f"iterations: {r.n_iter} ({'converged' if r.converged else 'not converged'})")
+        print(f"inertia: {r.inertia:.10g}")
+        print("cluster sizes: " + " ".join(str(int(s)) for s in sizes))
+        relocs = sum(len(h["relocated"]) for h in r.history)
+        if relocs:
+            print(f"empty-cluster relocations: {relocs}")
+        if args.labels:
+            print(f"labels -> {args.labels}")
+        if args.save:
+            km = KMeans(int(r.centers.shape[0]), init=init, n_init=args.n_init, max_iter=args.max_iter, tol=args.tol,
+                        seed=args.seed, working_memory=args.working_memory)
+            km._set_result(r)
+            km.save(args.save)
+            print(f"model -> {args.save}")
+        if args.plot:
+            from . import plotting
+
+            X = np.load(args.data, allow_pickle=False).astype(args.dtype)
+            r.labels = np.asarray(r.labels)
+            fig = plotting.plot_kmeans_summary(X, r, truth=None)
+            plotting.save_figure(fig, args.plot)
+            print(f"plot -> {args.plot}")
+        return 0
+    finally:
+        if tmp_labels is not None and comm.rank == 0:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_labels)

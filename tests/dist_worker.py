@@ -1,0 +1,72 @@
+"""Worker for tests/test_distributed.py: one rank (or a single process) of a streamed k-means fit.
+
+Run as ``python tests/dist_worker.py DATA OUT [options]``; the rank comes from
+RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT when they are set.  Rank 0
+writes centres, labels, inertia and n_iter to OUT (.npz).  ``--die-rank R
+--die-at-pass P`` makes rank R exit abruptly (os._exit) when it starts its
+P-th pass over the data -- a crashed process, for the fault tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("data")
+    p.add_argument("out")
+    p.add_argument("-k", type=int, default=6)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", default="k-means++")
+    p.add_argument("--max-iter", type=int, default=30)
+    p.add_argument("--tol", type=float, default=0.0)
+    p.add_argument("--working-memory", type=float, default=0.25)
+    p.add_argument("--timeout", type=float, default=20.0)
+    p.add_argument("--checkpoint")
+    p.add_argument("--resume")
+    p.add_argument("--die-rank", type=int, default=-1)
+    p.add_argument("--die-at-pass", type=int, default=-1)
+    a = p.parse_args()
+
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    import sqdist
+    from sqdist import distributed, streaming
+
+    created = distributed.init_from_env(a.timeout, None)
+    rank = int(os.environ.get("RANK", "0"))
+    if rank == a.die_rank:
+        real_pass, calls = streaming._pass, [0]
+
+        def dying_pass(*args, **kw):
+            calls[0] += 1
+            if calls[0] == a.die_at_pass:
+                os._exit(17)
+            return real_pass(*args, **kw)
+
+        streaming._pass = dying_pass
+    try:
+        r = sqdist.kmeans_stream(
+            a.data, a.k, init=a.init, seed=a.seed, max_iter=a.max_iter, tol=a.tol, working_memory=a.working_memory,
+            labels_out=a.out + ".labels.npy", checkpoint=a.checkpoint, resume=a.resume,
+        )
+    except sqdist.SqdistError as exc:
+        print(f"worker rank {rank}: error: {exc}", file=sys.stderr)
+        distributed.destroy()
+        return 3
+    if rank == 0:
+        np.savez(a.out, centers=r.centers, labels=np.asarray(r.labels), inertia=r.inertia, n_iter=r.n_iter,
+                 converged=r.converged, init_centers=r.init_centers,
+                 hist_inertia=np.array([h["inertia"] for h in r.history]))
+    if created:
+        distributed.destroy()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
