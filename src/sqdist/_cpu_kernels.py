@@ -15,14 +15,18 @@ Fast paths
       centres (inner loop over the centres vectorised), the argmin, and adds
       the row to its cluster's float64 sum -- no N x K matrix, no
       ``index_add_`` pass, no temporaries beyond O(K * D) per row group.
-    * larger ``D``: the products ``x_c . c_c`` come from NumPy's BLAS on
-      large row blocks, then one compiled pass does the
-      argmin, recomputes near ties by the direct formula (so the labels and
-      distances are those of the direct formula) and accumulates.
+    * larger ``D``: as scikit-learn, every thread takes fixed row groups
+      and walks them in cache-sized chunks: a single-threaded BLAS product
+      per chunk, then, while the chunk is hot, the argmin, the direct-formula
+      re-check of near ties (so the labels and distances are those of the
+      direct formula) and the float64 accumulation.  Without SciPy or
+      threadpoolctl: NumPy's BLAS on large row blocks, then one compiled pass.
 ``sqdist_small`` -- the direct-formula distance matrix for small ``D`` (faster
     than any product there, exact, never negative).
 ``gemm_fixup`` -- one pass over a gemm block replacing the threshold tensor,
     mask and ``nonzero`` of the torch path by a test + direct recomputation.
+``lloyd_continue`` -- whole runs of Lloyd iterations for tiny problems in one
+    call, bit-identical to ``sqdist.kmeans``'s per-iteration loop.
 
 Determinism: row groups are fixed from the shape alone and combined in order
 (see :mod:`sqdist._cpu_nb`), so results are bit-identical for any thread count.
