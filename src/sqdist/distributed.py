@@ -252,23 +252,15 @@ def _run_kmeans_cli(args: Any) -> int:
 
     import numpy as np
 
-    from . import datasets, streaming
-    from .kmeans import KMeans, _parse_init_arg
+    from . import streaming
+    from .kmeans import KMeans, _cli_resolve_init, _parse_init_arg, _print_summary
 
     comm = _Comm()
     source = streaming.as_source(args.data, "--data")
     N, D = source.n_rows, source.n_features
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
     init = _parse_init_arg(args.init) if args.init is not None else None
-    K = args.n_clusters
-    if init is None:
-        k = 5 if K is None else K
-        if isinstance(k, int) and 1 <= k <= N:
-            init = datasets.exercise_init_indices(k, N)
-        else:
-            init, K = "k-means++", k
-    if isinstance(init, str) and K is None:
-        K = 5
+    init, K = _cli_resolve_init(init, args.n_clusters, N)
     labels_path = args.labels
     tmp_labels = None
     if labels_path is None and (args.save or args.plot):
@@ -284,16 +276,8 @@ def _run_kmeans_cli(args: Any) -> int:
         if comm.rank != 0:
             return 0
         sizes = np.asarray(r.history[-1]["sizes"])
-        init_desc = init if isinstance(init, str) else "indices " + ",".join(str(i) for i in init)
         ranks = f" over {comm.world} ranks ({comm.backend})" if comm.active else ""
-        print(f"data: {args.data}, {N} points x {D} features (streamed{ranks})")
-        print(f"k-means: K={r.centers.shape[0]}, init {init_desc}, max_iter {args.max_iter}, tol {args.tol:g}")
-        print(f"iterations: {r.n_iter} ({'converged' if r.converged else 'not converged'})")
-        print(f"inertia: {r.inertia:.10g}")
-        print("cluster sizes: " + " ".join(str(int(s)) for s in sizes))
-        relocs = sum(len(h["relocated"]) for h in r.history)
-        if relocs:
-            print(f"empty-cluster relocations: {relocs}")
+        _print_summary(f"{args.data}, {N} points x {D} features (streamed{ranks})", r, init, sizes, args)
         if args.labels:
             print(f"labels -> {args.labels}")
         if args.save:

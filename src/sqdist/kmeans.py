@@ -978,6 +978,34 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     distributed.add_arguments(parser)  # --checkpoint, --checkpoint-every, --resume, --timeout
 
 
+def _cli_resolve_init(init: Any, K: int | None, n_rows: int) -> tuple[Any, int | None]:
+    """CLI default: the exercise's fixed indices for K (5 if not given), else k-means++."""
+    from . import datasets
+
+    if init is None:
+        k = 5 if K is None else K
+        if isinstance(k, int) and 1 <= k <= n_rows:
+            init = datasets.exercise_init_indices(k, n_rows)
+        else:
+            init, K = "k-means++", k
+    if isinstance(init, str) and K is None:
+        K = 5
+    return init, K
+
+
+def _print_summary(data_desc: str, r: KMeansResult, init: Any, sizes: np.ndarray, args: argparse.Namespace) -> None:
+    """The CLI's summary of a fit (shared by the in-memory and the streamed/distributed runs)."""
+    init_desc = init if isinstance(init, str) else "indices " + ",".join(str(i) for i in init)
+    print(f"data: {data_desc}")
+    print(f"k-means: K={r.centers.shape[0]}, init {init_desc}, max_iter {args.max_iter}, tol {args.tol:g}")
+    print(f"iterations: {r.n_iter} ({'converged' if r.converged else 'not converged'})")
+    print(f"inertia: {r.inertia:.10g}")
+    print("cluster sizes: " + " ".join(str(int(s)) for s in sizes))
+    relocs = sum(len(h["relocated"]) for h in r.history)
+    if relocs:
+        print(f"empty-cluster relocations: {relocs}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``sqdist kmeans``; prints a summary."""
     from . import datasets, distributed
@@ -992,14 +1020,7 @@ def run(args: argparse.Namespace) -> int:
     X = X.astype(args.dtype)
     init = _parse_init_arg(args.init) if args.init is not None else None
     K = args.n_clusters
-    if init is None:
-        k = 5 if K is None else K
-        if isinstance(k, int) and 1 <= k <= X.shape[0]:
-            init = datasets.exercise_init_indices(k, X.shape[0])
-        else:
-            init, K = "k-means++", k
-    if isinstance(init, str) and K is None:
-        K = 5
+    init, K = _cli_resolve_init(init, K, X.shape[0])
     data = X if args.device is None else torch.from_numpy(X).to(torch.device(args.device))
     km = KMeans(K, init=init, n_init=args.n_init, max_iter=args.max_iter, tol=args.tol, seed=args.seed,
                 working_memory=args.working_memory)
@@ -1008,15 +1029,7 @@ def run(args: argparse.Namespace) -> int:
     labels = r.labels.cpu().numpy() if isinstance(r.labels, torch.Tensor) else r.labels
     sizes = np.bincount(labels, minlength=int(r.centers.shape[0]))
     src = args.data if args.data is not None else f"blobs (5 x 50, 2-D, seed {args.seed})"
-    init_desc = init if isinstance(init, str) else "indices " + ",".join(str(i) for i in init)
-    print(f"data: {src}, {X.shape[0]} points x {X.shape[1]} features")
-    print(f"k-means: K={r.centers.shape[0]}, init {init_desc}, max_iter {args.max_iter}, tol {args.tol:g}")
-    print(f"iterations: {r.n_iter} ({'converged' if r.converged else 'not converged'})")
-    print(f"inertia: {r.inertia:.10g}")
-    print("cluster sizes: " + " ".join(str(int(s)) for s in sizes))
-    relocs = sum(len(h["relocated"]) for h in r.history)
-    if relocs:
-        print(f"empty-cluster relocations: {relocs}")
+    _print_summary(f"{src}, {X.shape[0]} points x {X.shape[1]} features", r, init, sizes, args)
     if args.labels:
         _atomic_write(args.labels, lambda f: np.save(f, labels.astype(np.int64)))
         print(f"labels -> {args.labels}")
