@@ -57,10 +57,10 @@ def test_loops_timed_on_subset_and_flagged(tiny_result):
 def test_validation_verdict_and_checks(tiny_result):
     assert tiny_result.validation_passed
     verdict = tiny_result.verdict()
-    assert verdict.startswith("validation passed: torch CPU (broadcast, gemm) equals loops/NumPy within tolerance")
+    assert verdict.startswith("validation passed: torch CPU (auto, broadcast, gemm) equals loops/NumPy within tolerance")
     assert verdict in bench.format_table(tiny_result)
     pairs = {(c.N, c.method, c.reference) for c in tiny_result.checks}
-    assert pairs == {(n, m, ref) for n in (12, 20) for m in ("broadcast", "gemm") for ref in ("loops", "numpy")}
+    assert pairs == {(n, m, ref) for n in (12, 20) for m in ("broadcast", "gemm", "auto") for ref in ("loops", "numpy")}
     assert all(c.passed and c.max_rel_diff < 1e-5 for c in tiny_result.checks)
 
 
@@ -206,7 +206,7 @@ def test_cli_bench_tiny(tmp_path, capsys):
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "validation passed: torch CPU" in captured.out
-    for label in ("two Python loops", "NumPy broadcasting", "torch broadcast", "torch gemm (auto)"):
+    for label in ("two Python loops", "NumPy broadcasting", "torch broadcast", "torch gemm", "sqdist default (auto)"):
         assert label in captured.out
     assert "8x6x2: two Python loops on cpu" in captured.err  # progress goes to stderr
     data = json.loads(out.read_text())

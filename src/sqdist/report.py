@@ -334,7 +334,7 @@ def _run_bench(ctx: _Context) -> dict:
     cfg = ctx.config
     p0 = ctx.progress.done
     share = _WEIGHTS["task1"]
-    per_size = 4 + (3 if ctx.device == "cuda" else 0)  # loops, numpy, broadcast, gemm (+ GPU rows)
+    per_size = 5 + (3 if ctx.device == "cuda" else 0)  # loops, numpy, broadcast, gemm, auto (+ GPU rows)
     total = max(1, len(cfg.bench_sizes) * per_size)
     seen = [0]
 
