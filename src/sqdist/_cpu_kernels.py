@@ -53,9 +53,13 @@ __all__ = [
 
 _AVAILABLE: bool | None = None
 
-# Largest D for which the direct formula beats a product (measured on a 2-core
-# AMD EPYC, float32; see docs/performance.md).
+# Where the direct formula beats a product in the k-means assignment (measured on a
+# 2-core AMD EPYC, float32, N = 1e5, ms direct / gemm: D=16 K=32 3.7/4.2, D=16 K=64
+# 5.5/8.0, D=16 K=128 8.9/6.6, D=24 K=48 6.6/5.6, D=4 K=256 10.3/7.3, D=8 K=256
+# 15.3/8.2, D=2 K=1024 37.1/24.4; see docs/performance.md): small D and few centres.
 _ASSIGN_DIRECT_MAX_D = 32
+_ASSIGN_DIRECT_MAX_K = 128
+_ASSIGN_DIRECT_MAX_KD = 1024
 _SQDIST_DIRECT_MAX_D = 16
 # rows per group of the direct assign kernel (groups are fixed by N only)
 _GROUP_ROWS = 16384
@@ -193,7 +197,7 @@ def assign_accumulate(X: torch.Tensor, C: torch.Tensor, *, labels_out: torch.Ten
     labels = torch.empty(n, dtype=torch.int64) if labels_out is None else labels_out
     mind = torch.empty(n, dtype=X.dtype) if mind_out is None else mind_out
     budget = _BLOCK_BYTES if budget is None else max(1, int(budget))
-    if D <= _ASSIGN_DIRECT_MAX_D:
+    if D <= _ASSIGN_DIRECT_MAX_D and K <= _ASSIGN_DIRECT_MAX_K and K * D <= _ASSIGN_DIRECT_MAX_KD:
         return _assign_direct(X, C, labels, mind, budget)
     return _assign_gemm(X, C, labels, mind, budget)
 

@@ -538,6 +538,19 @@ def _other(bufs, labels):
     return bufs[1] if bufs[0][0].data_ptr() == labels.data_ptr() else bufs[0]
 
 
+def _same_labels(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether the assignment did not change.
+
+    On the CPU through NumPy (one thread): a parallel torch op here leaves torch's
+    OpenMP workers spinning for a while afterwards, and on a machine with few cores
+    they then steal the cores the compiled (numba) assignment runs on next -- seen
+    here as 7.1 instead of 4.1 ms per iteration at N=1e5, D=16, K=32 on 2 cores.
+    """
+    if a.device.type == "cpu":
+        return bool(np.array_equal(a.numpy(), b.numpy()))
+    return bool(torch.equal(a, b))
+
+
 def _lloyd(X, C, max_iter, tol, budget, backend, was_numpy):
     """Lloyd iterations from centres C (K, D, compute dtype); trusts its inputs."""
     t0 = time.perf_counter()
@@ -578,7 +591,7 @@ def _lloyd(X, C, max_iter, tol, budget, backend, was_numpy):
             C_new, relocated, _ = _update_centers(stats, C)
             max_shift = _max_shift(C_new, C)
             new = _assign_accumulate(X, C_new, budget=budget, backend=backend, out=_other(bufs, stats.labels))
-            fixed = bool(torch.equal(new.labels, stats.labels))
+            fixed = _same_labels(new.labels, stats.labels)
             C, stats = C_new, new
             n_iter += 1
             history.append(_history_entry(n_iter, C, stats, max_shift, relocated, time.perf_counter() - t0, was_numpy))
