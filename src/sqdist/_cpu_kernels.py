@@ -137,9 +137,12 @@ def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
 
     On the AMD EPYC test machine NumPy's OpenBLAS ran float32 products 1.5-4x
     faster than ``torch.mm`` (MKL) on the same shapes (docs/performance.md), and
-    the compiled passes work on NumPy views anyway.
+    the compiled passes work on NumPy views anyway.  NaN/Inf rows give NaN
+    products here without a warning: the callers recompute those rows by the
+    direct formula (IEEE semantics, see distances.py).
     """
-    return np.matmul(a, b, out=out)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.matmul(a, b, out=out)
 
 
 def _groups(n: int, size: int, max_groups: int) -> np.ndarray:
