@@ -59,6 +59,34 @@ _OPTS = dict(cache=True, error_model="numpy")
 # --------------------------------------------------------------------------
 
 
+@njit(inline="always", **_OPTS)
+def _nearest_row(X, i, CT, dist):  # pragma: no cover
+    """Nearest centre of row ``X[i]`` by the direct formula: ``(k, distance)``.
+
+    CT (D, K) the centres transposed (the loops over the centres vectorise);
+    dist (K,) scratch.  Features are summed in order, ties go to the smallest
+    index (strict ``<``).  Every direct-formula path (the assign kernels and
+    the whole-loop kernels) goes through here, so they agree bit for bit.
+    """
+    D, K = CT.shape
+    x0 = X[i, 0]
+    for k in range(K):
+        t = x0 - CT[0, k]
+        dist[k] = t * t
+    for j in range(1, D):
+        xj = X[i, j]
+        for k in range(K):
+            t = xj - CT[j, k]
+            dist[k] += t * t
+    best = dist[0]
+    bk = 0
+    for k in range(1, K):
+        if dist[k] < best:
+            best = dist[k]
+            bk = k
+    return bk, best
+
+
 @njit(**_OPTS)
 def _assign_rows(X, CT, lo, hi, labels, mind, psums_g, pcounts_g):  # pragma: no cover
     """Rows lo:hi of the direct assign + accumulate; returns their float64 inertia."""
@@ -66,21 +94,7 @@ def _assign_rows(X, CT, lo, hi, labels, mind, psums_g, pcounts_g):  # pragma: no
     dist = np.empty(K, dtype=CT.dtype)  # (K,)
     acc = 0.0
     for i in range(lo, hi):
-        x0 = X[i, 0]
-        for k in range(K):
-            t = x0 - CT[0, k]
-            dist[k] = t * t
-        for j in range(1, D):
-            xj = X[i, j]
-            for k in range(K):
-                t = xj - CT[j, k]
-                dist[k] += t * t
-        best = dist[0]
-        bk = 0
-        for k in range(1, K):
-            if dist[k] < best:
-                best = dist[k]
-                bk = k
+        bk, best = _nearest_row(X, i, CT, dist)
         labels[i] = bk
         mind[i] = best
         acc += best
@@ -433,20 +447,9 @@ def lloyd_direct(X, C, max_iter, tol, hist_centers, hist_inertia, hist_shift, hi
         sums[:] = 0.0
         counts[:] = 0
         inert = 0.0
+        CT = np.ascontiguousarray(C.T)  # (D, K)
         for i in range(n):
-            for k in range(K):
-                t = X[i, 0] - C[k, 0]
-                dist[k] = t * t
-            for j in range(1, D):
-                for k in range(K):
-                    t = X[i, j] - C[k, j]
-                    dist[k] += t * t
-            best = dist[0]
-            bk = 0
-            for k in range(1, K):
-                if dist[k] < best:
-                    best = dist[k]
-                    bk = k
+            bk, best = _nearest_row(X, i, CT, dist)
             inert += best
             counts[bk] += 1
             for j in range(D):
@@ -484,8 +487,8 @@ def lloyd_continue(X, C, sums, counts, labels, mind, max_iter, tol,
     accumulation.  Iteration ``it``: every centre moves to its mean (float64
     division, rounded to C's dtype), ``hist_shift[it]`` = largest Euclidean
     move (float64, squares summed in feature order), then every row is
-    assigned to the new centres by the direct formula (same arithmetic and
-    order as ``_assign_rows`` with one row group: smallest index on ties,
+    assigned to the new centres by the direct formula (``_nearest_row``, as
+    ``_assign_rows`` with one row group: smallest index on ties,
     float64 inertia and sums accumulated row after row), ``labels`` / ``mind``
     / ``sums`` / ``counts`` updated in place and ``hist_fixed[it]`` = no label
     changed.  Returns ``(n_done, status)``: status 0 = ``max_iter`` done,
@@ -515,22 +518,9 @@ def lloyd_continue(X, C, sums, counts, labels, mind, max_iter, tol,
         counts[:] = 0
         inert = 0.0
         changed = 0
+        CT = np.ascontiguousarray(C.T)  # (D, K)
         for i in range(n):
-            x0 = X[i, 0]
-            for k in range(K):
-                t = x0 - C[k, 0]
-                dist[k] = t * t
-            for j in range(1, D):
-                xj = X[i, j]
-                for k in range(K):
-                    t = xj - C[k, j]
-                    dist[k] += t * t
-            best = dist[0]
-            bk = 0
-            for k in range(1, K):
-                if dist[k] < best:
-                    best = dist[k]
-                    bk = k
+            bk, best = _nearest_row(X, i, CT, dist)
             changed += labels[i] != bk
             labels[i] = bk
             mind[i] = best
