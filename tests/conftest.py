@@ -41,6 +41,17 @@ def run_cli():
     return _run
 
 
+@pytest.fixture
+def one_thread():
+    """Run the test with one torch thread, restoring the count afterwards."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def pytest_addoption(parser):
     parser.addoption("--skipslow", action="store_true", default=False,
                      help="skip tests marked slow (e.g. the 20000 x 20000 memory contract) for a quick local run")

@@ -95,16 +95,6 @@ def single(data) -> dict:
             "hist_inertia": np.array([h["inertia"] for h in r.history])}
 
 
-@pytest.fixture
-def one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_two_ranks_equal_one_process(data, single, one_thread):
     import sqdist
 

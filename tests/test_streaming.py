@@ -19,14 +19,6 @@ from sqdist import SqdistError
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def blobs(tmp_path_factory):
     rng = np.random.default_rng(3)
