@@ -295,3 +295,38 @@ def test_working_memory_budget_changes_only_summation_order(D):
     finally:
         ck._BLAS_CTL[:] = monkey
     assert torch.equal(a[0], c[0]) and torch.equal(a[1], c[1])
+
+
+@pytest.mark.parametrize("n,K", [(5000, 1), (4099, 3), (333, 700)])
+def test_chunked_gemm_path_ragged_shapes(n, K):
+    """The transposed-product kernel at one centre (no second best), ragged
+    chunks and more centres than rows: labels and distances of the direct formula."""
+    if ck._one_thread_blas() is None:
+        pytest.skip("needs scipy + threadpoolctl")
+    g = torch.Generator().manual_seed(n + K)
+    D = 37
+    X = torch.randn(n, D, generator=g) * 3 - 50
+    C = torch.randn(K, D, generator=g) * 3 - 50
+    labels, mind, sums, counts, inertia = ck.assign_accumulate(X, C)
+    lab, m, s, c, inert, d = brute(X, C)
+    dl = d[torch.arange(n), labels]
+    assert bool((dl <= m * (1 + 8 * D * 2**-23)).all())
+    assert torch.allclose(mind.double(), dl, rtol=4 * D * 2**-23, atol=0)
+    assert torch.equal(counts, torch.bincount(labels, minlength=K))
+    assert torch.allclose(sums, torch.zeros_like(s).index_add_(0, labels, X.double()), rtol=1e-12, atol=1e-8)
+
+
+def test_chunked_gemm_path_overflowing_products_follow_the_direct_formula():
+    """float32 rows so large that the products overflow (NaN/Inf e_k): every
+    centre is compared by the direct formula, which gives inf for all of them,
+    so the label is the first centre -- exactly what the float32 formula says."""
+    if ck._one_thread_blas() is None:
+        pytest.skip("needs scipy + threadpoolctl")
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(50, 40, generator=g) * 1e19
+    C = X[:3].clone()
+    labels, mind, *_ = ck.assign_accumulate(X, C)
+    direct = ((X[:, None, :] - C[None, :, :]) ** 2).sum(-1)  # (50, 3) float32, inf where it overflows
+    ref = torch.where(torch.isinf(direct).all(1), torch.zeros(50, dtype=torch.int64), direct.argmin(1))
+    assert torch.equal(labels, ref)
+    assert bool(torch.isinf(mind[torch.isinf(direct).all(1)]).all())

@@ -77,6 +77,7 @@ _BLOCK_BYTES = 64 << 20
 # chunked large-D path: bytes of one thread's (chunk, K) product block (stays
 # in L2), rows per group (fixed by N), cap on the groups' float64 partial sums
 _CHUNK_BYTES = 1 << 20
+_CHUNK_MAX_ROWS = 512
 _GEMM_GROUP_ROWS = 4096
 _PSUM_BYTES = 16 << 20
 
@@ -266,7 +267,7 @@ def _one_thread_blas():
 
 def _chunk_rows(K: int, item: int) -> int:
     """Rows per product chunk: a (chunk, K) block of about _CHUNK_BYTES (fixed by the shape)."""
-    return max(16, min(1024, _CHUNK_BYTES // max(1, K * item)))
+    return max(16, min(_CHUNK_MAX_ROWS, _CHUNK_BYTES // max(1, K * item)))
 
 
 def _assign_gemm(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor, budget: int):
@@ -306,8 +307,14 @@ def _assign_gemm_chunked(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tenso
     pinert = np.zeros(G, dtype=np.float64)
     # per-thread (chunk, K + D + 1) buffers: at most a quarter of the budget for 2 threads
     chunk = max(1, min(_chunk_rows(K, Xn.itemsize), budget // (8 * (K + D + 1) * Xn.itemsize)))
+    # every product covers a whole chunk (numba's np.dot needs contiguous
+    # operands), so even out the chunks of a group: the last one is then full
+    # but for a row or two instead of up to chunk - 1 wasted product rows
+    rows = -(-n // G) + 1  # (the largest group)
+    chunk = -(-rows // -(-rows // chunk))
+    CaT = np.ascontiguousarray(Ca.T)  # (K, D+1)
     with limit:
-        _nb().assign_accumulate_gemm_chunked(Xn, mn, Ca, Cn, ncmax, gamma, bounds, chunk, labels_t.numpy(),
+        _nb().assign_accumulate_gemm_chunked(Xn, mn, CaT, Cn, ncmax, gamma, bounds, chunk, labels_t.numpy(),
                                              mind_t.numpy(), psums, pcounts, pinert)
     sums, counts, inertia = _combine(psums, pcounts, pinert)
     return labels_t, mind_t, sums, counts, inertia
