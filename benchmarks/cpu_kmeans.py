@@ -11,8 +11,8 @@ pinned, one process.  Peers: scikit-learn ``KMeans(algorithm="lloyd")``, FAISS
 (full N x K matrix), and ours: ``sqdist._cpu_kernels.assign_accumulate`` +
 the centre division ("ours (kernel)"), the one-call small-problem loop
 ("ours (lloyd_small)") and ``sqdist.kmeans`` end to end when it exists.
-Agreement with scikit-learn is checked (labels >= 99.9 % equal, inertia within
-1e-5 relative).  ``--memory`` also measures the peak memory of 20 kernel
+Agreement is checked: labels after one step equal the exact float64 step's (>= 99.9 %),
+the inertia after all iterations is within 1e-5 of scikit-learn's.  ``--memory`` also measures the peak memory of 20 kernel
 iterations at N = 1e7, D = 2 in a subprocess.
 """
 
@@ -54,6 +54,19 @@ def make_data(n: int, d: int, k: int, seed: int = 0):
         X = rng.normal(size=(n, d))
     X = np.ascontiguousarray(X[rng.permutation(n)].astype(np.float32))
     return X, X[:k].copy()
+
+
+def exact_step(X: np.ndarray, C: np.ndarray) -> np.ndarray:
+    """One Lloyd step from C in float64 (exact labels, float64 means; empty clusters keep their centre)."""
+    lab, _ = inertia_of(X, C)
+    lab_t = torch.from_numpy(lab)
+    K = C.shape[0]
+    sums = torch.zeros(K, X.shape[1], dtype=torch.float64).index_add_(0, lab_t, torch.from_numpy(X).double())
+    counts = torch.bincount(lab_t, minlength=K)
+    C1 = torch.from_numpy(C).double().clone()
+    nz = counts > 0
+    C1[nz] = sums[nz] / counts[nz, None]
+    return C1.numpy()
 
 
 def inertia_of(X: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, float]:
@@ -200,7 +213,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default="cpu_kmeans.json")
     ap.add_argument("--budget", type=float, default=90.0, help="seconds of timing rounds per shape")
     ap.add_argument("--memory", action="store_true", help="also measure peak memory at N = 1e7, D = 2")
-    ap.add_argument("--settle", type=float, default=0.0,
+    ap.add_argument("--settle", type=float, default=0.1,
                     help="seconds of pause before each timed call, so spinning BLAS/OpenMP threads of the previous candidate go idle")
     args = ap.parse_args(argv)
     env = pin_threads(args.threads)
@@ -225,13 +238,22 @@ def main(argv=None) -> int:
         iters = 20 if N * K * D <= 10**7 else args.iters
         fns = {k: rs[k] for k in names if not (k == "ours (lloyd_small)" and N * K > 10**6)}
         outs = {k: f(X, C0, iters) for k, f in fns.items()}  # warm-up + results
-        # agreement: labels / inertia of the final centres, vs scikit-learn (or ours)
+        # agreement.  One step from the same centres: every implementation's
+        # centres should give the labels of the exact float64 step (>= 99.9 %);
+        # after `iters` steps the trajectories of float32 peers may drift apart
+        # on structureless data (scikit-learn sums in float32), so there only
+        # the inertia is held to 1e-5 relative (labels are shown for information)
+        ref1_labels, _ = inertia_of(X, exact_step(X, C0))
         ref_name = "sklearn" if "sklearn" in outs else "ours (kernel)"
         ref_labels, ref_inertia = inertia_of(X, outs[ref_name][0])
         agree = {}
         for k, (C, n_it) in outs.items():
+            lab1, _ = inertia_of(X, fns[k](X, C0, 1)[0])
             lab, inert = inertia_of(X, C)
-            agree[k] = {"labels_equal": float((lab == ref_labels).mean()), "inertia_rel": abs(inert - ref_inertia) / ref_inertia, "n_iter": n_it}
+            a = {"step1_labels_equal": float((lab1 == ref1_labels).mean()), "labels_equal": float((lab == ref_labels).mean()),
+                 "inertia_rel": abs(inert - ref_inertia) / ref_inertia, "n_iter": n_it}
+            a["ok"] = a["step1_labels_equal"] >= 0.999 and a["inertia_rel"] <= 1e-5
+            agree[k] = a
         t = interleaved({k: (lambda f=f: f(X, C0, iters)) for k, f in fns.items()}, args.rounds, warmup=0, budget_s=args.budget, settle_s=args.settle)
         per_iter = {k: t[k] / max(1, outs[k][1]) for k in t}
         # the matrix-product floor of one iteration: X @ C.T
@@ -250,7 +272,13 @@ def main(argv=None) -> int:
         if N > 1000:
             best_ratios.append(ours / best_peer)
         else:
-            print(f"whole {iters}-iteration fit at {N}x{D}x{K}: " + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in t.items()), flush=True)
+            print(f"whole fit (at most {iters} iterations, stops on unchanged labels) at {N}x{D}x{K}: "
+                  + ", ".join(f"{k} {v * 1e3:.3f} ms ({outs[k][1]} it)" for k, v in t.items()), flush=True)
+            if "sqdist.kmeans" in t and "sklearn" in t:
+                # scikit-learn counts the iteration that finds the labels unchanged, sqdist does not
+                # (same centres): the whole fit is the like-for-like comparison here
+                results["shapes"][f"{N}x{D}x{K}"]["whole_fit_sqdist_over_sklearn"] = t["sqdist.kmeans"] / t["sklearn"]
+                print(f"  whole fit sqdist.kmeans / sklearn: {t['sqdist.kmeans'] / t['sklearn']:.2f}x", flush=True)
         rows.append([f"{N}x{D}x{K}", f"{mmt * 1e3:.3f}"] + [f"{per_iter[k] * 1e3:.3f}" if k in per_iter else "-" for k in names]
                     + [f"{ours / best_peer:.3g}x", f"{ours / mmt:.3g}x"])
         print(f"done {N}x{D}x{K}", file=sys.stderr, flush=True)
@@ -260,10 +288,12 @@ def main(argv=None) -> int:
     if best_ratios:
         print(f"median ours / best(sklearn, faiss) over the large shapes: {median(best_ratios):.2f}x")
     print()
-    arows = [[shp, k, f"{a['labels_equal'] * 100:.3f}%", f"{a['inertia_rel']:.1e}", str(a["n_iter"])]
+    arows = [[shp, k, f"{a['step1_labels_equal'] * 100:.3f}%", f"{a['inertia_rel']:.1e}", f"{a['labels_equal'] * 100:.3f}%",
+              str(a["n_iter"]), "yes" if a["ok"] else "NO"]
              for shp, r in results["shapes"].items() for k, a in r["agreement"].items()]
-    print("agreement with scikit-learn (labels of the final centres, exact float64 inertia)")
-    print(table(arows, ["shape", "who", "labels equal", "inertia rel diff", "iterations"]))
+    print("agreement: labels after one step vs the exact float64 step (>= 99.9 %); after all iterations, inertia vs scikit-learn "
+          "(<= 1e-5 relative) and labels vs scikit-learn's (information only: float32 trajectories drift on structureless data)")
+    print(table(arows, ["shape", "who", "1-step labels", "inertia rel diff", "final labels", "iterations", "agrees"]))
     fc = results["first_call_s"]
     print(f"\nfirst call (compile or cache load): direct {fc['direct']:.2f} s, gemm {fc['gemm']:.2f} s, lloyd_small {fc['lloyd_small']:.2f} s")
     if args.memory:

@@ -11,16 +11,20 @@ the cached machine code.
 Fast paths
 ----------
 ``assign_accumulate`` (one Lloyd step without the centre division)
-    * small ``D``: one pass over X computes the direct distances to all
-      centres (inner loop over the centres vectorised), the argmin, and adds
-      the row to its cluster's float64 sum -- no N x K matrix, no
-      ``index_add_`` pass, no temporaries beyond O(K * D) per row group.
+    * small ``D`` (up to 4 features, or K * D <= 768): one pass over X, a
+      few hundred rows at a time transposed into an L1-sized block, computes
+      the direct distances to every centre and keeps the running
+      (min, argmin) element-wise over the rows (vectorised), then adds each
+      row to its cluster's float64 sum -- no N x K matrix, no ``index_add_``
+      pass, no temporaries beyond O(K * D + chunk * D) per row group.
     * larger ``D``: as scikit-learn, every thread takes fixed row groups
       and walks them in cache-sized chunks: a single-threaded BLAS product
-      per chunk, then, while the chunk is hot, the argmin, the direct-formula
-      re-check of near ties (so the labels and distances are those of the
-      direct formula) and the float64 accumulation.  Without SciPy or
-      threadpoolctl: NumPy's BLAS on large row blocks, then one compiled pass.
+      per chunk, written transposed (centres x rows) so that the argmin is
+      again an element-wise (min, second min, index) pass, then, while the
+      chunk is hot, the direct-formula re-check of near ties (so the labels
+      and distances are those of the direct formula) and the float64
+      accumulation.  Without SciPy or threadpoolctl: NumPy's BLAS on large
+      row blocks, then one compiled pass.
 ``sqdist_small`` -- the direct-formula distance matrix for small ``D`` (faster
     than any product there, exact, never negative).
 ``gemm_fixup`` -- one pass over a gemm block replacing the threshold tensor,
@@ -54,15 +58,20 @@ __all__ = [
 _AVAILABLE: bool | None = None
 
 # Where the direct formula beats a product in the k-means assignment (measured on a
-# 2-core AMD EPYC, float32, N = 1e5, ms direct / gemm: D=16 K=32 3.7/4.2, D=16 K=64
-# 5.5/8.0, D=16 K=128 8.9/6.6, D=24 K=48 6.6/5.6, D=4 K=256 10.3/7.3, D=8 K=256
-# 15.3/8.2, D=2 K=1024 37.1/24.4; see docs/performance.md): small D and few centres.
+# 2-core AMD EPYC, float32, N = 1e5, both kernels in their element-wise form, ms
+# direct / gemm: D=2 K=1024 8.0/15.2, D=4 K=1024 12.4/13.5, D=4 K=256 4.8/5.6,
+# D=6 K=256 4.6/4.9, D=8 K=64 2.0/2.7, D=8 K=128 3.6/3.1, D=16 K=32 2.6/2.7,
+# D=16 K=48 2.7/2.9, D=16 K=64 4.1/3.1, D=24 K=32 3.9/4.2, D=32 K=32 5.7/5.0,
+# D=48 K=16 6.0/4.5; N=1e6 D=2 K=8 3.1/6.1; see docs/performance.md): up to
+# 4 features always, otherwise few centres times features.
+_ASSIGN_DIRECT_ALWAYS_D = 4
 _ASSIGN_DIRECT_MAX_D = 32
-_ASSIGN_DIRECT_MAX_K = 128
-_ASSIGN_DIRECT_MAX_KD = 1024
+_ASSIGN_DIRECT_MAX_KD = 768
 _SQDIST_DIRECT_MAX_D = 16
 # rows per group of the direct assign kernel (groups are fixed by N only)
 _GROUP_ROWS = 16384
+# bytes of the direct kernel's per-chunk buffers (half of a 48 KiB L1d)
+_DIRECT_L1_BYTES = 24 << 10
 _MAX_GROUPS = 64
 # below this many multiply-adds a kernel runs on the calling thread
 _SERIAL_WORK = 1 << 16
@@ -201,7 +210,7 @@ def assign_accumulate(X: torch.Tensor, C: torch.Tensor, *, labels_out: torch.Ten
     labels = torch.empty(n, dtype=torch.int64) if labels_out is None else labels_out
     mind = torch.empty(n, dtype=X.dtype) if mind_out is None else mind_out
     budget = _BLOCK_BYTES if budget is None else max(1, int(budget))
-    if D <= _ASSIGN_DIRECT_MAX_D and K <= _ASSIGN_DIRECT_MAX_K and K * D <= _ASSIGN_DIRECT_MAX_KD:
+    if D <= _ASSIGN_DIRECT_ALWAYS_D or (D <= _ASSIGN_DIRECT_MAX_D and K * D <= _ASSIGN_DIRECT_MAX_KD):
         return _assign_direct(X, C, labels, mind, budget)
     return _assign_gemm(X, C, labels, mind, budget)
 
@@ -211,11 +220,17 @@ def _group_cap(K: int, D: int, budget: int) -> int:
     return max(1, min(_MAX_GROUPS, min(_PSUM_BYTES, budget // 2) // (K * D * 8)))
 
 
+def _direct_chunk(D: int) -> int:
+    """Rows per transposed block of the direct kernel: the block, its distances,
+    minima and labels (about (D + 4) * chunk * 4 bytes) stay within L1."""
+    return max(64, min(512, (_DIRECT_L1_BYTES // (4 * (D + 4))) // 16 * 16))
+
+
 def _assign_direct(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor, budget: int):
     n, D = X.shape
     K = C.shape[0]
     Xn = _np(X)
-    CT = np.ascontiguousarray(_np(C).T)  # (D, K)
+    Cn = _np(C)  # (K, D)
     bounds = _groups(n, _GROUP_ROWS, _group_cap(K, D, budget))
     G = bounds.shape[0] - 1
     labels, mind = labels_t.numpy(), mind_t.numpy()
@@ -223,7 +238,7 @@ def _assign_direct(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, min
     pcounts = np.zeros((G, K), dtype=np.int64)
     pinert = np.zeros(G, dtype=np.float64)
     kern = _nb().assign_accumulate_direct if G > 1 else _nb().assign_accumulate_direct_serial
-    kern(Xn, CT, bounds, labels, mind, psums, pcounts, pinert)
+    kern(Xn, Cn, bounds, _direct_chunk(D), labels, mind, psums, pcounts, pinert)
     sums, counts, inertia = _combine(psums, pcounts, pinert)
     return labels_t, mind_t, sums, counts, inertia
 

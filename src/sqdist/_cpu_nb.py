@@ -88,42 +88,82 @@ def _nearest_row(X, i, CT, dist):  # pragma: no cover
 
 
 @njit(**_OPTS)
-def _assign_rows(X, CT, lo, hi, labels, mind, psums_g, pcounts_g):  # pragma: no cover
-    """Rows lo:hi of the direct assign + accumulate; returns their float64 inertia."""
-    D, K = CT.shape
-    dist = np.empty(K, dtype=CT.dtype)  # (K,)
+def _assign_rows(X, C, lo, hi, chunk, labels, mind, psums_g, pcounts_g):  # pragma: no cover
+    """Rows lo:hi of the direct assign + accumulate; returns their float64 inertia.
+
+    ``chunk`` rows at a time are transposed into a small (D, chunk) buffer, and
+    every loop then runs element-wise over the chunk's rows: the distance to
+    centre k, ``d = sum_j (x_j - c_kj)^2`` (features added in order, in X's
+    dtype), and the running (min, index) update with strict ``<`` (ties go to
+    the smallest index).  That is exactly :func:`_nearest_row`'s arithmetic,
+    so the labels and distances agree with it bit for bit, but the argmin is
+    no longer a horizontal, branchy scan over the centres of one row: it
+    vectorises, which measured 1.4-2.7x faster (N = 1e5..1e6, D <= 16, K <= 64).
+    """
+    D = X.shape[1]
+    K = C.shape[0]
+    xt = np.empty((D, chunk), dtype=X.dtype)  # (D, chunk) the chunk's rows, transposed
+    d = np.empty(chunk, dtype=X.dtype)  # (chunk,) distance to centre k
+    m1 = np.empty(chunk, dtype=X.dtype)  # (chunk,) smallest distance so far
+    ix = np.empty(chunk, dtype=np.int64)  # (chunk,) its centre
     acc = 0.0
-    for i in range(lo, hi):
-        bk, best = _nearest_row(X, i, CT, dist)
-        labels[i] = bk
-        mind[i] = best
-        acc += best
-        pcounts_g[bk] += 1
-        for j in range(D):
-            psums_g[bk, j] += X[i, j]
+    for s in range(lo, hi, chunk):
+        r = min(chunk, hi - s)
+        for i in range(r):
+            for j in range(D):
+                xt[j, i] = X[s + i, j]
+        for k in range(K):
+            c0 = C[k, 0]
+            for i in range(r):
+                t = xt[0, i] - c0
+                d[i] = t * t
+            for j in range(1, D):
+                cj = C[k, j]
+                for i in range(r):
+                    t = xt[j, i] - cj
+                    d[i] += t * t
+            if k == 0:
+                for i in range(r):
+                    m1[i] = d[i]
+                    ix[i] = 0
+            else:
+                for i in range(r):
+                    v = d[i]
+                    lt = v < m1[i]
+                    m1[i] = v if lt else m1[i]
+                    ix[i] = k if lt else ix[i]
+        for i in range(r):
+            bk = ix[i]
+            best = m1[i]
+            labels[s + i] = bk
+            mind[s + i] = best
+            acc += best
+            pcounts_g[bk] += 1
+            for j in range(D):
+                psums_g[bk, j] += X[s + i, j]
     return acc
 
 
 @njit(parallel=True, **_OPTS)
-def assign_accumulate_direct(X, CT, bounds, labels, mind, psums, pcounts, pinert):  # pragma: no cover
+def assign_accumulate_direct(X, C, bounds, chunk, labels, mind, psums, pcounts, pinert):  # pragma: no cover
     """Nearest centre of every row by the direct formula, and per-group sums.
 
-    X (n, D); CT (D, K) the centres transposed (so the inner loop over the
-    centres vectorises); bounds (G+1,) group row boundaries; outputs labels (n,),
-    mind (n,), psums (G, K, D) float64, pcounts (G, K) int64, pinert (G,) float64.
+    X (n, D); C (K, D); bounds (G+1,) group row boundaries; chunk rows per
+    transposed block (see :func:`_assign_rows`); outputs labels (n,), mind
+    (n,), psums (G, K, D) float64, pcounts (G, K) int64, pinert (G,) float64.
     Ties go to the smallest centre index (strict ``<``).
     """
     G = bounds.shape[0] - 1
     for g in prange(G):
-        pinert[g] = _assign_rows(X, CT, bounds[g], bounds[g + 1], labels, mind, psums[g], pcounts[g])
+        pinert[g] = _assign_rows(X, C, bounds[g], bounds[g + 1], chunk, labels, mind, psums[g], pcounts[g])
 
 
 @njit(**_OPTS)
-def assign_accumulate_direct_serial(X, CT, bounds, labels, mind, psums, pcounts, pinert):  # pragma: no cover
+def assign_accumulate_direct_serial(X, C, bounds, chunk, labels, mind, psums, pcounts, pinert):  # pragma: no cover
     """The same, on the calling thread (small inputs: a parallel launch costs more
     than the work, and milliseconds on a loaded machine)."""
     for g in range(bounds.shape[0] - 1):
-        pinert[g] = _assign_rows(X, CT, bounds[g], bounds[g + 1], labels, mind, psums[g], pcounts[g])
+        pinert[g] = _assign_rows(X, C, bounds[g], bounds[g + 1], chunk, labels, mind, psums[g], pcounts[g])
 
 
 # --------------------------------------------------------------------------
