@@ -46,7 +46,7 @@ def pin_threads(n: int) -> dict:
 
 
 def interleaved(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1, budget_s: float = 60.0,
-                settle_s: float = 0.0) -> dict[str, float]:
+                settle_s: float = 0.0, number: int = 1) -> dict[str, float]:
     """Min-of-rounds seconds per call, the candidates interleaved round by round.
 
     On a shared, noisy machine the minimum over interleaved rounds is the most
@@ -56,7 +56,10 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int, warmup: int =
     threads keep spinning for up to ~0.2 s after a parallel call; without the
     pause they take cores away from whichever candidate runs next (measured:
     a 2-thread kernel run right after a 2-thread ``np.matmul`` took 1.5-1.7x
-    its time after a 0.2 s pause).
+    its time after a 0.2 s pause).  ``number``: calls per timed block (the
+    time per call is the block's mean) -- for sub-millisecond calls, whose
+    single timings after a pause measure a cold start rather than the
+    steady state.
     """
     for _ in range(warmup):
         for f in fns.values():
@@ -68,8 +71,9 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int, warmup: int =
             if settle_s:
                 time.sleep(settle_s)
             t = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t)
+            for _ in range(number):
+                f()
+            times[k].append((time.perf_counter() - t) / number)
         if time.perf_counter() > t_end:
             break
     return {k: min(v) for k, v in times.items()}

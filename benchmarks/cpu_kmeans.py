@@ -254,7 +254,10 @@ def main(argv=None) -> int:
                  "inertia_rel": abs(inert - ref_inertia) / ref_inertia, "n_iter": n_it}
             a["ok"] = a["step1_labels_equal"] >= 0.999 and a["inertia_rel"] <= 1e-5
             agree[k] = a
-        t = interleaved({k: (lambda f=f: f(X, C0, iters)) for k, f in fns.items()}, args.rounds, warmup=0, budget_s=args.budget, settle_s=args.settle)
+        # sub-millisecond fits: blocks of back-to-back calls (steady state), no pause
+        small = N * K * D <= 10**5
+        t = interleaved({k: (lambda f=f: f(X, C0, iters)) for k, f in fns.items()}, args.rounds, warmup=0, budget_s=args.budget,
+                        settle_s=0.0 if small else args.settle, number=50 if small else 1)
         per_iter = {k: t[k] / max(1, outs[k][1]) for k in t}
         # the matrix-product floor of one iteration: X @ C.T
         Xt, Ct = torch.from_numpy(X), torch.from_numpy(C0).T.contiguous()
@@ -263,10 +266,14 @@ def main(argv=None) -> int:
         mmt = min(fl.values())  # the faster of the two BLAS products
         peers = [per_iter[k] for k in ("sklearn", "faiss") if k in per_iter]
         best_peer = min(peers) if peers else float("nan")
-        ours = min(per_iter[k] for k in per_iter if k.startswith("ours") or k == "sqdist.kmeans")
+        # the public sqdist.kmeans end to end (it runs one more assignment than
+        # iterations, as scikit-learn does); the kernel alone for reference
+        ours = per_iter.get("sqdist.kmeans", per_iter["ours (kernel)"])
+        kern = per_iter["ours (kernel)"]
         results["shapes"][f"{N}x{D}x{K}"] = {
             "iters": iters, "per_iter_s": per_iter, "mm_floor_s": mmt, "floors_s": fl, "agreement": agree,
             "ours_over_best_peer": ours / best_peer, "ours_over_mm": ours / mmt,
+            "kernel_over_best_peer": kern / best_peer, "kernel_over_mm": kern / mmt,
         }
         results["shapes"][f"{N}x{D}x{K}"]["whole_fit_s"] = t
         if N > 1000:
@@ -280,13 +287,14 @@ def main(argv=None) -> int:
                 results["shapes"][f"{N}x{D}x{K}"]["whole_fit_sqdist_over_sklearn"] = t["sqdist.kmeans"] / t["sklearn"]
                 print(f"  whole fit sqdist.kmeans / sklearn: {t['sqdist.kmeans'] / t['sklearn']:.2f}x", flush=True)
         rows.append([f"{N}x{D}x{K}", f"{mmt * 1e3:.3f}"] + [f"{per_iter[k] * 1e3:.3f}" if k in per_iter else "-" for k in names]
-                    + [f"{ours / best_peer:.3g}x", f"{ours / mmt:.3g}x"])
+                    + [f"{ours / best_peer:.3g}x", f"{kern / best_peer:.3g}x", f"{ours / mmt:.3g}x", f"{kern / mmt:.3g}x"])
         print(f"done {N}x{D}x{K}", file=sys.stderr, flush=True)
     print(f"float32, {args.threads} threads: ms per Lloyd iteration (min of interleaved rounds), same data and initial centres")
-    print(table(rows, ["N x D x K", "mm floor"] + names + ["ours/best(sk,faiss)", "ours/mm"]))
-    print("mm floor = the faster of torch.mm and np.matmul computing X @ C.T; ours = the fastest sqdist row")
+    print(table(rows, ["N x D x K", "mm floor"] + names + ["kmeans/best(sk,faiss)", "kernel/best", "kmeans/mm", "kernel/mm"]))
+    print("mm floor = the faster of torch.mm and np.matmul computing X @ C.T; kmeans = sqdist.kmeans end to end, "
+          "kernel = the assignment kernel + centre division alone")
     if best_ratios:
-        print(f"median ours / best(sklearn, faiss) over the large shapes: {median(best_ratios):.2f}x")
+        print(f"median sqdist.kmeans / best(sklearn, faiss) over the large shapes: {median(best_ratios):.2f}x")
     print()
     arows = [[shp, k, f"{a['step1_labels_equal'] * 100:.3f}%", f"{a['inertia_rel']:.1e}", f"{a['labels_equal'] * 100:.3f}%",
               str(a["n_iter"]), "yes" if a["ok"] else "NO"]
