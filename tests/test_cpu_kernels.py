@@ -330,3 +330,24 @@ def test_chunked_gemm_path_overflowing_products_follow_the_direct_formula():
     ref = torch.where(torch.isinf(direct).all(1), torch.zeros(50, dtype=torch.int64), direct.argmin(1))
     assert torch.equal(labels, ref)
     assert bool(torch.isinf(mind[torch.isinf(direct).all(1)]).all())
+
+
+@pytest.mark.parametrize("n,D,K", [(1000, 3, 40), (1300, 16, 48), (700, 30, 20), (20000, 2, 9)])
+def test_direct_kernel_is_the_sequential_float32_formula_bit_for_bit(n, D, K):
+    """The chunked, transposed direct kernel computes sum_j (x_j - c_kj)^2 with
+    the features added in order, in float32, smallest index on ties: the same
+    bits as the element-wise torch formula evaluated in that order (ragged
+    chunks, several row groups, duplicated centres for exact ties)."""
+    g = torch.Generator().manual_seed(n * D + K)
+    X = torch.randn(n, D, generator=g) * 10 + 300
+    C = X[torch.randperm(n, generator=g)[:K]].clone()
+    C[K // 2] = C[0]  # an exact tie: centre 0 must win
+    assert D <= ck._ASSIGN_DIRECT_ALWAYS_D or D * K <= ck._ASSIGN_DIRECT_MAX_KD  # the direct kernel runs
+    labels, mind, sums, counts, _ = ck.assign_accumulate(X, C)
+    d = (X[:, None, 0] - C[None, :, 0]) ** 2  # (n, K) float32, feature 0
+    for j in range(1, D):
+        d = d + (X[:, None, j] - C[None, :, j]) ** 2  # features added in order
+    ref_m, ref_l = d.min(1)  # first index of the minimum
+    assert torch.equal(labels, ref_l) and torch.equal(mind, ref_m)
+    assert not bool((labels == K // 2).any())
+    assert torch.equal(counts, torch.bincount(ref_l, minlength=K))
