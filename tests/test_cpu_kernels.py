@@ -351,3 +351,20 @@ def test_direct_kernel_is_the_sequential_float32_formula_bit_for_bit(n, D, K):
     assert torch.equal(labels, ref_l) and torch.equal(mind, ref_m)
     assert not bool((labels == K // 2).any())
     assert torch.equal(counts, torch.bincount(ref_l, minlength=K))
+
+
+@pytest.mark.parametrize("D,K", [(2, 8), (64, 40)])
+def test_prev_labels_count_the_changed_rows(D, K):
+    """With ``prev_labels`` the kernel also returns how many labels changed
+    (the fixed-point test of Lloyd's loop), on both the direct and the product path."""
+    g = torch.Generator().manual_seed(D)
+    X = torch.randn(30000, D, generator=g)
+    C1 = X[:K].clone()
+    C2 = C1 + 0.05 * torch.randn(K, D, generator=g)
+    l1 = ck.assign_accumulate(X, C1)[0].clone()
+    out = ck.assign_accumulate(X, C2, prev_labels=l1)
+    assert len(out) == 6
+    l2 = ck.assign_accumulate(X, C2)[0]
+    assert torch.equal(out[0], l2)
+    assert out[5] == int((l1 != l2).sum()) > 0
+    assert ck.assign_accumulate(X, C2, prev_labels=l2.clone())[5] == 0

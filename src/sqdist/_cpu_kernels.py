@@ -164,7 +164,7 @@ def _groups(n: int, size: int, max_groups: int) -> np.ndarray:
 
 
 def assign_accumulate(X: torch.Tensor, C: torch.Tensor, *, labels_out: torch.Tensor | None = None, mind_out: torch.Tensor | None = None,
-                      budget: int | None = None):
+                      budget: int | None = None, prev_labels: torch.Tensor | None = None):
     """Nearest centre of every row and the per-cluster sums, in one pass.
 
     Parameters
@@ -179,6 +179,13 @@ def assign_accumulate(X: torch.Tensor, C: torch.Tensor, *, labels_out: torch.Ten
         the row groups, product blocks); default 64 MiB.  Fewer groups change
         the float64 summation order (the last bits of ``sums``), never the
         labels; the thread count never changes anything.
+    prev_labels : int64 Tensor of shape (n,), optional
+        The previous iteration's labels (a buffer other than ``labels_out``):
+        the kernel counts the rows whose label changed while it writes them,
+        and the count is returned as a sixth value.  Lloyd's fixed-point test
+        then needs no second pass over the labels (a separate single-threaded
+        comparison measured 0.2 ms plus ~0.6 ms of slower next kernel call
+        at N = 1e6).
 
     Returns
     -------
@@ -191,6 +198,8 @@ def assign_accumulate(X: torch.Tensor, C: torch.Tensor, *, labels_out: torch.Ten
     counts : int64 Tensor of shape (K,)
     inertia : float
         ``sum(mind)`` accumulated in float64.
+    changed : int
+        Only with ``prev_labels``: how many labels differ from it.
 
     Examples
     --------
@@ -210,9 +219,12 @@ def assign_accumulate(X: torch.Tensor, C: torch.Tensor, *, labels_out: torch.Ten
     labels = torch.empty(n, dtype=torch.int64) if labels_out is None else labels_out
     mind = torch.empty(n, dtype=X.dtype) if mind_out is None else mind_out
     budget = _BLOCK_BYTES if budget is None else max(1, int(budget))
+    prev = _NO_PREV if prev_labels is None else prev_labels.numpy()
     if D <= _ASSIGN_DIRECT_ALWAYS_D or (D <= _ASSIGN_DIRECT_MAX_D and K * D <= _ASSIGN_DIRECT_MAX_KD):
-        return _assign_direct(X, C, labels, mind, budget)
-    return _assign_gemm(X, C, labels, mind, budget)
+        out = _assign_direct(X, C, labels, mind, budget, prev)
+    else:
+        out = _assign_gemm(X, C, labels, mind, budget, prev)
+    return out if prev_labels is not None else out[:5]
 
 
 def _group_cap(K: int, D: int, budget: int) -> int:
@@ -226,7 +238,7 @@ def _direct_chunk(D: int) -> int:
     return max(64, min(512, (_DIRECT_L1_BYTES // (4 * (D + 4))) // 16 * 16))
 
 
-def _assign_direct(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor, budget: int):
+def _assign_direct(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor, budget: int, prev: np.ndarray):
     n, D = X.shape
     K = C.shape[0]
     Xn = _np(X)
@@ -238,9 +250,10 @@ def _assign_direct(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, min
     pcounts = np.zeros((G, K), dtype=np.int64)
     pinert = np.zeros(G, dtype=np.float64)
     kern = _nb().assign_accumulate_direct if G > 1 else _nb().assign_accumulate_direct_serial
-    kern(Xn, Cn, bounds, _direct_chunk(D), labels, mind, psums, pcounts, pinert)
+    pchanged = np.zeros(G, dtype=np.int64)
+    kern(Xn, Cn, bounds, _direct_chunk(D), labels, mind, psums, pcounts, pinert, prev, pchanged)
     sums, counts, inertia = _combine(psums, pcounts, pinert)
-    return labels_t, mind_t, sums, counts, inertia
+    return labels_t, mind_t, sums, counts, inertia, int(pchanged.sum())
 
 
 def _combine(psums: np.ndarray, pcounts: np.ndarray, pinert: np.ndarray):
@@ -254,6 +267,8 @@ def _combine(psums: np.ndarray, pcounts: np.ndarray, pinert: np.ndarray):
         inertia += float(pinert[g])
     return torch.from_numpy(sums), torch.from_numpy(counts), inertia
 
+
+_NO_PREV = np.empty(0, dtype=np.int64)  # no previous labels to compare with
 
 _BLAS_CTL: list = []
 
@@ -285,11 +300,13 @@ def _chunk_rows(K: int, item: int) -> int:
     return max(16, min(_CHUNK_MAX_ROWS, _CHUNK_BYTES // max(1, K * item)))
 
 
-def _assign_gemm(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor, budget: int):
+def _assign_gemm(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor, budget: int, prev: np.ndarray):
     limit = _one_thread_blas()
     if limit is not None:
-        return _assign_gemm_chunked(X, C, labels_t, mind_t, limit, budget)
-    return _assign_gemm_blocks(X, C, labels_t, mind_t, budget)
+        return _assign_gemm_chunked(X, C, labels_t, mind_t, limit, budget, prev)
+    out = _assign_gemm_blocks(X, C, labels_t, mind_t, budget)
+    changed = int(np.count_nonzero(prev != out[0].numpy())) if prev.shape[0] else 0
+    return out + (changed,)
 
 
 def _gemm_prep(X: torch.Tensor, C: torch.Tensor):
@@ -306,7 +323,8 @@ def _gemm_prep(X: torch.Tensor, C: torch.Tensor):
     return C.numpy(), m.numpy(), Ca, float(ncc.max()), gamma
 
 
-def _assign_gemm_chunked(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor, limit, budget: int):
+def _assign_gemm_chunked(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor, limit, budget: int,
+                         prev: np.ndarray):
     """Per-thread row chunks with a single-threaded product each (see
     :func:`sqdist._cpu_nb.assign_accumulate_gemm_chunked`).  Groups: fixed by
     the shape, at least _GEMM_GROUP_ROWS rows each, at most _MAX_GROUPS, and
@@ -328,11 +346,12 @@ def _assign_gemm_chunked(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tenso
     rows = -(-n // G) + 1  # (the largest group)
     chunk = -(-rows // -(-rows // chunk))
     CaT = np.ascontiguousarray(Ca.T)  # (K, D+1)
+    pchanged = np.zeros(G, dtype=np.int64)
     with limit:
         _nb().assign_accumulate_gemm_chunked(Xn, mn, CaT, Cn, ncmax, gamma, bounds, chunk, labels_t.numpy(),
-                                             mind_t.numpy(), psums, pcounts, pinert)
+                                             mind_t.numpy(), psums, pcounts, pinert, prev, pchanged)
     sums, counts, inertia = _combine(psums, pcounts, pinert)
-    return labels_t, mind_t, sums, counts, inertia
+    return labels_t, mind_t, sums, counts, inertia, int(pchanged.sum())
 
 
 def _assign_gemm_blocks(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor, budget: int):

@@ -88,8 +88,9 @@ def _nearest_row(X, i, CT, dist):  # pragma: no cover
 
 
 @njit(**_OPTS)
-def _assign_rows(X, C, lo, hi, chunk, labels, mind, psums_g, pcounts_g):  # pragma: no cover
-    """Rows lo:hi of the direct assign + accumulate; returns their float64 inertia.
+def _assign_rows(X, C, lo, hi, chunk, labels, mind, psums_g, pcounts_g, prev):  # pragma: no cover
+    """Rows lo:hi of the direct assign + accumulate; returns their float64 inertia
+    and how many labels differ from ``prev`` (n,) (0 when ``prev`` is empty).
 
     ``chunk`` rows at a time are transposed into a small (D, chunk) buffer, and
     every loop then runs element-wise over the chunk's rows: the distance to
@@ -107,6 +108,8 @@ def _assign_rows(X, C, lo, hi, chunk, labels, mind, psums_g, pcounts_g):  # prag
     m1 = np.empty(chunk, dtype=X.dtype)  # (chunk,) smallest distance so far
     ix = np.empty(chunk, dtype=np.int64)  # (chunk,) its centre
     acc = 0.0
+    changed = 0
+    has_prev = prev.shape[0] > 0
     for s in range(lo, hi, chunk):
         r = min(chunk, hi - s)
         for i in range(r):
@@ -135,35 +138,38 @@ def _assign_rows(X, C, lo, hi, chunk, labels, mind, psums_g, pcounts_g):  # prag
         for i in range(r):
             bk = ix[i]
             best = m1[i]
+            if has_prev and prev[s + i] != bk:
+                changed += 1
             labels[s + i] = bk
             mind[s + i] = best
             acc += best
             pcounts_g[bk] += 1
             for j in range(D):
                 psums_g[bk, j] += X[s + i, j]
-    return acc
+    return acc, changed
 
 
 @njit(parallel=True, **_OPTS)
-def assign_accumulate_direct(X, C, bounds, chunk, labels, mind, psums, pcounts, pinert):  # pragma: no cover
+def assign_accumulate_direct(X, C, bounds, chunk, labels, mind, psums, pcounts, pinert, prev, pchanged):  # pragma: no cover
     """Nearest centre of every row by the direct formula, and per-group sums.
 
     X (n, D); C (K, D); bounds (G+1,) group row boundaries; chunk rows per
     transposed block (see :func:`_assign_rows`); outputs labels (n,), mind
-    (n,), psums (G, K, D) float64, pcounts (G, K) int64, pinert (G,) float64.
+    (n,), psums (G, K, D) float64, pcounts (G, K) int64, pinert (G,) float64;
+    prev (n,) the previous labels or (0,), pchanged (G,) int64 how many differ.
     Ties go to the smallest centre index (strict ``<``).
     """
     G = bounds.shape[0] - 1
     for g in prange(G):
-        pinert[g] = _assign_rows(X, C, bounds[g], bounds[g + 1], chunk, labels, mind, psums[g], pcounts[g])
+        pinert[g], pchanged[g] = _assign_rows(X, C, bounds[g], bounds[g + 1], chunk, labels, mind, psums[g], pcounts[g], prev)
 
 
 @njit(**_OPTS)
-def assign_accumulate_direct_serial(X, C, bounds, chunk, labels, mind, psums, pcounts, pinert):  # pragma: no cover
+def assign_accumulate_direct_serial(X, C, bounds, chunk, labels, mind, psums, pcounts, pinert, prev, pchanged):  # pragma: no cover
     """The same, on the calling thread (small inputs: a parallel launch costs more
     than the work, and milliseconds on a loaded machine)."""
     for g in range(bounds.shape[0] - 1):
-        pinert[g] = _assign_rows(X, C, bounds[g], bounds[g + 1], chunk, labels, mind, psums[g], pcounts[g])
+        pinert[g], pchanged[g] = _assign_rows(X, C, bounds[g], bounds[g + 1], chunk, labels, mind, psums[g], pcounts[g], prev)
 
 
 # --------------------------------------------------------------------------
@@ -290,8 +296,25 @@ def argmin_accumulate_gemm(Gm, X, m, C, ncmax, gamma, sub, labels, mind, psums, 
         pinert[s] += acc
 
 
+@njit(fastmath=True, **_OPTS)
+def _sumsq_bound(A, i, n):  # pragma: no cover
+    """``sum(A[i, :n]**2)`` in float64, in whatever order vectorises (``fastmath``).
+
+    Only for the near-tie *bound* ``|x_c|^2``: its rounding (relative ~n eps)
+    is far inside the bound's factor 2, and the labels and distances do not
+    depend on it -- it only decides which rows get the direct re-check.  The
+    in-order float64 sum was a dependent chain of n additions per row, ~1.6 ms
+    per 10^5 rows at D = 128 (half the centring pass).
+    """
+    acc = 0.0
+    for j in range(n):
+        t = A[i, j]
+        acc += t * t
+    return acc
+
+
 @njit(parallel=True, **_OPTS)
-def assign_accumulate_gemm_chunked(X, m, CaT, C, ncmax, gamma, bounds, chunk, labels, mind, psums, pcounts, pinert):  # pragma: no cover
+def assign_accumulate_gemm_chunked(X, m, CaT, C, ncmax, gamma, bounds, chunk, labels, mind, psums, pcounts, pinert, prev, pchanged):  # pragma: no cover
     """Large-D assign + accumulate, scikit-learn's way: each row group is
     processed by one thread, ``chunk`` rows at a time -- centre the rows into
     a small buffer ``[x - m, 1]`` (chunk, D+1), one *single-threaded* BLAS
@@ -312,6 +335,9 @@ def assign_accumulate_gemm_chunked(X, m, CaT, C, ncmax, gamma, bounds, chunk, la
     bounds (G+1,) group boundaries and ``chunk`` are fixed from the shape
     only, each group accumulates sequentially into psums[g] (K, D) float64 /
     pcounts[g] / pinert[g], so the results do not depend on the thread count.
+    prev (n,) the previous labels or (0,); pchanged[g] counts the group's rows
+    whose label differs from it (Lloyd's fixed-point test, without another
+    pass over the labels).
     """
     D = X.shape[1]
     K = C.shape[0]
@@ -322,18 +348,17 @@ def assign_accumulate_gemm_chunked(X, m, CaT, C, ncmax, gamma, bounds, chunk, la
         nxb = np.empty(chunk, dtype=np.float64)  # (chunk,) |x_c|^2
         m1 = np.empty(chunk, dtype=X.dtype)  # (chunk,) smallest e_k
         m2 = np.empty(chunk, dtype=X.dtype)  # (chunk,) second smallest (with multiplicity)
-        ix = np.empty(chunk, dtype=np.int64)  # (chunk,) index of the smallest (first on ties)
+        ix = np.empty(chunk, dtype=np.int32)  # (chunk,) index of the smallest (first on ties; int32: 16 lanes like the floats)
         acc = 0.0
+        changed = 0
+        has_prev = prev.shape[0] > 0
         for s in range(bounds[g], bounds[g + 1], chunk):
             r = min(chunk, bounds[g + 1] - s)
             for i in range(r):
-                nx = 0.0
                 for j in range(D):
-                    t = X[s + i, j] - m[j]
-                    xb[i, j] = t
-                    nx += t * t
+                    xb[i, j] = X[s + i, j] - m[j]
                 xb[i, D] = 1.0
-                nxb[i] = nx
+                nxb[i] = _sumsq_bound(xb, i, D)
             np.dot(CaT, xb.T, gb)  # (K, chunk); whole chunk (numba's dot needs contiguous operands)
             for i in range(r):
                 m1[i] = gb[0, i]
@@ -346,7 +371,7 @@ def assign_accumulate_gemm_chunked(X, m, CaT, C, ncmax, gamma, bounds, chunk, la
                     lt = v < a
                     m2[i] = min(m2[i], max(v, a))
                     m1[i] = v if lt else a
-                    ix[i] = k if lt else ix[i]
+                    ix[i] = np.int32(k) if lt else ix[i]
             for i in range(r):
                 xi = s + i
                 lim = m1[i] + 2.0 * gamma * (nxb[i] + ncmax)
@@ -369,6 +394,8 @@ def assign_accumulate_gemm_chunked(X, m, CaT, C, ncmax, gamma, bounds, chunk, la
                             if bk < 0 or dk < best:
                                 best = dk
                                 bk = k
+                if has_prev and prev[xi] != bk:
+                    changed += 1
                 labels[xi] = bk
                 mind[xi] = best
                 acc += best
@@ -376,6 +403,7 @@ def assign_accumulate_gemm_chunked(X, m, CaT, C, ncmax, gamma, bounds, chunk, la
                 for j in range(D):
                     psums[g, bk, j] += X[xi, j]
         pinert[g] = acc
+        pchanged[g] = changed
 
 
 # --------------------------------------------------------------------------

@@ -110,6 +110,7 @@ class _Stats(NamedTuple):
     far_idx: torch.Tensor  # (m,) int64, global row indices of those points
     far_x: torch.Tensor  # (m, D) compute dtype, the points themselves
     far_label: torch.Tensor  # (m,) int64, their assigned cluster
+    changed: int | None = None  # labels that differ from the previous iteration's, when the kernel counted them
 
     def merge(self, other: "_Stats") -> "_Stats":
         """Stats of ``self``'s rows followed by ``other``'s rows."""
@@ -261,13 +262,15 @@ def _assign_torch(X: torch.Tensor, centers: torch.Tensor, budget: int):
 
 
 def _assign_accumulate(X: torch.Tensor, centers: torch.Tensor, *, budget: int, backend: str, offset: int = 0,
-                       out: tuple[torch.Tensor, torch.Tensor] | None = None) -> _Stats:
+                       out: tuple[torch.Tensor, torch.Tensor] | None = None, prev: torch.Tensor | None = None) -> _Stats:
     """Assign the rows of ``X`` (n, D) to ``centers`` (K, D) and accumulate the update.
 
     ``backend`` is already resolved ("torch" or "triton").  ``offset`` is the
     global index of ``X``'s first row (for chunks of a larger data set); it
     only shifts ``far_idx``.  ``out``: optional (labels, mind) buffers of shape
     (n,) the compiled CPU kernel writes into (reused across Lloyd iterations).
+    ``prev``: the previous labels (n,); the compiled CPU kernel then counts the
+    changed labels as it writes them (``_Stats.changed``; None elsewhere).
     Trusts its inputs: 2-D, same device, finite, ``centers`` in the compute dtype.
 
     The farthest-point candidates (an O(n) top-k) are only needed by the
@@ -276,6 +279,7 @@ def _assign_accumulate(X: torch.Tensor, centers: torch.Tensor, *, budget: int, b
     every chunk, so merged stats still carry every candidate they need.
     """
     K = centers.shape[0]
+    changed = None
     if backend == "triton":
         from ._triton import assign_accumulate_triton
 
@@ -284,25 +288,29 @@ def _assign_accumulate(X: torch.Tensor, centers: torch.Tensor, *, budget: int, b
         cpu = _optional_module("sqdist._cpu_kernels") if X.device.type == "cpu" else None
         if cpu is not None and cpu.available() and cpu.supports(X, centers):
             lo, mo = out if out is not None else (None, None)
-            labels, mind, sums, counts, inertia = cpu.assign_accumulate(X, centers, labels_out=lo, mind_out=mo, budget=budget)
+            if prev is not None and prev.shape == (X.shape[0],) and prev.dtype == torch.int64 and prev.device.type == "cpu":
+                labels, mind, sums, counts, inertia, changed = cpu.assign_accumulate(
+                    X, centers, labels_out=lo, mind_out=mo, budget=budget, prev_labels=prev)
+            else:
+                labels, mind, sums, counts, inertia = cpu.assign_accumulate(X, centers, labels_out=lo, mind_out=mo, budget=budget)
         else:
             labels, mind, sums, counts, inertia = _assign_torch(X, centers, budget)
     inertia = torch.as_tensor(inertia, dtype=torch.float64, device=X.device)
-    return _with_far(X, centers, labels, mind, sums, counts, inertia, offset)
+    return _with_far(X, centers, labels, mind, sums, counts, inertia, offset, changed)
 
 
-def _with_far(X, centers, labels, mind, sums, counts, inertia, offset: int = 0) -> _Stats:
+def _with_far(X, centers, labels, mind, sums, counts, inertia, offset: int = 0, changed: int | None = None) -> _Stats:
     """:class:`_Stats` of one assignment; farthest-point candidates only when a cluster is empty."""
     K = centers.shape[0]
     empty = int(counts.numpy().min()) == 0 if counts.device.type == "cpu" else bool((counts == 0).any())
     if not empty:  # no candidates needed (a few cheap allocations instead of ~10 indexing ops)
         i0 = torch.empty(0, dtype=torch.int64, device=X.device)
         return _Stats(labels, mind, sums, counts, inertia, torch.empty(0, dtype=torch.float64, device=X.device), i0,
-                      torch.empty((0, X.shape[1]), dtype=centers.dtype, device=X.device), i0)
+                      torch.empty((0, X.shape[1]), dtype=centers.dtype, device=X.device), i0, changed)
     far = _top_far(mind, K)  # (m,)
     return _Stats(
         labels, mind, sums, counts, inertia,
-        mind[far].to(torch.float64), far + offset, X[far].to(centers.dtype), labels[far],
+        mind[far].to(torch.float64), far + offset, X[far].to(centers.dtype), labels[far], changed,
     )
 
 
@@ -590,8 +598,9 @@ def _lloyd(X, C, max_iter, tol, budget, backend, was_numpy):
         else:
             C_new, relocated, _ = _update_centers(stats, C)
             max_shift = _max_shift(C_new, C)
-            new = _assign_accumulate(X, C_new, budget=budget, backend=backend, out=_other(bufs, stats.labels))
-            fixed = _same_labels(new.labels, stats.labels)
+            new = _assign_accumulate(X, C_new, budget=budget, backend=backend, out=_other(bufs, stats.labels),
+                                     prev=stats.labels if cpu is not None else None)
+            fixed = new.changed == 0 if new.changed is not None else _same_labels(new.labels, stats.labels)
             C, stats = C_new, new
             n_iter += 1
             history.append(_history_entry(n_iter, C, stats, max_shift, relocated, time.perf_counter() - t0, was_numpy))
