@@ -178,25 +178,6 @@ def assign_accumulate_direct_serial(X, C, bounds, chunk, labels, mind, psums, pc
 
 
 @njit(fastmath={"nnan", "ninf", "nsz"}, **_OPTS)
-def _row_min(Gm, i):  # pragma: no cover
-    """Smallest value of row i (a vectorised min reduction; the inputs are finite)."""
-    m = Gm[i, 0]
-    for k in range(1, Gm.shape[1]):
-        v = Gm[i, k]
-        m = v if v < m else m
-    return m
-
-
-@njit(**_OPTS)
-def _row_count_le(Gm, i, lim):  # pragma: no cover
-    """How many entries of row i are <= lim (branch-free, vectorised)."""
-    c = 0
-    for k in range(Gm.shape[1]):
-        c += Gm[i, k] <= lim
-    return c
-
-
-@njit(fastmath={"nnan", "ninf", "nsz"}, **_OPTS)
 def _row_min16(Gm, i, acc):  # pragma: no cover
     """Smallest value of row i with 16 independent lanes ``acc`` (16,) (the
     inputs are finite; a min is exact in any order).  The plain reduction loop
