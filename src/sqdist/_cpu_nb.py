@@ -356,7 +356,25 @@ def assign_accumulate_gemm_chunked(X, m, CaT, C, ncmax, gamma, bounds, chunk, la
                 m1[i] = gb[0, i]
                 m2[i] = np.inf
                 ix[i] = 0
-            for k in range(1, K):  # element-wise over rows: vectorised
+            # element-wise over rows (vectorised), four centres per sweep so
+            # that the running (min, second, index) stay in registers across
+            # them: a quarter of the loads and stores of one centre per sweep
+            K4 = 1 + (K - 1) // 4 * 4
+            for k in range(1, K4, 4):
+                for i in range(r):
+                    a = m1[i]
+                    b = m2[i]
+                    c = ix[i]
+                    for u in range(4):  # centres k .. k+3 in order (same result as one at a time)
+                        v = gb[k + u, i]
+                        lt = v < a
+                        b = min(b, max(v, a))
+                        a = v if lt else a
+                        c = np.int32(k + u) if lt else c
+                    m1[i] = a
+                    m2[i] = b
+                    ix[i] = c
+            for k in range(K4, K):
                 for i in range(r):
                     v = gb[k, i]
                     a = m1[i]
