@@ -288,9 +288,10 @@ def argmin_accumulate_gemm(Gm, X, m, C, ncmax, gamma, sub, labels, mind, psums, 
         pinert[s] += acc
 
 
-@njit(fastmath=True, **_OPTS)
+@njit(fastmath={"reassoc", "contract"}, **_OPTS)
 def _sumsq_bound(A, i, n):  # pragma: no cover
-    """``sum(A[i, :n]**2)`` in float64, in whatever order vectorises (``fastmath``).
+    """``sum(A[i, :n]**2)`` in float64, in whatever order vectorises (``reassoc``;
+    no ``nnan``/``ninf``: an overflowing row must still give ``inf`` here).
 
     Only for the near-tie *bound* ``|x_c|^2``: its rounding (relative ~n eps)
     is far inside the bound's factor 2, and the labels and distances do not
