@@ -6,7 +6,7 @@ Run (from the repository root)::
         python benchmarks/cpu_kmeans.py --threads 2 --json cpu_kmeans.json
 
 Same float32 data, same initial centres (the first K rows) and the same iteration count for everyone, all thread pools
-pinned, one process.  Peers: scikit-learn ``KMeans(algorithm="lloyd")``, FAISS
+pinned, one process.  Peers: scikit-learn ``KMeans(algorithm="lloyd")``, SciPy ``kmeans2``, FAISS
 ``faiss.Kmeans`` (no subsampling), fast-pytorch-kmeans, a naive torch loop
 (full N x K matrix), and ours: ``sqdist._cpu_kernels.assign_accumulate`` +
 the centre division ("ours (kernel)"), the one-call small-problem loop
@@ -124,6 +124,19 @@ def run_sklearn(X, C0, iters):
     return km.cluster_centers_.astype(np.float32), int(km.n_iter_)
 
 
+def run_scipy(X, C0, iters):
+    """SciPy's ``kmeans2`` from the given centres: exactly ``iters`` assignment + update
+    passes (its labels belong to the last-but-one centres, so no extra assignment)."""
+    import warnings
+
+    from scipy.cluster.vq import kmeans2
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an empty cluster keeps its centre, as in ours
+        C, _ = kmeans2(X, C0.copy(), iter=iters, minit="matrix", missing="warn", check_finite=False)
+    return np.asarray(C, dtype=np.float32), iters
+
+
 def run_faiss(X, C0, iters):
     import faiss
 
@@ -154,6 +167,12 @@ def runners():
         import sklearn  # noqa: F401
 
         r["sklearn"] = run_sklearn
+    except ImportError:
+        pass
+    try:
+        import scipy.cluster.vq  # noqa: F401
+
+        r["scipy kmeans2"] = run_scipy
     except ImportError:
         pass
     try:
