@@ -183,9 +183,9 @@ def assign_accumulate(X: torch.Tensor, C: torch.Tensor, *, labels_out: torch.Ten
         The previous iteration's labels (a buffer other than ``labels_out``):
         the kernel counts the rows whose label changed while it writes them,
         and the count is returned as a sixth value.  Lloyd's fixed-point test
-        then needs no second pass over the labels (a separate single-threaded
-        comparison measured 0.2 ms plus ~0.6 ms of slower next kernel call
-        at N = 1e6).
+        then needs no second pass over the labels (at N = 1e6, D = 2, K = 8:
+        2.94 ms per call without a comparison, 3.09 ms counting in the
+        kernel, 3.20 ms with a separate ``np.array_equal``).
 
     Returns
     -------
