@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("numba")
 
@@ -368,3 +370,27 @@ def test_prev_labels_count_the_changed_rows(D, K):
     assert torch.equal(out[0], l2)
     assert out[5] == int((l1 != l2).sum()) > 0
     assert ck.assign_accumulate(X, C2, prev_labels=l2.clone())[5] == 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 2000), D=st.integers(1, 64), K=st.integers(1, 200), offset=st.sampled_from([0.0, 1000.0]),
+       seed=st.integers(0, 2**31), dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_assign_accumulate_property(n, D, K, offset, seed, dtype):
+    """Any shape, either path (direct or product), either dtype: labels are a
+    nearest centre up to the direct formula's rounding, distances are the
+    direct formula's, counts/sums belong to the labels, the changed-label
+    count is exact."""
+    g = torch.Generator().manual_seed(seed)
+    X = (torch.randn(n, D, generator=g, dtype=torch.float64) * 3 + offset).to(dtype)
+    C = (torch.randn(K, D, generator=g, dtype=torch.float64) * 3 + offset).to(dtype)
+    prev = torch.randint(0, K, (n,), generator=g)
+    labels, mind, sums, counts, inertia, changed = ck.assign_accumulate(X, C, prev_labels=prev)
+    lab, m, s, c, inert, d = brute(X, C)
+    eps = torch.finfo(dtype).eps
+    dl = d[torch.arange(n), labels]  # float64 distance of the chosen centre
+    assert bool((dl <= m + 8 * (D + 2) * eps * (m + (X.double() - X.double().mean(0)).pow(2).sum(1) + 1e-300)).all())
+    assert torch.allclose(mind.double(), dl, rtol=4 * D * eps, atol=0)
+    assert torch.equal(counts, torch.bincount(labels, minlength=K))
+    assert torch.allclose(sums, torch.zeros_like(s).index_add_(0, labels, X.double()), rtol=1e-12, atol=1e-9 * (1 + offset) * n)
+    assert inertia == pytest.approx(float(mind.double().sum()), rel=1e-6)
+    assert changed == int((labels != prev).sum())
