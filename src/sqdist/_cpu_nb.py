@@ -196,6 +196,24 @@ def _dist_row(X, xi, C, k):  # pragma: no cover
     return acc
 
 
+@njit(**_OPTS)
+def _closest_candidate(e, lim, X, xi, C):  # pragma: no cover
+    """Near tie: the nearest of the centres whose product value ``e[k]`` (K,)
+    is within ``lim``, by the direct formula on the original data (smallest
+    index on ties); every centre when ``lim`` is not finite (an overflowed
+    product).  Returns ``(k, distance)``."""
+    every = not (lim < np.inf)
+    bk = -1
+    best = 0.0
+    for k in range(e.shape[0]):
+        if every or e[k] <= lim:
+            dk = _dist_row(X, xi, C, k)
+            if bk < 0 or dk < best:
+                best = dk
+                bk = k
+    return bk, best
+
+
 @njit(fastmath={"nnan", "ninf", "nsz"}, **_OPTS)
 def _row_min16(Gm, i, acc):  # pragma: no cover
     """Smallest value of row i with 16 independent lanes ``acc`` (16,) (the
@@ -235,7 +253,6 @@ def _gemm_row(Gm, gi, X, xi, nx, C, ncmax, gamma, acc):  # pragma: no cover
     those of the direct formula.
     """
     K = Gm.shape[1]
-    D = X.shape[1]
     m1 = _row_min16(Gm, gi, acc)
     lim = m1 + 2.0 * gamma * (nx + ncmax)
     cnt = 0
@@ -246,16 +263,7 @@ def _gemm_row(Gm, gi, X, xi, nx, C, ncmax, gamma, acc):  # pragma: no cover
         isum += k * h
     if cnt == 1:
         return isum, _dist_row(X, xi, C, isum)
-    # a near tie: compare every candidate by the direct formula
-    bk = -1
-    best = 0.0
-    for k in range(K):
-        if Gm[gi, k] <= lim:
-            dk = _dist_row(X, xi, C, k)
-            if bk < 0 or dk < best:
-                best = dk
-                bk = k
-    return bk, best
+    return _closest_candidate(Gm[gi], lim, X, xi, C)  # a near tie
 
 
 @njit(parallel=True, **_OPTS)
@@ -390,15 +398,7 @@ def assign_accumulate_gemm_chunked(X, m, CaT, C, ncmax, gamma, bounds, chunk, la
                     bk = ix[i]
                     best = _dist_row(X, xi, C, bk)
                 else:  # a near tie (or an overflowed product): the direct formula decides
-                    every = not (lim < np.inf)
-                    bk = -1
-                    best = 0.0
-                    for k in range(K):
-                        if every or gb[k, i] <= lim:
-                            dk = _dist_row(X, xi, C, k)
-                            if bk < 0 or dk < best:
-                                best = dk
-                                bk = k
+                    bk, best = _closest_candidate(gb[:, i], lim, X, xi, C)
                 if has_prev and prev[xi] != bk:
                     changed += 1
                 labels[xi] = bk
