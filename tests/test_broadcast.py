@@ -125,7 +125,9 @@ def test_conflict_among_many_operands_names_the_right_pair():
 
 def test_broadcast_error_is_a_sqdist_error_and_value_error():
     assert issubclass(BroadcastError, SqdistError) and issubclass(BroadcastError, ValueError)
-    assert sqdist.BroadcastError is BroadcastError
+    from sqdist.broadcast import BroadcastError as defined_in_module
+
+    assert sqdist.BroadcastError is defined_in_module  # the public name is the module's class
 
 
 @pytest.mark.parametrize(

@@ -85,6 +85,8 @@ def test_output_buffers_are_reused():
     mind = torch.empty(1000)
     out = ck.assign_accumulate(X, C, labels_out=lab, mind_out=mind)
     assert out[0].data_ptr() == lab.data_ptr() and out[1].data_ptr() == mind.data_ptr()
+    fresh = ck.assign_accumulate(X, C)  # and the buffers hold the results, not stale memory
+    assert torch.equal(lab, fresh[0]) and torch.equal(mind, fresh[1])
 
 
 DETERMINISM = r"""

@@ -68,6 +68,7 @@ def test_load_points(tmp_path):
         np.testing.assert_array_equal(load_points(tmp_path / f), X)
     np.save(tmp_path / "v.npy", np.arange(4))
     assert load_points(tmp_path / "v.npy").shape == (4, 1)
+    np.testing.assert_array_equal(load_points(tmp_path / "v.npy"), np.arange(4.0)[:, None])
 
 
 @pytest.mark.parametrize(

@@ -121,6 +121,8 @@ def test_float16_numpy_in_numpy_out():
     X, T = offset_data(9, 8, 3, offset=0.0, seed=5)
     d = sqdist.sqdist(X.numpy().astype(np.float16), T.numpy().astype(np.float16))
     assert isinstance(d, np.ndarray) and d.dtype == np.float16
+    Xh, Th = (torch.from_numpy(a.numpy().astype(np.float16).astype(np.float64)) for a in (X, T))
+    np.testing.assert_allclose(d.astype(np.float64), ref64(Xh, Th), rtol=2e-3, atol=0)
 
 
 def test_integer_inputs_are_converted_as_documented():

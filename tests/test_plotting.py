@@ -82,4 +82,6 @@ def test_relocations_are_marked_and_high_dim_data(blobs):
     assert fig.axes[0].get_xlabel() == "feature 0 (of 5)"
     plt.close(fig)
     fig = plotting.plot_clusters(X[:, :1], y)
+    assert (fig.axes[0].get_xlabel(), fig.axes[0].get_ylabel()) == ("feature 0", "(1-D data)")
+    assert sum(len(c.get_offsets()) for c in fig.axes[0].collections) == len(X)  # every point drawn
     plt.close(fig)
