@@ -483,10 +483,15 @@ def test_dispatch_to_optional_kernels(monkeypatch):
     kmeans(X.float(), init=EXERCISE_INIT_INDICES[5], max_iter=3)
     assert len(calls) == ref.n_iter + 1  # supports() said no: torch path
     tri = types.ModuleType("sqdist._triton")
-    tri.assign_accumulate_triton = fake
+
+    def fake_triton(X, C, *, precision="ieee", _tiny=None):  # the real signature
+        calls.append({"precision": precision})
+        return _assign_torch(X, C, 2**20)
+
+    tri.assign_accumulate_triton = fake_triton
     monkeypatch.setitem(sys.modules, "sqdist._triton", tri)
     st = _assign_accumulate(X, X[:5].clone(), budget=2**20, backend="triton")
-    assert calls[-1] == {"budget": 2**20, "backend": "triton"} and st.labels.shape == (250,)
+    assert calls[-1] == {"precision": "ieee"} and st.labels.shape == (250,)
 
 
 def _same_result(a, b):

@@ -246,6 +246,20 @@ def test_assign_accumulate_matches_torch(n, K, D):
     assert inertia.item() == pytest.approx(mind.double().sum().item(), rel=1e-15)
 
 
+def test_kmeans_with_the_triton_backend_matches_torch():
+    """sqdist.kmeans(backend="triton") end to end (the assign + accumulate
+    kernel inside Lloyd's loop): same labels and iterations as the torch
+    backend, centres equal to float64 rounding of the same means."""
+    X = data(300, 5, seed=30, offset=20.0)
+    C0 = X[:4].clone()
+    a = sqdist.kmeans(X, init=C0, max_iter=10, backend="triton")
+    b = sqdist.kmeans(X, init=C0, max_iter=10, backend="torch")
+    assert a.n_iter == b.n_iter and a.converged == b.converged
+    assert torch.equal(a.labels.cpu(), b.labels.cpu())
+    assert torch.allclose(a.centers.cpu(), b.centers.cpu(), rtol=1e-6, atol=1e-6)
+    assert a.inertia == pytest.approx(b.inertia, rel=1e-6)
+
+
 def test_assign_accumulate_many_slices_per_cluster():
     # n large enough relative to K for several fixed slices per cluster (G > 1 on CPU tiles)
     X, C = data(1200, 3, seed=20, offset=0.0), data(2, 3, seed=21, offset=0.0)

@@ -283,7 +283,7 @@ def _assign_accumulate(X: torch.Tensor, centers: torch.Tensor, *, budget: int, b
     if backend == "triton":
         from ._triton import assign_accumulate_triton
 
-        labels, mind, sums, counts, inertia = assign_accumulate_triton(X, centers, budget=budget, backend=backend)
+        labels, mind, sums, counts, inertia = assign_accumulate_triton(X, centers)
     else:
         cpu = _optional_module("sqdist._cpu_kernels") if X.device.type == "cpu" else None
         if cpu is not None and cpu.available() and cpu.supports(X, centers):
