@@ -175,3 +175,19 @@ def test_peak_memory_is_bounded_by_the_budget_not_the_file(tmp_path):
     growth = peak - base
     file_bytes = N * D * 4
     assert growth < 48 * 2**20, f"peak RSS grew by {growth / 2**20:.1f} MiB on a {file_bytes / 2**20:.0f} MiB file"
+
+
+def test_estimator_on_a_file_saves_loads_and_takes_a_device(blobs, tmp_path, one_thread):
+    """KMeans.fit on a .npy path: the device is applied per chunk, the model
+    saves and loads although an out-of-core fit keeps no labels, and the
+    history's shifts are those of the in-memory fit (same stopping rule)."""
+    X, path = blobs
+    km = sqdist.KMeans(5, init=[0, 700, 1400, 2100, 2800], tol=0.0, max_iter=15, device="cpu").fit(str(path))
+    ref = sqdist.kmeans(X, 5, init=[0, 700, 1400, 2100, 2800], tol=0.0, max_iter=15)
+    assert km.labels_ is None and km.n_iter_ == ref.n_iter
+    assert [h["max_shift"] for h in km.history_] == [h["max_shift"] for h in ref.history]
+    km.save(tmp_path / "m.npz")
+    back = sqdist.KMeans.load(tmp_path / "m.npz")
+    assert back.labels_ is None
+    np.testing.assert_array_equal(np.asarray(back.cluster_centers_), np.asarray(km.cluster_centers_))
+    np.testing.assert_array_equal(back.predict(X), ref.labels)

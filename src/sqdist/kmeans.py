@@ -824,10 +824,16 @@ class KMeans:
 
     def fit(self, X: Any, y: Any = None) -> "KMeans":
         """Run k-means on X (N, D); returns self."""
-        r = kmeans(
-            self._to_device(X), self.n_clusters, init=self.init, n_init=self.n_init, max_iter=self.max_iter, tol=self.tol,
-            seed=self.seed, working_memory=self.working_memory, backend=self.backend,
-        )
+        from .streaming import is_out_of_core, kmeans_stream
+
+        if is_out_of_core(X):  # a file / memmap / chunks: streamed, each chunk moved to ``device``
+            r = kmeans_stream(X, self.n_clusters, init=self.init, n_init=self.n_init, max_iter=self.max_iter, tol=self.tol,
+                              seed=self.seed, working_memory=self.working_memory, backend=self.backend, device=self.device)
+        else:
+            r = kmeans(
+                self._to_device(X), self.n_clusters, init=self.init, n_init=self.n_init, max_iter=self.max_iter,
+                tol=self.tol, seed=self.seed, working_memory=self.working_memory, backend=self.backend,
+            )
         self._set_result(r)
         return self
 
@@ -901,7 +907,8 @@ class KMeans:
         def _np(t):
             return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
         arrays["cluster_centers"] = _np(self.cluster_centers_)
-        arrays["labels"] = _np(self.labels_)
+        if self.labels_ is not None:  # None after an out-of-core fit (labels not kept in memory)
+            arrays["labels"] = _np(self.labels_)
         arrays["init_centers"] = _np(self.result_.init_centers)
         state = {
             "format": _FORMAT, "params": params, "inertia": self.inertia_, "n_iter": self.n_iter_,
@@ -941,7 +948,7 @@ class KMeans:
                 h["sizes"] = np.asarray(h["sizes"], dtype=np.int64)
                 history.append(h)
             r = KMeansResult(
-                centers=conv(arrays["cluster_centers"]), labels=conv(arrays["labels"]), inertia=float(state["inertia"]),
+                centers=conv(arrays["cluster_centers"]), labels=conv(arrays["labels"]) if "labels" in arrays else None, inertia=float(state["inertia"]),
                 n_iter=int(state["n_iter"]), converged=bool(state["converged"]), history=history,
                 init_centers=conv(arrays["init_centers"]),
             )

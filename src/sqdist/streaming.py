@@ -505,7 +505,7 @@ def _lloyd(shard, C, *, K, max_iter, tol, budget, backend, device, comm, was_num
            checkpoint_every, ckpt_fields):
     """As ``kmeans._lloyd`` (same stopping rule, same history), one pass per iteration."""
     from . import _checkpoint
-    from .kmeans import _history_entry, _plan_relocation, _update_centers
+    from .kmeans import _history_entry, _max_shift, _plan_relocation, _update_centers
 
     t0 = time.perf_counter()
     stats = _pass(shard, C, K, budget, backend, device, comm)
@@ -521,8 +521,7 @@ def _lloyd(shard, C, *, K, max_iter, tol, budget, backend, device, comm, was_num
             break
         t0 = time.perf_counter()
         C_new, relocated, _ = _update_centers(stats, C)
-        shift = ((C_new.to(torch.float64) - C.to(torch.float64)) ** 2).sum(1).sqrt()  # (K,)
-        max_shift = float(shift.max()) if shift.numel() else 0.0
+        max_shift = _max_shift(C_new, C)  # the in-memory loop's rule, bit for bit
         new = _pass(shard, C_new, K, budget, backend, device, comm)
         # the assignment did not change -> same sums and counts (and vice versa, but for exact ties)
         fixed = bool(torch.equal(new.counts, stats.counts) and torch.equal(new.sums, stats.sums))
