@@ -632,3 +632,22 @@ def test_large_result_on_fresh_huge_page_buffer(dtype, as_numpy):
     np.testing.assert_allclose(np.asarray(got, dtype=np.float64), ref, rtol=tol)
     got[0, 0] = -1.0  # writable
     assert got[0, 0] == -1.0
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_huge_finite_rows_do_not_overflow_the_expansion(compiled, monkeypatch):
+    """Finite rows whose squared norms overflow the expansion (inf - inf = NaN)
+    take the direct formula: identical rows give exactly 0, far ones inf --
+    what the broadcast method says -- on the compiled and the torch gemm path,
+    and nearest finds the identical row."""
+    from sqdist import _cpu_kernels
+
+    if not compiled:
+        monkeypatch.setattr(_cpu_kernels, "_AVAILABLE", False)
+    X = torch.full((1, 20), 1e20)
+    T = torch.stack([torch.full((20,), 1e20), torch.full((20,), -1e20), torch.full((20,), 1e20), torch.ones(20)])
+    d = sqdist.sqdist(X, T, method="gemm")
+    assert torch.equal(d, sqdist.sqdist(X, T, method="broadcast"))
+    assert d[0, 0] == 0 and d[0, 2] == 0 and torch.isinf(d[0, 1])
+    dist, idx = sqdist.nearest(X, T)
+    assert int(idx[0, 0]) == 0 and float(dist[0, 0]) == 0.0

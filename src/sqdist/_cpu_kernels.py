@@ -420,7 +420,7 @@ def augment(X: torch.Tensor, c: torch.Tensor):
 def prepare_right(T: torch.Tensor):
     """``(c, Ta, nt, bad_cols)`` of the gemm path for ``T`` (P, D) in one compiled call:
     centre c (D,) = mean of the finite rows, Ta (P, D+2) = [-2 (T - c), 1, nt],
-    nt (P,) = ||T - c||^2, bad_cols = indices of non-finite rows."""
+    nt (P,) = ||T - c||^2, bad_cols = indices of rows with unsafe norms (NaN, Inf, overflow)."""
     P, D = T.shape
     c = torch.empty(D, dtype=T.dtype)  # (D,)
     Ta = torch.empty((P, D + 2), dtype=T.dtype)  # (P, D+2)

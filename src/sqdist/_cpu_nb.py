@@ -450,7 +450,8 @@ def prepare_right(T, c, Ta, nt, finite):  # pragma: no cover
     """Centre ``T`` (P, D) on the mean of its finite rows and build the right
     factor ``Ta = [-2 (T - c), 1, ||T - c||^2]`` (P, D+2) and ``nt`` (P,) in two
     serial passes (replaces ~10 small torch ops).  ``finite`` (P,) gets the
-    finite-row flags; returns the number of finite rows."""
+    rows whose norm is safe for the expansion (``4 nt`` finite, see
+    ``distances._unsafe_norms``); returns how many are."""
     P, D = T.shape
     acc = np.zeros(D, dtype=np.float64)
     nf = 0
@@ -475,28 +476,29 @@ def prepare_right(T, c, Ta, nt, finite):  # pragma: no cover
         Ta[i, D] = 1.0
         Ta[i, D + 1] = s
         nt[i] = Ta[i, D + 1]
-    return nf
+        q = nt[i] + nt[i]  # 4 nt in T's dtype
+        finite[i] = np.isfinite(q + q)
+    return np.count_nonzero(finite)
 
 
 @njit(**_OPTS)
 def augment(X, c, Xa, nx):  # pragma: no cover
     """Xa[:, :D] = X - c, Xa[:, D] = nx = ||X - c||^2, Xa[:, D+1] = 1 in one pass;
-    returns the number of rows with a NaN or Inf (one pass instead of five torch ops)."""
+    returns the number of rows whose norm is unsafe for the expansion (NaN, Inf
+    or ``4 nx`` overflowing, see ``distances._unsafe_norms``)."""
     n, D = X.shape
     bad = 0
     for i in range(n):  # serial: O(n D) work is not worth a thread barrier
         s = 0.0
-        fin = True
         for j in range(D):
             v = X[i, j] - c[j]
             Xa[i, j] = v
             s += v * v
-            if not np.isfinite(X[i, j]):
-                fin = False
         Xa[i, D] = s
         Xa[i, D + 1] = 1.0
         nx[i] = Xa[i, D]
-        if not fin:
+        q = nx[i] + nx[i]  # 4 nx in X's dtype
+        if not np.isfinite(q + q):
             bad += 1
     return bad
 

@@ -209,7 +209,7 @@ class _Prepared:
         self.nt = (Tc * Tc).sum(1)  # (P,)
         # augmented right factor so that one product gives ||x||^2 + ||t||^2 - 2 x.t
         self.Ta = torch.cat([-2.0 * Tc, torch.ones_like(self.nt)[:, None], self.nt[:, None]], dim=1)  # (P, D+2)
-        self.bad_cols = (~torch.isfinite(self.T).all(1)).nonzero().flatten()  # (b,)
+        self.bad_cols = _unsafe_norms(self.nt).nonzero().flatten()  # (b,)
 
 
 def _gemm_block(Xb: torch.Tensor, prep: _Prepared, out: torch.Tensor | None, budget: int) -> torch.Tensor:
@@ -228,7 +228,7 @@ def _gemm_block(Xb: torch.Tensor, prep: _Prepared, out: torch.Tensor | None, bud
         Xa, nx, nbad = _cpu_kernels.augment(Xb, prep.c)  # (n, D+2), (n,)
         d = _cpu_kernels.gemm_product(Xa, prep.Ta, out if out is not None and out.is_contiguous() else None)  # (n, P)
         _cpu_kernels.gemm_fixup(d, nx, prep.tnt, prep.tau, Xb, prep.T)
-        return _fix_bad(d, Xb, prep, False) if (nbad or prep.bad_cols.numel()) else d
+        return _fix_bad(d, Xb, nx, prep, False) if (nbad or prep.bad_cols.numel()) else d
     Xc = Xb - prep.c  # (n, D)
     nx = (Xc * Xc).sum(1)  # (n,)
     Xa = torch.cat([Xc, nx[:, None], torch.ones_like(nx)[:, None]], dim=1)  # (n, D+2)
@@ -263,13 +263,22 @@ def _gemm_block(Xb: torch.Tensor, prep: _Prepared, out: torch.Tensor | None, bud
         vals = torch.cat(parts)
         d = d.index_put((ii, jj), vals) if differentiable else d.index_put_((ii, jj), vals)
     del close
-    return _fix_bad(d, Xb, prep, differentiable)
+    return _fix_bad(d, Xb, nx, prep, differentiable)
 
 
-def _fix_bad(d: torch.Tensor, Xb: torch.Tensor, prep: _Prepared, differentiable: bool) -> torch.Tensor:
-    """Overwrite the rows / columns of ``d`` (n, P) that involve NaN or Inf by the direct formula."""
-    # rows / columns with NaN or Inf: IEEE semantics through the direct formula
-    bad_rows = (~torch.isfinite(Xb).all(1)).nonzero().flatten()
+def _unsafe_norms(n: torch.Tensor) -> torch.Tensor:
+    """Rows whose centred squared norm ``n`` (in the compute dtype) makes the
+    expansion unusable: NaN/Inf in the row, or so large that
+    ``|x_c|^2 + |t_c|^2 - 2 x_c.t_c`` can overflow to ``inf - inf = NaN`` (4 n
+    not finite).  Those rows take the direct formula."""
+    return ~torch.isfinite(n * 4)
+
+
+def _fix_bad(d: torch.Tensor, Xb: torch.Tensor, nx: torch.Tensor, prep: _Prepared, differentiable: bool) -> torch.Tensor:
+    """Overwrite the rows / columns of ``d`` (n, P) whose norms are unsafe (NaN, Inf, or
+    large enough to overflow the expansion; ``nx`` (n,) the rows' centred norms) by the direct formula."""
+    # IEEE semantics through the direct formula: exact 0 for identical rows, inf, NaN as they come
+    bad_rows = _unsafe_norms(nx).nonzero().flatten()
     if bad_rows.numel():
         vals = _direct_rows(Xb[bad_rows], prep.T)
         d = d.index_copy(0, bad_rows, vals) if differentiable else d.index_copy_(0, bad_rows, vals)
