@@ -376,3 +376,18 @@ def test_nearest_float64_product_path():
     rv, ri = ref_d(X, T).min(1)
     assert torch.equal(i[:, 0].cpu(), ri)
     assert torch.allclose(d[:, 0].cpu(), rv, rtol=1e-12)
+
+
+@pytest.mark.parametrize("D", [2, 9])
+def test_nearest_nonfinite_rows_and_columns_match_torch(D):
+    """A NaN row of T wins for every row (torch semantics), a NaN row of X gets
+    NaN at index 0 -- in the direct mode (D <= 4, whose kernel reads NaN as
+    inf) and in the product mode alike."""
+    X = data(6, D, seed=40 + D, offset=3.0)
+    T = data(5, D, seed=50 + D, offset=3.0)
+    T[2, 0] = float("nan")
+    X[4, 1] = float("nan")
+    got_d, got_i = sqdist.nearest(X, T, backend="triton")
+    ref_d, ref_i = sqdist.nearest(X.cpu(), T.cpu(), backend="torch")
+    assert torch.equal(got_i.cpu(), ref_i)
+    assert torch.equal(torch.isnan(got_d.cpu()), torch.isnan(ref_d))

@@ -474,8 +474,17 @@ def _nearest_core(
 
 
 def _nearest_fix_nonfinite(p: _Prep, dist: torch.Tensor, idx: torch.Tensor) -> None:
-    """Give rows/columns with NaN/Inf the torch path's semantics (in place)."""
-    bad_c = p.bad_cols()
+    """Give rows/columns with NaN/Inf the torch path's semantics (in place).
+
+    In direct mode the kernel reads a NaN distance as ``inf`` (so the running
+    minimum stays ordered); the torch path lets a NaN win, so rows and columns
+    with non-finite values are redone here in both modes.
+    """
+    if p.direct:
+        bad_c = (~torch.isfinite(p.To).all(1)).nonzero().flatten()  # (b,)
+        bad_r = (~torch.isfinite(p.Xo).all(1)).nonzero().flatten()  # (r,)
+    else:
+        bad_c, bad_r = p.bad_cols(), p.bad_rows()
     if bad_c.numel():
         bd = _direct_rows(p.Xo, p.To[bad_c])  # (N, b)
         cand_d = torch.cat([dist[:, None], bd], 1)  # (N, 1+b)
@@ -485,7 +494,6 @@ def _nearest_fix_nonfinite(p: _Prep, dist: torch.Tensor, idx: torch.Tensor) -> N
         v, j = cand_d.min(dim=1)  # (N,)
         dist.copy_(v)
         idx.copy_(cand_i.gather(1, j[:, None])[:, 0])
-    bad_r = p.bad_rows()
     if bad_r.numel():
         d = _direct_rows(p.Xo[bad_r], p.To)  # (r, P)
         v, j = d.min(dim=1)
