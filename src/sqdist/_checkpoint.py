@@ -16,12 +16,12 @@ writing leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any
 
 import numpy as np
 import torch
 
+from ._atomic import atomic_write
 from ._validation import SqdistError
 
 FORMAT = 1
@@ -55,7 +55,6 @@ def save(
 ) -> None:
     """Write a checkpoint atomically (temporary file in the same folder, then rename)."""
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
     relocated = [np.asarray(h["relocated"], dtype=np.int64) for h in history]
     arrays: dict[str, np.ndarray] = {
         "format": np.array(FORMAT, dtype=np.int64),
@@ -76,17 +75,7 @@ def save(
     for key in _FINGERPRINT:
         v = fingerprint[key]
         arrays["fp_" + key] = _as_str_array(v) if isinstance(v, str) else np.array(v)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: np.savez(f, **arrays), fsync=True)
 
 
 def load(path: str | os.PathLike, fingerprint: dict[str, Any], was_numpy: bool = True) -> dict[str, Any]:

@@ -8,7 +8,6 @@ Every function that could build a large temporary takes ``working_memory``
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 import warnings
 from collections.abc import Iterator
@@ -92,10 +91,6 @@ def row_slices(n_rows: int, chunk: int) -> Iterator[slice]:
         raise SqdistError(f"chunk: expected >= 1, got {chunk}")
     for start in range(0, n_rows, chunk):
         yield slice(start, min(start + chunk, n_rows))
-
-
-def n_chunks(n_rows: int, chunk: int) -> int:
-    return max(1, math.ceil(n_rows / chunk))
 
 
 _HUGEPAGE_MIN_BYTES = 4 * 2**20

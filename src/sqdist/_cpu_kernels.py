@@ -38,7 +38,6 @@ Determinism: row groups are fixed from the shape alone and combined in order
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
@@ -357,25 +356,14 @@ def _assign_gemm_chunked(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tenso
 def _assign_gemm_blocks(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor, budget: int):
     n, D = X.shape
     K = C.shape[0]
-    X = X.detach().contiguous()
-    C = C.detach().contiguous()
-    item = X.element_size()
-    m = C.mean(0)  # (D,) centring: products see the spread, not the offset
-    Cc = C - m  # (K, D)
-    ncc = (Cc * Cc).sum(1)  # (K,)
-    CcT = Cc.T.contiguous()  # (D, K)
-    # worst-case rounding of e_k = |c|^2 - 2 x.c (product, centring, norms and
-    # the subtraction in X's dtype) relative to |x_c|^2 + max|c_c|^2
-    gamma = 2.0 * (D + 4) * torch.finfo(X.dtype).eps
+    Xn = _np(X)
+    Cn, mn, Ca, ncmax, gamma = _gemm_prep(X, C)  # Ca (D+1, K) = [-2 c_c ; |c_c|^2]
+    item = Xn.itemsize
     nb = max(1, min(n, min(_BLOCK_BYTES, budget // 2) // max(1, (K + D + 1) * item)))
     labels, mind = labels_t.numpy(), mind_t.numpy()
     psums = np.zeros((_SUBGROUPS, K, D), dtype=np.float64)
     pcounts = np.zeros((_SUBGROUPS, K), dtype=np.int64)
     pinert = np.zeros(_SUBGROUPS, dtype=np.float64)
-    # right factor [-2 c_c ; |c_c|^2] (D+1, K): the product gives e_k directly
-    Ca = torch.cat([-2.0 * CcT, ncc[None, :]], dim=0).contiguous().numpy()  # (D+1, K)
-    Xn, Cn, mn = X.numpy(), C.numpy(), m.numpy()
-    ncmax = float(ncc.max())
     gbuf = np.empty((nb, K), dtype=Xn.dtype)  # (nb, K) products, reused
     xbuf = np.empty((nb, D + 1), dtype=Xn.dtype)  # (nb, D+1) rows [x_c, 1], reused
     xbuf[:, D] = 1

@@ -43,6 +43,7 @@ from __future__ import annotations
 import torch
 
 from ._validation import SqdistError, check_choice, compute_dtype
+from .distances import _centre, _direct_rows, _tau
 
 try:  # optional dependency: the module must import without it
     import triton
@@ -317,8 +318,6 @@ class _Prep:
     """Original and centred operands in the compute dtype, norms, threshold."""
 
     def __init__(self, X: torch.Tensor, T: torch.Tensor, cdtype: torch.dtype, *, matrix: bool = False):
-        from .distances import _centre, _tau
-
         self.D = X.shape[1]
         self.Xo = X.detach().to(cdtype).contiguous()  # (N, D)
         self.To = T.detach().to(cdtype).contiguous()  # (P, D)
@@ -344,10 +343,6 @@ class _Prep:
         if self.direct:
             return self.To.new_zeros(0, dtype=torch.int64)
         return (~torch.isfinite(self.nt)).nonzero().flatten()
-
-
-def _direct_rows(X: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
-    return ((X[:, None, :] - T[None, :, :]) ** 2).sum(-1)  # (n, P)
 
 
 def _routes_to_torch(X: torch.Tensor, T: torch.Tensor) -> bool:

@@ -70,7 +70,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -82,6 +81,7 @@ import numpy as np
 import torch
 
 from . import _chunking
+from ._atomic import atomic_write
 from ._machine import format_machine, machine_info, usable_cores
 from ._validation import SqdistError, check_choice, check_positive_int, check_positive_number
 from .distances import sqdist
@@ -795,20 +795,6 @@ def format_table(result: BenchResult) -> str:
     return "\n".join(out)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and os.replace."""
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def write_results(result: BenchResult, path: str | os.PathLike[str]) -> Path:
     """Write ``result`` to ``path`` atomically: JSON for ``.json``, CSV (rows only) for ``.csv``.
 
@@ -818,7 +804,8 @@ def write_results(result: BenchResult, path: str | os.PathLike[str]) -> Path:
     suffix = p.suffix.lower()
     if suffix not in (".json", ".csv"):
         raise SqdistError(f"out: expected a file name ending in .json or .csv, got {str(path)!r}")
-    _atomic_write_text(p, result.to_json() if suffix == ".json" else result.to_csv())
+    text = result.to_json() if suffix == ".json" else result.to_csv()
+    atomic_write(p, lambda f: f.write(text.encode("utf-8")))
     return p
 
 

@@ -63,13 +63,6 @@ __all__ = ["sqdist", "sqdist_chunks", "nearest", "METHODS", "BACKENDS"]
 METHODS = ("auto", "gemm", "broadcast", "numpy", "loops")
 BACKENDS = ("auto", "torch", "triton")
 
-# Rows per block of the compiled CPU gemm path: blocks of about this many bytes
-# of output (still capped by the working-memory budget).  Each block hands the
-# cores between thread pools (BLAS, numba); on the loaded 2-core test machine
-# 64 MiB blocks measured ~0.5-1.2x a bare torch.mm, 4 MiB blocks 1.8-4x
-# (see docs/performance.md).
-_FAST_BLOCK_BYTES = 64 << 20
-
 # Relative accuracy the gemm path aims at before it recomputes a pair directly: 1e-5 for
 # float32 (10x below the 1e-4 contract), the same number of units of roundoff (~84 eps)
 # for other dtypes -- a fixed 1e-5 let float64 results be off by 5e-7 relative.
@@ -364,9 +357,12 @@ def _sqdist_2d(X: torch.Tensor, T: torch.Tensor, method: str, backend: str, out:
         return torch.cat([_gemm_block(X[sl], prep, None, budget) for sl in _chunking.row_slices(N, chunk)]).to(out.dtype)
     direct_out = out.dtype == cdtype and out.is_contiguous()
     if prep.fast:
-        # blocks of ~_FAST_BLOCK_BYTES so the compiled fix-up reads the block
-        # while it is still in cache
-        chunk = min(chunk, max(8, _FAST_BLOCK_BYTES // max(1, P * item)))
+        # blocks of ~_cpu_kernels._BLOCK_BYTES of output (still capped by the
+        # budget): each block hands the cores between thread pools (BLAS,
+        # numba), and larger blocks measured faster on the loaded test machine
+        from . import _cpu_kernels
+
+        chunk = min(chunk, max(8, _cpu_kernels._BLOCK_BYTES // max(1, P * item)))
     for sl in _chunking.row_slices(N, chunk):
         if direct_out:
             _gemm_block(X[sl], prep, out[sl], budget)

@@ -49,13 +49,11 @@ Relocations are recorded in ``history``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import json
 import math
 import os
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -65,6 +63,7 @@ import numpy as np
 import torch
 
 from . import _chunking
+from ._atomic import atomic_write
 from ._validation import (
     ConvergenceWarning,
     SqdistError,
@@ -278,7 +277,6 @@ def _assign_accumulate(X: torch.Tensor, centers: torch.Tensor, *, budget: int, b
     chunk is empty; a cluster empty after :meth:`_Stats.merge` is empty in
     every chunk, so merged stats still carry every candidate they need.
     """
-    K = centers.shape[0]
     changed = None
     if backend == "triton":
         from ._triton import assign_accumulate_triton
@@ -328,10 +326,14 @@ def _plan_relocation(stats: _Stats) -> tuple[torch.Tensor, torch.Tensor]:
     the candidates taken before it from the same cluster.
     """
     counts = stats.counts
-    if counts.device.type == "cpu" and counts.numel() and int(counts.numpy().min()) > 0:
-        return counts[:0], counts[:0]  # no empty cluster (the common case, without 3 torch ops)
+    if stats.far_d.numel() == 0:
+        # no cluster was empty in any chunk (_with_far keeps no candidates then):
+        # nothing to plan, and no device sync on CUDA
+        return counts[:0], counts[:0]
+    if counts.device.type == "cpu" and int(counts.numpy().min()) > 0:
+        return counts[:0], counts[:0]  # no empty cluster (without 3 torch ops)
     empty = (counts == 0).nonzero().flatten()  # (e,)
-    if empty.numel() == 0 or stats.far_d.numel() == 0:
+    if empty.numel() == 0:
         return empty[:0], empty[:0]
     lab = stats.far_label  # (m,)
     m = lab.shape[0]
@@ -919,7 +921,7 @@ class KMeans:
         }
         arrays["history_centers"] = np.stack([_np(h["centers"]) for h in self.history_])
         arrays["state_json"] = np.frombuffer(json.dumps(state).encode("utf-8"), dtype=np.uint8)
-        _atomic_write(path, lambda f: np.savez(f, **arrays))
+        atomic_write(path, lambda f: np.savez(f, **arrays))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "KMeans":
@@ -956,21 +958,6 @@ class KMeans:
             raise SqdistError(f"path: {os.fspath(path)!r} is not a valid sqdist KMeans file ({type(exc).__name__}: {exc})") from None
         km._set_result(r)
         return km
-
-
-def _atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(fileobj)`` on a temporary file next to ``path``, then rename it to ``path``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path)[-32:], dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 # --------------------------------------------------------------------------
@@ -1060,7 +1047,7 @@ def run(args: argparse.Namespace) -> int:
     src = args.data if args.data is not None else f"blobs (5 x 50, 2-D, seed {args.seed})"
     _print_summary(f"{src}, {X.shape[0]} points x {X.shape[1]} features", r, init, sizes, args)
     if args.labels:
-        _atomic_write(args.labels, lambda f: np.save(f, labels.astype(np.int64)))
+        atomic_write(args.labels, lambda f: np.save(f, labels.astype(np.int64)))
         print(f"labels -> {args.labels}")
     if args.save:
         km.save(args.save)
@@ -1068,8 +1055,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         from . import plotting
 
-        Xn = X
-        fig = plotting.plot_kmeans_summary(Xn, r, truth=truth)
+        fig = plotting.plot_kmeans_summary(X, r, truth=truth)
         plotting.save_figure(fig, args.plot)
         print(f"plot -> {args.plot}")
     return 0

@@ -239,7 +239,7 @@ def plot_kmeans_summary(X: Any, result: Any, *, truth: Any = None) -> Any:
 
 def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 110) -> None:
     """Save ``fig`` as PNG via a temporary file in the same folder, then rename."""
-    from .kmeans import _atomic_write
+    from ._atomic import atomic_write
 
-    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
     _plt().close(fig)

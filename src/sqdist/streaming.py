@@ -310,7 +310,7 @@ class _Shard:
 def _chunk_rows(budget: int, K: int, D: int, itemsize: int) -> int:
     """Rows per chunk: the distance block (n, K) with its temporaries, the copy and its float64 view."""
     per_row = K * (2 * itemsize + 1) + (D + 2) * itemsize + D * (itemsize + 8) + 32
-    return min(CHUNK_ROWS_MAX, _chunking.rows_per_chunk(CHUNK_ROWS_MAX, per_row, budget, what="k-means"))
+    return _chunking.rows_per_chunk(CHUNK_ROWS_MAX, per_row, budget, what="k-means")  # at most CHUNK_ROWS_MAX
 
 
 def _scan(source: _Source, R: int, comm: Any) -> tuple[_Shard, torch.Tensor]:
