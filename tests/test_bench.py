@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
+import math
 import os
 
 import numpy as np
@@ -128,6 +130,11 @@ def test_results_written_atomically_and_parse(tmp_path, tiny_result):
     assert data["rows"][0]["method"] == "loops" and data["rows"][0]["extrapolated"] is True
     back = bench.BenchResult.from_dict(data)
     assert back.rows == tiny_result.rows and back.checks == tiny_result.checks
+    # a failed check with an infinite difference survives the round trip (JSON null -> inf)
+    bad = dataclasses.replace(tiny_result, checks=[dataclasses.replace(tiny_result.checks[0], max_rel_diff=math.inf, passed=False)])
+    bench.write_results(bad, js)
+    again = bench.BenchResult.from_dict(json.loads(js.read_text()))
+    assert again.checks[0].max_rel_diff == math.inf and "FAIL" in again.verdict().upper()
     with cs.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == len(tiny_result.rows)

@@ -284,7 +284,9 @@ class BenchResult:
         row_fields = {f.name for f in dataclasses.fields(BenchRow)}
         rows = [BenchRow(**{k: v for k, v in r.items() if k in row_fields}) for r in data["rows"]]
         rows = [dataclasses.replace(r, max_rel_err_vs_f64=math.inf if r.max_rel_err_vs_f64 is None else r.max_rel_err_vs_f64) for r in rows]
-        checks = [AgreementCheck(**c) for c in data.get("checks", [])]
+        # JSON has no inf/NaN: both were written as null (see _finite); read them back as inf
+        checks = [AgreementCheck(**(c | {"max_rel_diff": math.inf if c["max_rel_diff"] is None else c["max_rel_diff"]}))
+                  for c in data.get("checks", [])]
         return cls(
             rows=rows, checks=checks, machine=data.get("machine", {}), threads=data["threads"],
             dtype=data.get("dtype", "float32"), tolerance=data.get("tolerance", TOLERANCE),
