@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._machine import usable_cores
 from ._validation import SqdistError, check_choice
 
 __all__ = ["MODES", "write_report"]
@@ -871,13 +872,14 @@ def _section_extras(ctx: _Context) -> _Section:
     rng = np.random.default_rng(0)
     X = rng.normal(size=(N, D)).astype(np.float32)
     T = rng.normal(size=(P, D)).astype(np.float32)
-    ref = ((X.astype(np.float64)[:, None, :] - T.astype(np.float64)[None, :, :]) ** 2).sum(-1) if N * P * D <= 2**25 else None
-    if ref is None:
-        Xd, Td = X.astype(np.float64), T.astype(np.float64)
-        ref = np.maximum((Xd**2).sum(1)[:, None] + (Td**2).sum(1)[None, :] - 2 * Xd @ Td.T, 0)
+    # the float64 reference of `sqdist bench` (centred, in row blocks: no (N, P, D) temporary), computed once
+    from .bench import _err_vs_f64, _reference_blocks
 
-    def err(d: np.ndarray) -> float:
-        return float(np.max(np.abs(d.astype(np.float64) - ref) / np.maximum(ref, 1e-300)))
+    X64, T64 = torch.from_numpy(X).double(), torch.from_numpy(T).double()
+    ref = torch.cat([r for _, r in _reference_blocks(X64, T64, max(1, 2**22 // max(1, P)))])  # (N, P)
+
+    def err(d: Any) -> float:
+        return _err_vs_f64(torch.as_tensor(np.asarray(d)), X64, T64, ref64=ref)
 
     cands: list[tuple[str, str, Callable[[], Any]]] = [("sqdist", "sqdist.sqdist (gemm, the reference row)", lambda: _sq(X, T))]
     try:
@@ -1207,7 +1209,7 @@ def write_report(
             "device": dev,
             "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "section_seconds": {},
-            "cores": _usable_cores(),
+            "cores": usable_cores(),
             "load_average_start": _load_average(),
         }
         sections = []
@@ -1245,13 +1247,6 @@ def _load_average() -> float | None:
         return float(os.getloadavg()[0])
     except (AttributeError, OSError):
         return None
-
-
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def _version() -> str:
