@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import warnings
 
 import numpy as np
@@ -63,8 +64,11 @@ def main() -> None:
                 _, idx = sqdist.nearest(X64c, np.asarray(centers, dtype=np.float64))
                 return float((idx[:, 0] == labels).mean())
 
-            t_sq = benchmark.Timer("f()", globals={"f": run_sq}, num_threads=args.threads).timeit(args.repeats).median
-            t_sk = benchmark.Timer("f()", globals={"f": run_sk}, num_threads=args.threads).timeit(args.repeats).median
+            # median of --repeats separately timed runs (timeit(n) would time one block of n runs: its mean)
+            t_sq = statistics.median(benchmark.Timer("f()", globals={"f": run_sq}, num_threads=args.threads).timeit(1).mean
+                                     for _ in range(args.repeats))
+            t_sk = statistics.median(benchmark.Timer("f()", globals={"f": run_sk}, num_threads=args.threads).timeit(1).mean
+                                     for _ in range(args.repeats))
             rows.append(dict(
                 dtype=dt, n_iter_sqdist=r.n_iter, n_iter_sklearn=int(s.n_iter_),
                 ms_per_iter_sqdist=1e3 * t_sq / r.n_iter, ms_per_iter_sklearn=1e3 * t_sk / s.n_iter_,
