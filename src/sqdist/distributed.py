@@ -81,25 +81,25 @@ class _Comm:
             f"(a rank died, or did not answer within the process group timeout): {first}"
         )
 
-    def all_reduce_sum(self, t: torch.Tensor, what: str) -> torch.Tensor:
+    def _all_reduce(self, t: torch.Tensor, op: str, what: str) -> torch.Tensor:
+        """``t`` reduced over the ranks with ``ReduceOp.<op>``; failures become a SqdistError naming the rank."""
         if not self.active:
             return t
         buf = t.to(self.device)
         try:
-            self.dist.all_reduce(buf, op=self.dist.ReduceOp.SUM)
+            self.dist.all_reduce(buf, op=getattr(self.dist.ReduceOp, op))
         except (RuntimeError, ValueError) as exc:  # gloo/NCCL raise RuntimeError (DistBackendError)
             raise self._fail(what, exc) from None
         return buf.to(t.device)
 
+    def all_reduce_sum(self, t: torch.Tensor, what: str) -> torch.Tensor:
+        return self._all_reduce(t, "SUM", what)
+
     def all_reduce_max(self, t: torch.Tensor, what: str) -> torch.Tensor:
-        if not self.active:
-            return t
-        buf = t.to(self.device)
-        try:
-            self.dist.all_reduce(buf, op=self.dist.ReduceOp.MAX)
-        except (RuntimeError, ValueError) as exc:
-            raise self._fail(what, exc) from None
-        return buf.to(t.device)
+        return self._all_reduce(t, "MAX", what)
+
+    def all_reduce_min(self, t: torch.Tensor, what: str) -> torch.Tensor:
+        return self._all_reduce(t, "MIN", what)
 
     def all_gather_rows(self, t: torch.Tensor, what: str) -> list[torch.Tensor]:
         """Gather a (n_r, ...) tensor from every rank (n_r may differ); list in rank order."""
@@ -146,16 +146,6 @@ class _Comm:
             if message is not None:
                 raise SqdistError(message)
             raise SqdistError(f"rank {first} of {self.world} stopped with an error during {what}; see its message")
-
-    def all_reduce_min(self, t: torch.Tensor, what: str) -> torch.Tensor:
-        if not self.active:
-            return t
-        buf = t.to(self.device)
-        try:
-            self.dist.all_reduce(buf, op=self.dist.ReduceOp.MIN)
-        except (RuntimeError, ValueError) as exc:
-            raise self._fail(what, exc) from None
-        return buf.to(t.device)
 
 
 # --------------------------------------------------------------------------

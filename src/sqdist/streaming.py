@@ -316,16 +316,18 @@ def _chunk_rows(budget: int, K: int, D: int, itemsize: int) -> int:
 def _scan(source: _Source, R: int, comm: Any) -> tuple[_Shard, torch.Tensor]:
     """Shard the data and validate this rank's rows (finite) in one pass; returns the shard and max|x_d| (D,)."""
     D = source.n_features
+    # validate where the data already is: a CUDA tensor on its GPU (no copy to the host), files on the CPU
+    where = source.t.device if isinstance(source, _ArraySource) else torch.device("cpu")
     if source.random_access:
         N = int(source.n_rows)  # type: ignore[arg-type]
         C = max(1, -(-N // R))
         c_lo, c_hi = C * comm.rank // comm.world, C * (comm.rank + 1) // comm.world
         shard = _Shard(source, R, N, C, c_lo, c_hi, min(c_lo * R, N), min(c_hi * R, N))
-        pieces = ((a, x) for _, a, x in shard.chunks(torch.device("cpu")))
+        pieces = ((a, x) for _, a, x in shard.chunks(where))
     else:  # this rank's own chunks, counted in this pass and placed after the lower ranks' afterwards
         shard = None
         pieces = _numbered(source.pieces(R))  # type: ignore[attr-defined]
-    bound = torch.zeros(D, dtype=torch.float64)
+    bound = torch.zeros(D, dtype=torch.float64, device=where)
     bad = None  # first non-finite row, local to this rank's rows
     n_loc = c_loc = 0
     for a, x in pieces:
@@ -335,7 +337,7 @@ def _scan(source: _Source, R: int, comm: Any) -> tuple[_Shard, torch.Tensor]:
             bad = a + int((~finite).nonzero()[0, 0])
             break
         if x.shape[0]:
-            bound = torch.maximum(bound, x.abs().amax(dim=0).to(torch.float64))
+            bound = torch.maximum(bound, x.abs().amax(dim=0).to(device=where, dtype=torch.float64))
     if shard is None:
         counts = comm.all_gather_fixed(torch.tensor([n_loc, c_loc], dtype=torch.int64), "counting rows").tolist()
         r_lo = sum(n for n, _ in counts[: comm.rank])
@@ -346,7 +348,7 @@ def _scan(source: _Source, R: int, comm: Any) -> tuple[_Shard, torch.Tensor]:
             bad += r_lo
     comm.agree_error(None if bad is None else f"X: row {bad} contains NaN or Inf; k-means needs finite data",
                      "validating the data")
-    bound = comm.all_reduce_max(bound, "validating the data")
+    bound = comm.all_reduce_max(bound.cpu(), "validating the data")  # (D,), one small copy
     return shard, bound
 
 
