@@ -20,8 +20,9 @@ Accuracy contract (the same as the torch gemm path, see
   identical rows give exactly ``0``), the rest are clamped at ``0``;
 * float32/half distance matrices (and every ``D <= 4``) are computed with the
   direct formula throughout: exact, and under sqdist's ``tau`` nearly every
-  tile would need the recompute anyway (``_DIRECT_TAU``, docs/gpu.md); the
-  product path above serves float64;
+  tile would need the recompute anyway (``_DIRECT_TAU``, docs/gpu.md).  The
+  product path above runs only when ``tau < _DIRECT_TAU``, which sqdist's
+  ``tau`` (the same for every dtype) never is: tests and benchmarks force it;
 * rows of ``X`` or ``T`` with NaN/Inf get the direct formula (IEEE
   propagation, confined to their own row/column);
 * half precision accumulates in float32; products are exact fp32
@@ -66,8 +67,9 @@ _DIRECT_MAX_D = 4
 # so the product path would compute each tile twice (product + direct, ~3
 # instructions per multiply-add of the product) where the direct formula alone
 # costs ~2 and is exact.  Triton's exact-fp32 dot runs on the FMA units, not on
-# tensor cores, so the product has no speed of its own to lose here.  float64
-# (tau ~ 1e-9) keeps the product path.  See docs/gpu.md.
+# tensor cores, so the product has no speed of its own to lose here.  tau does
+# not depend on the dtype (distances._tau scales its target with eps), so
+# float64 takes the direct formula too.  See docs/gpu.md.
 _DIRECT_TAU = 0.05
 
 # --------------------------------------------------------------------------
