@@ -18,8 +18,8 @@ Accuracy contract (the same as the torch gemm path, see
 * in every output tile, entries below ``tau * (||x_c||^2 + ||t_c||^2)`` are
   recomputed directly as ``sum((x - t)**2)`` on the original values (so
   identical rows give exactly ``0``), the rest are clamped at ``0``;
-* float32/half distance matrices (and every ``D <= 4``) are computed with the
-  direct formula throughout: exact, and under sqdist's ``tau`` nearly every
+* distance matrices (every dtype; and nearest at ``D <= 4``) are computed with
+  the direct formula throughout: exact, and under sqdist's ``tau`` nearly every
   tile would need the recompute anyway (``_DIRECT_TAU``, docs/gpu.md).  The
   product path above runs only when ``tau < _DIRECT_TAU``, which sqdist's
   ``tau`` (the same for every dtype) never is: tests and benchmarks force it;
