@@ -347,10 +347,6 @@ class _Prep:
         return (~torch.isfinite(self.nt)).nonzero().flatten()
 
 
-def _routes_to_torch(X: torch.Tensor, T: torch.Tensor) -> bool:
-    return torch.is_grad_enabled() and (X.requires_grad or T.requires_grad)
-
-
 # --------------------------------------------------------------------------
 # distance matrix
 # --------------------------------------------------------------------------
@@ -360,18 +356,13 @@ def sqdist_triton(X: torch.Tensor, T: torch.Tensor, out: torch.Tensor) -> torch.
     """Fill ``out`` (N, P) with ``||X[i] - T[j]||**2`` using one fused kernel; returns ``out``.
 
     Trusts its inputs (2-D, same device, ``out`` of the promoted dtype).
-    Autograd is not supported by the kernel: when gradients are needed the
-    call is routed to the torch gemm path (same contract).
+    No autograd: ``sqdist`` sends calls that need gradients to the torch gemm
+    path (same contract, with the caller's working-memory budget).
     """
     N, D = X.shape
     P = T.shape[0]
     if N == 0 or P == 0:
         return out
-    if _routes_to_torch(X, T):
-        from . import _chunking
-        from .distances import _sqdist_2d
-
-        return _sqdist_2d(X, T, "gemm", "torch", out, _chunking.resolve_budget(None))
     _check_runnable(X.device)
     cdtype = compute_dtype(out.dtype)
     if D == 0:

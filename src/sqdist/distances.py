@@ -334,7 +334,8 @@ def _sqdist_2d(X: torch.Tensor, T: torch.Tensor, method: str, backend: str, out:
         src = lambda a: a.detach().to(cdtype).numpy()  # noqa: E731
         out.copy_(torch.from_numpy(_loops(src(X), src(T))))
         return out
-    if backend == "triton" and method == "gemm":
+    differentiable = torch.is_grad_enabled() and (X.requires_grad or T.requires_grad)
+    if backend == "triton" and method == "gemm" and not differentiable:  # Triton has no backward: torch with the budget
         from . import _triton
 
         return _triton.sqdist_triton(X, T, out)
@@ -352,7 +353,6 @@ def _sqdist_2d(X: torch.Tensor, T: torch.Tensor, method: str, backend: str, out:
         return out
     # gemm
     prep = _Prepared(T, cdtype)
-    differentiable = torch.is_grad_enabled() and (X.requires_grad or T.requires_grad)
     if differentiable:
         return torch.cat([_gemm_block(X[sl], prep, None, budget) for sl in _chunking.row_slices(N, chunk)]).to(out.dtype)
     direct_out = out.dtype == cdtype and out.is_contiguous()
