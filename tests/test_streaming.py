@@ -191,3 +191,16 @@ def test_estimator_on_a_file_saves_loads_and_takes_a_device(blobs, tmp_path, one
     assert back.labels_ is None
     np.testing.assert_array_equal(np.asarray(back.cluster_centers_), np.asarray(km.cluster_centers_))
     np.testing.assert_array_equal(back.predict(X), ref.labels)
+
+
+def test_fixed_init_with_n_init_warns_like_in_memory(blobs, tmp_path):
+    """A fixed init with n_init > 1 runs once with the same SqdistWarning as the
+    in-memory kmeans (the streamed path used to drop n_init silently), and a
+    checkpoint is then allowed (n_init is 1)."""
+    X, path = blobs
+    init = [0, 700, 1400]
+    with pytest.warns(sqdist.SqdistWarning, match="n_init=3 with a fixed init"):
+        r = sqdist.kmeans_stream(str(path), init=init, n_init=3, max_iter=5, checkpoint=tmp_path / "c.npz")
+    with pytest.warns(sqdist.SqdistWarning, match="n_init=3 with a fixed init"):
+        ref = sqdist.kmeans(X, init=init, n_init=3, max_iter=5)
+    assert r.n_iter == ref.n_iter and r.inertia == pytest.approx(ref.inertia, rel=1e-12)

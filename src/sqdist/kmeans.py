@@ -698,10 +698,28 @@ def kmeans(
     gen = make_generator(seed)
     backend = _resolve_backend(backend, Xt.device)
     budget = _chunking.resolve_budget(working_memory)
-    if not isinstance(init_k, str) and n_init != 1:
-        warnings.warn(f"n_init={n_init} with a fixed init: running once", SqdistWarning, stacklevel=2)
-        n_init = 1
+    n_init = _runs(init_k, n_init, stacklevel=3)
     return _kmeans_impl(Xt, init_k, K, n_init, max_iter, tol, gen, budget, backend, was_numpy)
+
+
+def _runs(init: Any, n_init: int, stacklevel: int) -> int:
+    """How many initialisations to run: a fixed init runs once (with a warning when more were asked)."""
+    if not isinstance(init, str) and n_init != 1:
+        warnings.warn(f"n_init={n_init} with a fixed init: running once", SqdistWarning, stacklevel=stacklevel)
+        return 1
+    return n_init
+
+
+def _warn_if_empty(counts: torch.Tensor, K: int, stacklevel: int) -> None:
+    """ConvergenceWarning when the final clustering has empty clusters."""
+    n_nonempty = int((counts > 0).sum())
+    if n_nonempty < K:
+        warnings.warn(
+            f"k-means ended with {n_nonempty} non-empty clusters out of n_clusters={K}: "
+            f"X probably has fewer than {K} distinct points",
+            ConvergenceWarning,
+            stacklevel=stacklevel,
+        )
 
 
 def _kmeans_impl(X, init, K, n_init, max_iter, tol, gen, budget, backend, was_numpy) -> KMeansResult:
@@ -713,14 +731,7 @@ def _kmeans_impl(X, init, K, n_init, max_iter, tol, gen, budget, backend, was_nu
         if best is None or float(stats.inertia) < float(best[1].inertia):
             best = (C, stats, n_iter, converged, history, C0)
     C, stats, n_iter, converged, history, C0 = best
-    n_nonempty = int((stats.counts > 0).sum())
-    if n_nonempty < K:
-        warnings.warn(
-            f"k-means ended with {n_nonempty} non-empty clusters out of n_clusters={K}: "
-            f"X probably has fewer than {K} distinct points",
-            ConvergenceWarning,
-            stacklevel=3,
-        )
+    _warn_if_empty(stats.counts, K, stacklevel=4)
     return KMeansResult(
         centers=to_output(C, was_numpy),
         labels=to_output(stats.labels, was_numpy),

@@ -43,7 +43,6 @@ import mmap
 import os
 import sys
 import time
-import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -595,16 +594,14 @@ def _fit(X, n_clusters, *, init, n_init, max_iter, tol, seed, working_memory, ba
     from . import _checkpoint
     from .distances import _resolve_backend
     from .distributed import _Comm
-    from .kmeans import KMeansResult, _parse_init
-    from ._validation import ConvergenceWarning, check_real, make_generator
+    from .kmeans import KMeansResult, _parse_init, _runs, _warn_if_empty
+    from ._validation import check_real, make_generator
 
     K = _n_clusters_of(init, n_clusters)
     n_init = check_positive_int(n_init, "n_init")
     max_iter = check_positive_int(max_iter, "max_iter")
     tol = check_real(tol, "tol", minimum=0.0)
     checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
-    if n_init != 1 and (checkpoint is not None or resume is not None):
-        raise SqdistError(f"n_init: checkpoints and resume need n_init=1, got n_init={n_init}")
     budget = _chunking.resolve_budget(working_memory)
     source = as_source(X)
     in_memory = isinstance(source, _ArraySource)
@@ -617,8 +614,9 @@ def _fit(X, n_clusters, *, init, n_init, max_iter, tol, seed, working_memory, ba
     N, D, R, ddtype = shard.n_rows, source.n_features, shard.R, shard.dtype
     cdtype = compute_dtype(ddtype)
     init_k, K = _parse_init(init, n_clusters, torch.zeros((1, D), dtype=ddtype).expand(N, D))
-    if not isinstance(init_k, str) and n_init != 1:
-        n_init = 1
+    n_init = _runs(init_k, n_init, stacklevel=4)
+    if n_init != 1 and (checkpoint is not None or resume is not None):
+        raise SqdistError(f"n_init: checkpoints and resume need n_init=1, got n_init={n_init}")
     gen = make_generator(seed)
     was_numpy = source.numpy_out
     fp = {"n_rows": N, "n_features": D, "n_clusters": K, "dtype": str(cdtype), "tol": tol, "chunk_rows": R}
@@ -642,11 +640,7 @@ def _fit(X, n_clusters, *, init, n_init, max_iter, tol, seed, working_memory, ba
         if best is None or float(stats.inertia) < float(best[1].inertia):
             best = (C, stats, n_iter, converged, history, C0)
     C, stats, n_iter, converged, history, C0 = best
-    n_nonempty = int((stats.counts > 0).sum())
-    if n_nonempty < K:
-        warnings.warn(
-            f"k-means ended with {n_nonempty} non-empty clusters out of n_clusters={K}: "
-            f"X probably has fewer than {K} distinct points", ConvergenceWarning, stacklevel=3)
+    _warn_if_empty(stats.counts, K, stacklevel=4)
     keep = in_memory if keep_labels is None else keep_labels
     labels = None
     if keep or labels_out is not None:
