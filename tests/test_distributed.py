@@ -153,6 +153,12 @@ def test_resume_refuses_other_settings(data, tmp_path, one_thread):
     (tmp_path / "junk.npz").write_bytes(b"junk")
     with pytest.raises(sqdist.SqdistError, match="not a sqdist k-means checkpoint"):
         sqdist.kmeans_stream(str(data), 6, seed=0, tol=0.0, working_memory=0.25, resume=tmp_path / "junk.npz")
+    # a foreign .npz that happens to carry a matching "format" key: a clear error, not a KeyError
+    from sqdist import _checkpoint
+
+    np.savez(tmp_path / "foreign.npz", format=np.array(_checkpoint.FORMAT), other=np.zeros(3))
+    with pytest.raises(sqdist.SqdistError, match="not a valid sqdist k-means checkpoint"):
+        sqdist.kmeans_stream(str(data), 6, seed=0, tol=0.0, working_memory=0.25, resume=tmp_path / "foreign.npz")
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")

@@ -92,37 +92,43 @@ def load(path: str | os.PathLike, fingerprint: dict[str, Any], was_numpy: bool =
             data = {k: z[k] for k in z.files}
     except (ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise SqdistError(f"resume: {path!r} is not a sqdist k-means checkpoint ({exc})") from None
-    if "format" not in data or int(data["format"]) != FORMAT:
-        raise SqdistError(f"resume: {path!r} is not a sqdist k-means checkpoint of format {FORMAT}")
-    for key in _FINGERPRINT:
-        stored = data["fp_" + key]
-        want = fingerprint[key]
-        got = _from_str_array(stored) if isinstance(want, str) else stored.item()
-        if got != want:
-            raise SqdistError(
-                f"resume: checkpoint {path!r} was written for {key}={got!r}, this run has {key}={want!r}; "
-                f"resume with the same data and settings"
-            )
-    conv = (lambda a: a.copy()) if was_numpy else (lambda a: torch.from_numpy(a.copy()))
-    offsets = np.concatenate([[0], np.cumsum(data["hist_relocated_n"])])
-    history = [
-        {
-            "iteration": int(data["hist_iteration"][i]),
-            "centers": conv(data["hist_centers"][i]),
-            "inertia": float(data["hist_inertia"][i]),
-            "max_shift": float(data["hist_max_shift"][i]),
-            "sizes": data["hist_sizes"][i].copy(),
-            "relocated": data["hist_relocated"][offsets[i] : offsets[i + 1]].tolist(),
-            "time": float(data["hist_time"][i]),
+    try:
+        if "format" not in data or int(data["format"]) != FORMAT:
+            raise SqdistError(f"resume: {path!r} is not a sqdist k-means checkpoint of format {FORMAT}")
+        for key in _FINGERPRINT:
+            stored = data["fp_" + key]
+            want = fingerprint[key]
+            got = _from_str_array(stored) if isinstance(want, str) else stored.item()
+            if got != want:
+                raise SqdistError(
+                    f"resume: checkpoint {path!r} was written for {key}={got!r}, this run has {key}={want!r}; "
+                    f"resume with the same data and settings"
+                )
+        conv = (lambda a: a.copy()) if was_numpy else (lambda a: torch.from_numpy(a.copy()))
+        offsets = np.concatenate([[0], np.cumsum(data["hist_relocated_n"])])
+        history = [
+            {
+                "iteration": int(data["hist_iteration"][i]),
+                "centers": conv(data["hist_centers"][i]),
+                "inertia": float(data["hist_inertia"][i]),
+                "max_shift": float(data["hist_max_shift"][i]),
+                "sizes": data["hist_sizes"][i].copy(),
+                "relocated": data["hist_relocated"][offsets[i] : offsets[i + 1]].tolist(),
+                "time": float(data["hist_time"][i]),
+            }
+            for i in range(len(data["hist_inertia"]))
+        ]
+        rng = data["rng_state"]
+        return {
+            "centers": torch.from_numpy(data["centers"]),
+            "init_centers": torch.from_numpy(data["init_centers"]),
+            "iteration": int(data["iteration"]),
+            "converged": bool(data["converged"]),
+            "history": history,
+            "rng_state": torch.from_numpy(rng.copy()) if rng.size else None,
         }
-        for i in range(len(data["hist_inertia"]))
-    ]
-    rng = data["rng_state"]
-    return {
-        "centers": torch.from_numpy(data["centers"]),
-        "init_centers": torch.from_numpy(data["init_centers"]),
-        "iteration": int(data["iteration"]),
-        "converged": bool(data["converged"]),
-        "history": history,
-        "rng_state": torch.from_numpy(rng.copy()) if rng.size else None,
-    }
+    except SqdistError:
+        raise
+    except (KeyError, ValueError, TypeError, IndexError) as exc:  # a foreign .npz with some of our keys
+        raise SqdistError(f"resume: {path!r} is not a valid sqdist k-means checkpoint "
+                          f"({type(exc).__name__}: {exc})") from None
