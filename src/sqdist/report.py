@@ -61,7 +61,6 @@ class _Config:
     mode: str
     bench_sizes: tuple[tuple[int, int, int], ...]
     extra_size: tuple[int, int, int]  # scikit-learn / SciPy comparison
-    extra_repeats: int  # at least this many timed calls per extra comparison
     bench_min_run_time: float = 0.1  # seconds per torch.utils.benchmark measurement
     kmeans_p: tuple[int, ...] = (2, 5, 8)
     kmeans_max_iter: int = 100
@@ -74,7 +73,6 @@ _CONFIGS = {
         mode="quick",
         bench_sizes=((64, 64, 8), (128, 128, 8), (256, 256, 8)),
         extra_size=(256, 256, 8),
-        extra_repeats=3,
         bench_min_run_time=0.01,
         dpi=80,
     ),
@@ -82,7 +80,6 @@ _CONFIGS = {
         mode="default",
         bench_sizes=((128, 128, 16), (256, 256, 16), (512, 512, 16), (1024, 1024, 16), (2048, 2048, 16)),
         extra_size=(1024, 1024, 16),
-        extra_repeats=5,
         bench_min_run_time=0.05,
     ),
     "full": _Config(
@@ -91,7 +88,6 @@ _CONFIGS = {
             (256, 256, 32), (512, 512, 32), (1024, 1024, 32), (2048, 2048, 32), (4096, 4096, 32), (8192, 8192, 32),
         ),
         extra_size=(4096, 4096, 32),
-        extra_repeats=5,
         bench_min_run_time=0.2,
     ),
 }
@@ -851,19 +847,6 @@ def _task3_figures(ctx: _Context, X: np.ndarray, y: np.ndarray, results: dict) -
 # ---- extra comparisons ------------------------------------------------------------------------
 
 
-def _best_time(fn: Callable[[], Any], repeats: int, budget_s: float = 0.3, cap: int = 200) -> float:
-    """Best of at least ``repeats`` calls, more while they fit in ``budget_s`` (at most ``cap``)."""
-    best = math.inf
-    start = time.perf_counter()
-    for i in range(cap):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-        if i + 1 >= repeats and time.perf_counter() - start > budget_s:
-            break
-    return best
-
-
 def _section_extras(ctx: _Context) -> _Section:
     sid, title = "extras", "Extra comparisons (scikit-learn / SciPy, when installed)"
     from .distances import sqdist as _sq
@@ -873,7 +856,7 @@ def _section_extras(ctx: _Context) -> _Section:
     X = rng.normal(size=(N, D)).astype(np.float32)
     T = rng.normal(size=(P, D)).astype(np.float32)
     # the float64 reference of `sqdist bench` (centred, in row blocks: no (N, P, D) temporary), computed once
-    from .bench import _err_vs_f64, _reference_blocks
+    from .bench import _err_vs_f64, _median_time, _reference_blocks
 
     X64, T64 = torch.from_numpy(X).double(), torch.from_numpy(T).double()
     ref = torch.cat([r for _, r in _reference_blocks(X64, T64, max(1, 2**22 // max(1, P)))])  # (N, P)
@@ -897,7 +880,9 @@ def _section_extras(ctx: _Context) -> _Section:
     rows = []
     for lib, label, fn in cands:
         d = np.asarray(fn())
-        rows.append({"library": lib, "label": label, "time_s": _best_time(fn, ctx.config.extra_repeats), "max_rel_err_vs_f64": err(d)})
+        # timed like Task 1's rows (torch.utils.benchmark, median), so the page compares like with like
+        t = _median_time(fn, torch.get_num_threads(), ctx.config.bench_min_run_time)
+        rows.append({"library": lib, "label": label, "time_s": t, "max_rel_err_vs_f64": err(d)})
     base = rows[0]["time_s"]
     for r in rows:
         r["time_vs_sqdist"] = r["time_s"] / base
