@@ -903,7 +903,7 @@ def _section_extras(ctx: _Context) -> _Section:
                    ctx.md(f"{kk}.time_vs_sqdist", "ratio"), ctx.md(f"{kk}.max_rel_err_vs_f64", "sci")])
     body = (
         "<p>These rows come from other libraries, not from sqdist, and are shown for comparison only "
-        "(best of several runs in this process, float32 inputs, CPU). Distances for "
+        "(median of torch.utils.benchmark runs in this process, as Task 1; float32 inputs, CPU). Distances for "
         f"N = {ctx.num(f'{k}.size.0', 'int')}, P = {ctx.num(f'{k}.size.1', 'int')}, D = {ctx.num(f'{k}.size.2', 'int')}:</p>"
         + _table_html(hdr, rh, "num extra-table")
     )
