@@ -144,15 +144,6 @@ def check_finite_rows(X: torch.Tensor, name: str) -> None:
         )
 
 
-def check_real(value: Any, name: str, *, minimum: float | None = None) -> float:
-    """A finite real number, optionally ``>= minimum``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
-        raise SqdistError(f"{name}: expected a finite real number, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise SqdistError(f"{name}: expected a number >= {minimum}, got {value!r}")
-    return float(value)
-
-
 def make_generator(seed: Any, name: str = "seed") -> torch.Generator:
     """A private CPU ``torch.Generator`` from an int seed, or the given generator.
 

@@ -71,7 +71,7 @@ from ._validation import (
     as_tensor,
     check_finite_rows,
     check_positive_int,
-    check_real,
+    check_positive_number,
     compute_dtype,
     describe,
     make_generator,
@@ -694,7 +694,7 @@ def kmeans(
     init_k, K = _parse_init(init, n_clusters, Xt)
     n_init = check_positive_int(n_init, "n_init")
     max_iter = check_positive_int(max_iter, "max_iter")
-    tol = check_real(tol, "tol", minimum=0.0)
+    tol = check_positive_number(tol, "tol", allow_zero=True)
     gen = make_generator(seed)
     backend = _resolve_backend(backend, Xt.device)
     budget = _chunking.resolve_budget(working_memory)

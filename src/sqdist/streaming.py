@@ -595,12 +595,12 @@ def _fit(X, n_clusters, *, init, n_init, max_iter, tol, seed, working_memory, ba
     from .distances import _resolve_backend
     from .distributed import _Comm
     from .kmeans import KMeansResult, _parse_init, _runs, _warn_if_empty
-    from ._validation import check_real, make_generator
+    from ._validation import check_positive_number, make_generator
 
     K = _n_clusters_of(init, n_clusters)
     n_init = check_positive_int(n_init, "n_init")
     max_iter = check_positive_int(max_iter, "max_iter")
-    tol = check_real(tol, "tol", minimum=0.0)
+    tol = check_positive_number(tol, "tol", allow_zero=True)
     checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
     budget = _chunking.resolve_budget(working_memory)
     source = as_source(X)
