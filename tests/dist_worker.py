@@ -36,12 +36,12 @@ def main() -> int:
 
     torch.set_num_threads(1)
     import sqdist
-    from sqdist import distributed, streaming
+    from sqdist import _comm, _engine
 
-    created = distributed.init_from_env(a.timeout, None)
+    created = _comm.init_from_env(a.timeout, None)
     rank = int(os.environ.get("RANK", "0"))
     if rank == a.die_rank:
-        real_pass, calls = streaming._pass, [0]
+        real_pass, calls = _engine.Streamed.assign, [0]
 
         def dying_pass(*args, **kw):
             calls[0] += 1
@@ -49,7 +49,7 @@ def main() -> int:
                 os._exit(17)
             return real_pass(*args, **kw)
 
-        streaming._pass = dying_pass
+        _engine.Streamed.assign = dying_pass
     try:
         r = sqdist.kmeans_stream(
             a.data, a.k, init=a.init, seed=a.seed, max_iter=a.max_iter, tol=a.tol, working_memory=a.working_memory,
@@ -57,14 +57,14 @@ def main() -> int:
         )
     except sqdist.SqdistError as exc:
         print(f"worker rank {rank}: error: {exc}", file=sys.stderr)
-        distributed.destroy()
+        _comm.destroy()
         return 3
     if rank == 0:
         np.savez(a.out, centers=r.centers, labels=np.asarray(r.labels), inertia=r.inertia, n_iter=r.n_iter,
                  converged=r.converged, init_centers=r.init_centers,
                  hist_inertia=np.array([h["inertia"] for h in r.history]))
     if created:
-        distributed.destroy()
+        _comm.destroy()
     return 0
 
 

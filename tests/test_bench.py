@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from sqdist import _bench_measure as measure
 from sqdist import bench
 from sqdist._machine import format_machine, machine_info
 from sqdist._validation import SqdistError
@@ -85,13 +86,13 @@ def test_wrong_results_fail_validation(monkeypatch):
 
 
 def test_max_rel_and_reference_by_hand():
-    assert bench._max_rel(torch.tensor([1.0, 3.0, 0.0]), torch.tensor([1.0, 2.0, 0.0])) == pytest.approx(0.5)
-    assert bench._max_rel(torch.tensor([0.25]), torch.tensor([0.0])) == pytest.approx(0.25)  # absolute at 0
-    assert bench._max_rel(torch.tensor([float("nan")]), torch.tensor([1.0])) == float("inf")
+    assert measure.max_rel(torch.tensor([1.0, 3.0, 0.0]), torch.tensor([1.0, 2.0, 0.0])) == pytest.approx(0.5)
+    assert measure.max_rel(torch.tensor([0.25]), torch.tensor([0.0])) == pytest.approx(0.25)  # absolute at 0
+    assert measure.max_rel(torch.tensor([float("nan")]), torch.tensor([1.0])) == float("inf")
     rng = np.random.default_rng(1)
     X, T = rng.normal(size=(7, 3)) + 100.0, rng.normal(size=(5, 3)) + 100.0
     brute = ((X[:, None, :] - T[None, :, :]) ** 2).sum(-1)
-    blocks = list(bench._reference_blocks(torch.from_numpy(X), torch.from_numpy(T), 3))
+    blocks = list(measure.reference_blocks(torch.from_numpy(X), torch.from_numpy(T), 3))
     assert [sl.start for sl, _ in blocks] == [0, 3, 6]
     got = torch.cat([d for _, d in blocks]).numpy()
     np.testing.assert_allclose(got, brute, rtol=1e-12)
@@ -99,16 +100,16 @@ def test_max_rel_and_reference_by_hand():
 
 def test_memory_measurement_sees_torch_and_numpy_allocations():
     n = 1_000_000
-    _, peak_t = bench._measure_cpu(lambda: torch.ones(n, dtype=torch.float32) * 2)  # two 4 MB buffers live at once
+    _, peak_t = measure.measure_cpu(lambda: torch.ones(n, dtype=torch.float32) * 2)  # two 4 MB buffers live at once
     assert 8 * 10**6 <= peak_t < 8 * 10**6 + 2**20
     def two_arrays():
         a = np.ones(n)
         b = a + 1.0  # a is still referenced: no in-place elision, two 8 MB buffers
         return a, b
 
-    _, peak_n = bench._measure_cpu(two_arrays)
+    _, peak_n = measure.measure_cpu(two_arrays)
     assert 16 * 10**6 <= peak_n < 16 * 10**6 + 2**20
-    _, peak_0 = bench._measure_cpu(lambda: None)
+    _, peak_0 = measure.measure_cpu(lambda: None)
     assert peak_0 < 2**16
 
 
@@ -259,7 +260,7 @@ def test_stderr_of_the_measured_call_stays_visible(capfd):
         print("budget too small", file=sys.stderr, flush=True)  # e.g. a RuntimeWarning being shown
         return torch.zeros(3)
 
-    bench._measure_cpu(noisy)
+    measure.measure_cpu(noisy)
     err = capfd.readouterr().err
     assert "budget too small" in err
     assert "profiler_start" not in err and "USDT" not in err

@@ -17,7 +17,9 @@ pytest.importorskip("numba")
 
 import sqdist  # noqa: E402
 from sqdist import _cpu_kernels as ck  # noqa: E402
-from sqdist.distances import _resolve_method  # noqa: E402
+from sqdist._backend import resolve_method  # noqa: E402
+from sqdist._dense import prepare  # noqa: E402
+from sqdist._step import max_shift  # noqa: E402
 
 
 def brute(X: torch.Tensor, C: torch.Tensor):
@@ -122,28 +124,28 @@ def test_deterministic_across_thread_counts():
     assert digests[0] == digests[1]
 
 
-def test_lloyd_small_matches_kernel_iterations():
+def test_update_assign_equals_the_separate_steps():
+    """One compiled iteration (update + shift + assignment) gives the bits of
+    the centre division, max_shift and assign_accumulate called one by one."""
     g = torch.Generator().manual_seed(1)
-    X = torch.cat([torch.randn(50, 2, generator=g) + 6 * i for i in range(5)])
-    C = X[[0, 50, 100, 150, 200]].clone()
-    C2 = C.clone()
-    done, status, hc, hi, hs, hz = ck.lloyd_small(X, C, 20, 1e-6)
-    assert status == 1 and 1 <= done <= 20
-    for it in range(done):  # same iterations through assign_accumulate
-        _, _, sums, counts, inertia = ck.assign_accumulate(X, C2)
-        assert hi[it].item() == pytest.approx(inertia, rel=1e-12)
-        assert hz[it].tolist() == counts.tolist()
-        C2 = (sums / counts[:, None]).float()
-        assert torch.equal(hc[it], C2)
-    assert torch.equal(C, C2)
-    assert bool((hi[1:done] <= hi[: done - 1] * (1 + 1e-7)).all())  # inertia never increases
-
-
-def test_lloyd_small_stops_on_empty_cluster():
-    X = torch.tensor([[0.0, 0.0], [0.1, 0.0], [10.0, 0.0]])
-    C = torch.tensor([[0.0, 0.0], [10.0, 0.0], [100.0, 0.0]])
-    done, status, *_ = ck.lloyd_small(X, C, 10, 0.0)
-    assert (done, status) == (0, 2)
+    for dtype in (torch.float32, torch.float64):
+        X = torch.cat([torch.randn(50, 2, generator=g) + 6 * i for i in range(5)]).to(dtype)
+        C = X[[0, 50, 100, 150, 200]].clone()
+        labels, mind = torch.empty(250, dtype=torch.int64), torch.empty(250, dtype=dtype)
+        _, _, sums, counts, inertia = ck.assign_accumulate(X, C)
+        inertias = [inertia]
+        for _ in range(6):
+            C2, shift, lab2, mind2, sums2, counts2, inertia2 = ck.update_assign(X, C, sums, counts, labels, mind)
+            want_C = (sums / counts[:, None]).to(dtype)
+            assert torch.equal(C2, want_C) and shift == max_shift(want_C, C)
+            l3, m3, s3, c3, i3 = ck.assign_accumulate(X, want_C)
+            assert torch.equal(lab2, l3) and torch.equal(mind2, m3) and torch.equal(sums2, s3)
+            assert torch.equal(counts2, c3) and inertia2 == i3
+            C, sums, counts = C2, sums2, counts2
+            inertias.append(inertia2)
+        assert all(b <= a * (1 + 1e-12) for a, b in zip(inertias, inertias[1:]))  # inertia never increases
+    assert ck.update_assign_supports(X, C) and not ck.update_assign_supports(X[:, :1].repeat(1, 5), C.repeat(1, 5)[:, :5])
+    assert not ck.update_assign_supports(X.repeat(70, 1), C)  # more than one row group
 
 
 # ---------------------------------------------------------------- distances
@@ -170,7 +172,7 @@ def test_small_d_kernel_is_exact(D, offset):
     X = torch.randn(300, D, generator=g) + offset
     T = torch.randn(200, D, generator=g) + offset
     T[:10] = X[:10]
-    assert _resolve_method("auto", X.device, X, T) == "_direct"
+    assert resolve_method("auto", X, T, "torch") == "_direct"
     d = sqdist.sqdist(X, T)
     ref = ref64(X, T)
     _assert_contract(d, ref)
@@ -192,7 +194,7 @@ def test_small_d_kernel_numpy_out_batch_and_nonfinite():
         assert torch.allclose(db[i].double(), ref64(Xb[i], Tb[i]), rtol=1e-5)
     # autograd never takes the compiled path
     Xg = torch.randn(4, 2, requires_grad=True)
-    assert _resolve_method("auto", Xg.device, Xg, Tb[0]) == "gemm"
+    assert resolve_method("auto", Xg, Tb[0], "torch") == "gemm"
     sqdist.sqdist(Xg, Tb[0]).sum().backward()
     assert Xg.grad is not None
 
@@ -205,7 +207,7 @@ def test_gemm_fixup_path_accuracy(D, offset):
     T = torch.randn(300, D, generator=g) + offset
     T[:10] = X[:10]
     T[10] = X[11] + 1e-3  # a close pair
-    assert _resolve_method("auto", X.device, X, T) == "gemm"
+    assert resolve_method("auto", X, T, "torch") == "gemm"
     d = sqdist.sqdist(X, T)
     ref = ref64(X, T)
     _assert_contract(d, ref)
@@ -235,12 +237,10 @@ def test_gemm_fixup_recomputes_close_pairs():
     T = X.clone()
     T[:, 0] += 1e-3
     d = torch.empty(20, 20)
-    from sqdist.distances import _Prepared
-
-    prep = _Prepared(T, torch.float32)
+    prep = prepare(T, torch.float32)
     Xa, nx, bad = ck.augment(X, prep.c)
     ck.gemm_product(Xa, prep.Ta, d)
-    n = ck.gemm_fixup(d, nx, prep.tnt, prep.tau, X, prep.T)
+    n = ck.gemm_fixup(d, nx, prep.nt * prep.tau, prep.tau, X, prep.T)
     assert bad == 0 and n >= 20  # at least the diagonal
     assert torch.allclose(d.diagonal().double(), ref64(X, T).diagonal(), rtol=1e-3)
 
@@ -265,7 +265,7 @@ def test_chunked_gemm_path_equals_block_path_and_brute_force(monkeypatch):
     monkeypatch.setattr(ck, "_assign_gemm_chunked", lambda *a: calls.append(1) or real(*a))
     a = ck.assign_accumulate(X, C)
     assert calls == [1]
-    monkeypatch.setattr(ck, "_BLAS_CTL", [None])  # no threadpoolctl: block path
+    monkeypatch.setattr(ck, "_blas_controller", lambda: None)  # no threadpoolctl: block path
     b = ck.assign_accumulate(X, C)
     assert calls == [1]
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and torch.equal(a[3], b[3])
@@ -292,12 +292,9 @@ def test_working_memory_budget_changes_only_summation_order(D):
     b = ck.assign_accumulate(X, C, budget=1 << 20)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and torch.equal(a[3], b[3])
     assert torch.allclose(a[2], b[2], rtol=1e-12, atol=1e-9) and a[4] == pytest.approx(b[4], rel=1e-12)
-    monkey = ck._BLAS_CTL[:]
-    try:
-        ck._BLAS_CTL[:] = [None]  # block path with a small budget too
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ck, "_blas_controller", lambda: None)  # block path with a small budget too
         c = ck.assign_accumulate(X, C, budget=1 << 20)
-    finally:
-        ck._BLAS_CTL[:] = monkey
     assert torch.equal(a[0], c[0]) and torch.equal(a[1], c[1])
 
 
@@ -357,36 +354,17 @@ def test_direct_kernel_is_the_sequential_float32_formula_bit_for_bit(n, D, K):
     assert torch.equal(counts, torch.bincount(ref_l, minlength=K))
 
 
-@pytest.mark.parametrize("D,K", [(2, 8), (64, 40)])
-def test_prev_labels_count_the_changed_rows(D, K):
-    """With ``prev_labels`` the kernel also returns how many labels changed
-    (the fixed-point test of Lloyd's loop), on both the direct and the product path."""
-    g = torch.Generator().manual_seed(D)
-    X = torch.randn(30000, D, generator=g)
-    C1 = X[:K].clone()
-    C2 = C1 + 0.05 * torch.randn(K, D, generator=g)
-    l1 = ck.assign_accumulate(X, C1)[0].clone()
-    out = ck.assign_accumulate(X, C2, prev_labels=l1)
-    assert len(out) == 6
-    l2 = ck.assign_accumulate(X, C2)[0]
-    assert torch.equal(out[0], l2)
-    assert out[5] == int((l1 != l2).sum()) > 0
-    assert ck.assign_accumulate(X, C2, prev_labels=l2.clone())[5] == 0
-
-
 @settings(max_examples=30, deadline=None)
 @given(n=st.integers(1, 2000), D=st.integers(1, 64), K=st.integers(1, 200), offset=st.sampled_from([0.0, 1000.0]),
        seed=st.integers(0, 2**31), dtype=st.sampled_from([torch.float32, torch.float64]))
 def test_assign_accumulate_property(n, D, K, offset, seed, dtype):
     """Any shape, either path (direct or product), either dtype: labels are a
     nearest centre up to the direct formula's rounding, distances are the
-    direct formula's, counts/sums belong to the labels, the changed-label
-    count is exact."""
+    direct formula's, counts/sums belong to the labels."""
     g = torch.Generator().manual_seed(seed)
     X = (torch.randn(n, D, generator=g, dtype=torch.float64) * 3 + offset).to(dtype)
     C = (torch.randn(K, D, generator=g, dtype=torch.float64) * 3 + offset).to(dtype)
-    prev = torch.randint(0, K, (n,), generator=g)
-    labels, mind, sums, counts, inertia, changed = ck.assign_accumulate(X, C, prev_labels=prev)
+    labels, mind, sums, counts, inertia = ck.assign_accumulate(X, C)
     lab, m, s, c, inert, d = brute(X, C)
     eps = torch.finfo(dtype).eps
     dl = d[torch.arange(n), labels]  # float64 distance of the chosen centre
@@ -395,4 +373,3 @@ def test_assign_accumulate_property(n, D, K, offset, seed, dtype):
     assert torch.equal(counts, torch.bincount(labels, minlength=K))
     assert torch.allclose(sums, torch.zeros_like(s).index_add_(0, labels, X.double()), rtol=1e-12, atol=1e-9 * (1 + offset) * n)
     assert inertia == pytest.approx(float(mind.double().sum()), rel=1e-6)
-    assert changed == int((labels != prev).sum())

@@ -212,9 +212,9 @@ def test_accuracy_contract_with_many_close_pairs(D):
 
 @pytest.mark.parametrize("D", [1, 2, 16, 128, 1000])
 def test_error_constant_of_the_expansion(D):
-    """The threshold ``_tau`` assumes |error| <= 2 sqrt(D+2) eps (|x_c|^2 + |t_c|^2) for the
+    """The threshold ``_numerics.tau`` assumes |error| <= 2 sqrt(D+2) eps (|x_c|^2 + |t_c|^2) for the
     centred float32 expansion; check it on data with many pairs near the threshold."""
-    from sqdist.distances import _Prepared
+    from sqdist._numerics import prepare_right
 
     g = torch.Generator().manual_seed(10 + D)
     eps = torch.finfo(torch.float32).eps
@@ -226,7 +226,7 @@ def test_error_constant_of_the_expansion(D):
         lab = (torch.arange(n) % 2 * 2 - 1).float()[:, None]
         X = lab * 100 * u + spread * torch.randn(n, D, generator=g)
         T = lab * 100 * u + spread * torch.randn(n, D, generator=g)
-        prep = _Prepared(T, torch.float32)
+        prep = prepare_right(T, torch.float32)
         Xc = X - prep.c
         nx = (Xc * Xc).sum(1)
         Xa = torch.cat([Xc, nx[:, None], torch.ones_like(nx)[:, None]], 1)
@@ -643,7 +643,7 @@ def test_huge_finite_rows_do_not_overflow_the_expansion(compiled, monkeypatch):
     from sqdist import _cpu_kernels
 
     if not compiled:
-        monkeypatch.setattr(_cpu_kernels, "_AVAILABLE", False)
+        monkeypatch.setattr(_cpu_kernels, "available", lambda: False)
     X = torch.full((1, 20), 1e20)
     T = torch.stack([torch.full((20,), 1e20), torch.full((20,), -1e20), torch.full((20,), 1e20), torch.ones(20)])
     d = sqdist.sqdist(X, T, method="gemm")

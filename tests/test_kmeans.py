@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 import sqdist
 from sqdist import ConvergenceWarning, KMeans, SqdistError, kmeans
 from sqdist.datasets import EXERCISE_INIT_INDICES, make_blobs
-from sqdist.kmeans import _assign_accumulate, _Stats, _update_centers
+from sqdist._step import assign_accumulate as _assign_accumulate, order_far, update_centers as _update_centers
 
 sklearn_cluster = pytest.importorskip("sklearn.cluster")
 
@@ -160,20 +160,33 @@ def test_stopping_rule_and_history():
     assert r1.n_iter == 2 and not r1.converged
 
 
-def test_stats_merge_equals_whole_and_small_budget():
+def _combine(parts):
+    """Chunk stats in row order as one: labels concatenated, sums/counts/inertia added, K farthest kept."""
+    K = parts[0].sums.shape[0]
+    d = torch.cat([p.far_d for p in parts])
+    sel = order_far(d, torch.cat([p.far_idx for p in parts]))[:K]
+    return (torch.cat([p.labels for p in parts]), sum(p.sums for p in parts), sum(p.counts for p in parts),
+            sum(float(p.inertia) for p in parts), torch.cat([p.far_idx for p in parts])[sel],
+            torch.cat([p.far_x for p in parts])[sel])
+
+
+def test_chunked_stats_equal_whole_and_small_budget():
     rng = np.random.default_rng(5)
     X = torch.from_numpy(rng.normal(size=(1000, 3)))
     C = X[:6].clone()
+    C[5] = 1e6  # an empty cluster: the farthest-point candidates are kept
     whole = _assign_accumulate(X, C, budget=2**26, backend="torch")
     parts = [_assign_accumulate(X[s : s + 300], C, budget=2**26, backend="torch", offset=s) for s in range(0, 1000, 300)]
-    merged = _Stats.combine(parts)
-    assert torch.equal(merged.labels, whole.labels) and torch.equal(merged.counts, whole.counts)
+    labels, sums, counts, inertia, far_idx, far_x = _combine(parts)
+    assert torch.equal(labels, whole.labels) and torch.equal(counts, whole.counts)
     # partial sums per chunk, added in order: equal up to float64 rounding
-    torch.testing.assert_close(merged.sums, whole.sums, rtol=1e-13, atol=1e-12)
-    assert torch.equal(_Stats.combine(parts).sums, merged.sums)  # and deterministic
-    assert float(merged.inertia) == pytest.approx(float(whole.inertia), rel=1e-14)
-    assert torch.equal(merged.far_idx, whole.far_idx) and torch.equal(merged.far_x, whole.far_x)
+    torch.testing.assert_close(sums, whole.sums, rtol=1e-13, atol=1e-12)
+    assert torch.equal(_combine(parts)[1], sums)  # and deterministic
+    assert inertia == pytest.approx(float(whole.inertia), rel=1e-14)
+    assert whole.far_idx.numel() == 6 and torch.equal(far_idx, whole.far_idx) and torch.equal(far_x, whole.far_x)
     assert torch.equal(whole.far_x, X[whole.far_idx])
+    C = X[:6].clone()
+    whole = _assign_accumulate(X, C, budget=2**26, backend="torch")
     small = _assign_accumulate(X, C, budget=4096, backend="torch")  # many tiny chunks, one accumulator
     assert torch.equal(small.labels, whole.labels) and torch.equal(small.sums, whole.sums)
     new, reloc, counts = _update_centers(whole, C)
@@ -462,21 +475,22 @@ def test_exact_ties_far_from_origin_go_to_lowest_index(dtype):
 def test_dispatch_to_optional_kernels(monkeypatch):
     import types
 
-    from sqdist.kmeans import _assign_torch
+    from sqdist import _engine, _step
+    from sqdist._step import _assign_torch
 
     calls = []
 
     def fake(X, C, **kw):
         calls.append(kw)
-        out = _assign_torch(X, C, 2**20)
-        prev = kw.get("prev_labels")  # the contract: a sixth value, the changed-label count
-        return out if prev is None else out + (int((prev != out[0]).sum()),)
+        return _assign_torch(X, C, 2**20)
 
     cpu = types.ModuleType("sqdist._cpu_kernels")
     cpu.available = lambda: True
     cpu.supports = lambda X, C: X.dtype == torch.float64
+    cpu.update_assign_supports = lambda X, C: False
     cpu.assign_accumulate = fake
-    monkeypatch.setitem(sys.modules, "sqdist._cpu_kernels", cpu)
+    monkeypatch.setattr(_step, "_cpu_kernels", cpu)
+    monkeypatch.setattr(_engine, "_cpu_kernels", cpu)
     X = torch.from_numpy(make_blobs()[0])
     ref = kmeans(X, init=EXERCISE_INIT_INDICES[5], max_iter=3)
     assert len(calls) == ref.n_iter + 1  # one assignment per iteration plus the initial one
@@ -489,7 +503,7 @@ def test_dispatch_to_optional_kernels(monkeypatch):
         return _assign_torch(X, C, 2**20)
 
     tri.assign_accumulate_triton = fake_triton
-    monkeypatch.setitem(sys.modules, "sqdist._triton", tri)
+    monkeypatch.setattr(_step, "triton_kernels", lambda: tri)
     st = _assign_accumulate(X, X[:5].clone(), budget=2**20, backend="triton")
     assert calls[-1] == {"precision": "ieee"} and st.labels.shape == (250,)
 
@@ -507,9 +521,10 @@ def _same_result(a, b):
         assert np.array_equal(np.asarray(h["sizes"]), np.asarray(g["sizes"]))
 
 
-def test_compiled_small_loop_equals_general_loop_bit_for_bit(monkeypatch):
-    """The one-call Lloyd loop for tiny problems (lloyd_continue) gives the same
-    bits, histories, stopping iteration and relocations as the per-iteration loop."""
+def test_compiled_small_step_equals_separate_steps_bit_for_bit(monkeypatch):
+    """The one-call iteration for tiny problems (_cpu_kernels.update_assign) gives
+    the same bits, histories, stopping iteration and relocations as the separate
+    update, shift and assignment steps."""
     ck = pytest.importorskip("sqdist._cpu_kernels")
     if not ck.available():
         pytest.skip("numba not installed")
@@ -528,9 +543,9 @@ def test_compiled_small_loop_equals_general_loop_bit_for_bit(monkeypatch):
                   max_iter=int(rng.integers(1, 40)), tol=[0.0, 1e-4, 1e-2][trial % 3])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            assert ck.lloyd_continue_supports(torch.from_numpy(X), torch.from_numpy(X[:K]))
+            assert ck.update_assign_supports(torch.from_numpy(X), torch.from_numpy(X[:K]))
             fast = kmeans(X, **kw)
-            monkeypatch.setattr(ck, "lloyd_continue_supports", lambda X, C: False)
+            monkeypatch.setattr(ck, "update_assign_supports", lambda X, C: False)
             general = kmeans(X, **kw)
             monkeypatch.undo()
         _same_result(fast, general)

@@ -20,6 +20,7 @@ pytest.importorskip("matplotlib")
 
 import sqdist
 from sqdist import report as R
+from sqdist._report_context import Progress, lookup
 
 SECTIONS = ("machine", "task1", "rbf", "task2", "task3", "extras")
 EXERCISE_PAIRS = [  # Task 2 of the exercise, as printed there
@@ -194,7 +195,7 @@ def test_numbers_in_html_match_results_json(quick_report):
     page = _parse_page(quick_report)
     assert len(page.spans) > 100
     for span in page.spans:
-        assert R._lookup(results, span["key"]) == span["value"], span["key"]
+        assert lookup(results, span["key"]) == span["value"], span["key"]
         _check_display(span)
     # every table cell that shows a number carries a data-key
     for cell in page.cells:
@@ -380,7 +381,7 @@ def test_without_matplotlib_one_clear_error(tmp_path, monkeypatch):
 
 def test_progress_bar():
     buf = io.StringIO()
-    bar = R._Progress(10, enabled=True, stream=buf, width=10)
+    bar = Progress(10, enabled=True, stream=buf, width=10)
     bar.set(5, "half")
     bar.set(10, "done")
     bar.close()
@@ -388,7 +389,7 @@ def test_progress_bar():
     assert "\r" in out and "[#####.....]  50%  half" in out and "[##########] 100%  done" in out
     assert out.endswith("\n")
     buf = io.StringIO()
-    bar = R._Progress(10, enabled=False, stream=buf)
+    bar = Progress(10, enabled=False, stream=buf)
     bar.set(5, "x")
     bar.close()
     assert buf.getvalue() == ""

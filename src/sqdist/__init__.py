@@ -1,17 +1,18 @@
 """sqdist: exact, fast pairwise squared Euclidean distances, the RBF kernel,
 NumPy-style broadcasting explained, and k-means -- in PyTorch."""
 
-from ._chunking import get_working_memory, set_working_memory, working_memory
-from ._validation import ConvergenceWarning, SqdistError, SqdistWarning
-from .broadcast import BroadcastError, broadcast_shapes, broadcast_table, explain_broadcast
-from .distances import nearest, sqdist, sqdist_chunks
-from .distributed import is_distributed
-from .kernels import rbf
 from . import datasets
-from .kmeans import KMeans, KMeansResult, kmeans
-from .streaming import is_out_of_core, kmeans_stream
-
-__version__ = "0.1.0"
+from ._chunking import get_working_memory, set_working_memory, working_memory
+from ._comm import is_distributed
+from ._results import KMeansResult
+from ._sources import is_out_of_core
+from ._validation import ConvergenceWarning, SqdistError, SqdistWarning
+from ._version import __version__
+from .broadcast import BroadcastError, broadcast_shapes, broadcast_table, explain_broadcast
+from .clustering import kmeans, kmeans_stream
+from .distances import nearest, sqdist, sqdist_chunks
+from .estimator import KMeans
+from .kernels import rbf
 
 __all__ = [
     "BroadcastError",
@@ -23,6 +24,7 @@ __all__ = [
     "__version__",
     "broadcast_shapes",
     "broadcast_table",
+    "datasets",
     "explain_broadcast",
     "get_working_memory",
     "is_distributed",

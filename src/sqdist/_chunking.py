@@ -8,6 +8,7 @@ Every function that could build a large temporary takes ``working_memory``
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import threading
 import warnings
 from collections.abc import Iterator
@@ -94,7 +95,7 @@ def row_slices(n_rows: int, chunk: int) -> Iterator[slice]:
 
 
 _HUGEPAGE_MIN_BYTES = 4 * 2**20
-_huge_pages = [True]  # switched off by plain_allocations()
+_huge_pages: contextvars.ContextVar[bool] = contextvars.ContextVar("sqdist_huge_pages", default=True)
 
 
 @contextlib.contextmanager
@@ -104,12 +105,11 @@ def plain_allocations() -> Iterator[None]:
     Same bytes, ordinary 4 KiB pages: used by ``sqdist bench`` so that torch's
     memory profiler, which only sees its own allocator, counts the result.
     """
-    old = _huge_pages[0]
-    _huge_pages[0] = False
+    token = _huge_pages.set(False)
     try:
         yield
     finally:
-        _huge_pages[0] = old
+        _huge_pages.reset(token)
 
 
 def empty_output(shape: tuple[int, ...], dtype, device) -> "torch.Tensor":
@@ -130,7 +130,7 @@ def empty_output(shape: tuple[int, ...], dtype, device) -> "torch.Tensor":
         numel *= int(s)
     itemsize = torch.empty((), dtype=dtype).element_size()
     nbytes = numel * itemsize
-    if torch.device(device).type != "cpu" or nbytes < _HUGEPAGE_MIN_BYTES or not _huge_pages[0]:
+    if torch.device(device).type != "cpu" or nbytes < _HUGEPAGE_MIN_BYTES or not _huge_pages.get():
         return torch.empty(shape, dtype=dtype, device=device)
     try:
         import mmap

@@ -29,8 +29,8 @@ Fast paths
     than any product there, exact, never negative).
 ``gemm_fixup`` -- one pass over a gemm block replacing the threshold tensor,
     mask and ``nonzero`` of the torch path by a test + direct recomputation.
-``lloyd_continue`` -- whole runs of Lloyd iterations for tiny problems in one
-    call, bit-identical to ``sqdist.kmeans``'s per-iteration loop.
+``prepare_right`` / ``augment`` / ``gemm_product`` -- the distance matrix's
+    product path in three compiled passes (the same values as the torch path).
 
 Determinism: row groups are fixed from the shape alone and combined in order
 (see :mod:`sqdist._cpu_nb`), so results are bit-identical for any thread count.
@@ -38,9 +38,16 @@ Determinism: row groups are fixed from the shape alone and combined in order
 
 from __future__ import annotations
 
+import functools
+import importlib
+import importlib.util
+import os
+from typing import Any
 
 import numpy as np
 import torch
+
+from ._numerics import RightOperand, assign_margin, tau
 
 __all__ = [
     "available",
@@ -48,13 +55,13 @@ __all__ = [
     "assign_accumulate",
     "sqdist_small",
     "sqdist_small_wins",
+    "prepare_right",
+    "augment",
+    "gemm_product",
     "gemm_fixup",
-    "lloyd_small",
-    "lloyd_continue",
-    "lloyd_continue_supports",
+    "update_assign",
+    "update_assign_supports",
 ]
-
-_AVAILABLE: bool | None = None
 
 # Where the direct formula beats a product in the k-means assignment (measured on a
 # 2-core AMD EPYC, float32, N = 1e5, both kernels in their element-wise form, ms
@@ -81,7 +88,7 @@ _SUBGROUPS = 4
 # numba's thread pools, and on a loaded 2-core machine every hand-over costs
 # milliseconds: 64 MiB blocks measured 1.2-1.5x the bare product there, 1 MiB
 # blocks 3.5-5.7x (docs/performance.md).
-_BLOCK_BYTES = 64 << 20
+BLOCK_BYTES = 64 << 20
 # chunked large-D path: bytes of one thread's (chunk, K) product block (stays
 # in L2), rows per group (fixed by N), cap on the groups' float64 partial sums
 _CHUNK_BYTES = 1 << 20
@@ -90,23 +97,29 @@ _GEMM_GROUP_ROWS = 4096
 _PSUM_BYTES = 16 << 20
 
 
+@functools.cache
 def available() -> bool:
-    """Whether numba is installed, so the compiled kernels can run."""
-    global _AVAILABLE
-    if _AVAILABLE is None:
-        try:
-            import numba  # noqa: F401
-        except ImportError:
-            _AVAILABLE = False
-        else:
-            _AVAILABLE = True
-    return _AVAILABLE
+    """Whether numba is installed, so the compiled kernels can run (looked up once)."""
+    return importlib.util.find_spec("numba") is not None
 
 
-def _nb():
-    from . import _cpu_nb
+@functools.cache
+def _nb() -> Any:
+    """The kernel module :mod:`sqdist._cpu_nb`, imported on first use (importing numba costs ~0.5 s).
 
-    return _cpu_nb
+    Before the first parallel kernel, numba's threading layer is set to
+    "workqueue" unless the user chose one: numba's default "omp" layer brings a
+    second OpenMP runtime next to torch's, and alternating ``torch.mm`` with a
+    numba parallel loop then makes the two pools spin against each other (a
+    2-core run went 10-80x slower).  The workqueue layer has no spinning pool.
+    """
+    import numba
+
+    if numba.config.THREADING_LAYER == "default" and "NUMBA_THREADING_LAYER" not in os.environ:
+        parallel = importlib.import_module("numba.np.ufunc.parallel")
+        if not getattr(parallel, "_is_initialized", False):
+            numba.config.THREADING_LAYER = "workqueue"
+    return importlib.import_module("sqdist._cpu_nb")
 
 
 def _ok(t: torch.Tensor) -> bool:
@@ -162,8 +175,8 @@ def _groups(n: int, size: int, max_groups: int) -> np.ndarray:
     return np.linspace(0, n, g + 1).round().astype(np.int64)
 
 
-def assign_accumulate(X: torch.Tensor, C: torch.Tensor, *, labels_out: torch.Tensor | None = None, mind_out: torch.Tensor | None = None,
-                      budget: int | None = None, prev_labels: torch.Tensor | None = None):
+def assign_accumulate(X: torch.Tensor, C: torch.Tensor, *, labels_out: torch.Tensor | None = None,
+                      mind_out: torch.Tensor | None = None, budget: int | None = None):
     """Nearest centre of every row and the per-cluster sums, in one pass.
 
     Parameters
@@ -178,13 +191,6 @@ def assign_accumulate(X: torch.Tensor, C: torch.Tensor, *, labels_out: torch.Ten
         the row groups, product blocks); default 64 MiB.  Fewer groups change
         the float64 summation order (the last bits of ``sums``), never the
         labels; the thread count never changes anything.
-    prev_labels : int64 Tensor of shape (n,), optional
-        The previous iteration's labels (a buffer other than ``labels_out``):
-        the kernel counts the rows whose label changed while it writes them,
-        and the count is returned as a sixth value.  Lloyd's fixed-point test
-        then needs no second pass over the labels (at N = 1e6, D = 2, K = 8:
-        2.94 ms per call without a comparison, 3.09 ms counting in the
-        kernel, 3.20 ms with a separate ``np.array_equal``).
 
     Returns
     -------
@@ -197,8 +203,6 @@ def assign_accumulate(X: torch.Tensor, C: torch.Tensor, *, labels_out: torch.Ten
     counts : int64 Tensor of shape (K,)
     inertia : float
         ``sum(mind)`` accumulated in float64.
-    changed : int
-        Only with ``prev_labels``: how many labels differ from it.
 
     Examples
     --------
@@ -217,13 +221,38 @@ def assign_accumulate(X: torch.Tensor, C: torch.Tensor, *, labels_out: torch.Ten
     K = C.shape[0]
     labels = torch.empty(n, dtype=torch.int64) if labels_out is None else labels_out
     mind = torch.empty(n, dtype=X.dtype) if mind_out is None else mind_out
-    budget = _BLOCK_BYTES if budget is None else max(1, int(budget))
-    prev = _NO_PREV if prev_labels is None else prev_labels.numpy()
+    budget = BLOCK_BYTES if budget is None else max(1, int(budget))
     if D <= _ASSIGN_DIRECT_ALWAYS_D or (D <= _ASSIGN_DIRECT_MAX_D and K * D <= _ASSIGN_DIRECT_MAX_KD):
-        out = _assign_direct(X, C, labels, mind, budget, prev)
-    else:
-        out = _assign_gemm(X, C, labels, mind, budget, prev)
-    return out if prev_labels is not None else out[:5]
+        return _assign_direct(X, C, labels, mind, budget)
+    return _assign_gemm(X, C, labels, mind, budget)
+
+
+def update_assign_supports(X: torch.Tensor, C: torch.Tensor) -> bool:
+    """Whether :func:`update_assign` serves these inputs: the direct kernel's one-group
+    case (``n <= 16384``, ``D <= 4``), where its bits equal the separate steps'."""
+    return supports(X, C) and X.shape[0] <= _GROUP_ROWS and X.shape[1] <= _ASSIGN_DIRECT_ALWAYS_D
+
+
+def update_assign(X: torch.Tensor, C: torch.Tensor, sums: torch.Tensor, counts: torch.Tensor,
+                  labels_out: torch.Tensor, mind_out: torch.Tensor):
+    """One Lloyd iteration of a small problem in one compiled call (see
+    :func:`sqdist._cpu_nb.update_assign_direct`): the new centres from ``sums``
+    / ``counts`` (every count > 0), the largest centre move, and the
+    assignment to the new centres.
+
+    Returns ``(centers, shift, labels, mind, sums, counts, inertia)``, the
+    values :func:`sqdist._step.update_centers`, :func:`sqdist._step.max_shift`
+    and :func:`assign_accumulate` give one after the other (at the exercise's
+    size the separate calls cost ~10x the arithmetic in Python overhead).
+    """
+    K, D = C.shape
+    Cn = _np(C).copy()  # (K, D) updated in place by the kernel
+    psums = np.zeros((K, D), dtype=np.float64)
+    pcounts = np.zeros(K, dtype=np.int64)
+    shift, inertia = _nb().update_assign_direct(_np(X), Cn, sums.numpy(), counts.numpy(), _direct_chunk(D),
+                                                labels_out.numpy(), mind_out.numpy(), psums, pcounts)
+    return (torch.from_numpy(Cn), float(shift), labels_out, mind_out, torch.from_numpy(psums),
+            torch.from_numpy(pcounts), float(inertia))
 
 
 def _group_cap(K: int, D: int, budget: int) -> int:
@@ -237,7 +266,7 @@ def _direct_chunk(D: int) -> int:
     return max(64, min(512, (_DIRECT_L1_BYTES // (4 * (D + 4))) // 16 * 16))
 
 
-def _assign_direct(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor, budget: int, prev: np.ndarray):
+def _assign_direct(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor, budget: int):
     n, D = X.shape
     K = C.shape[0]
     Xn = _np(X)
@@ -249,10 +278,9 @@ def _assign_direct(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, min
     pcounts = np.zeros((G, K), dtype=np.int64)
     pinert = np.zeros(G, dtype=np.float64)
     kern = _nb().assign_accumulate_direct if G > 1 else _nb().assign_accumulate_direct_serial
-    pchanged = np.zeros(G, dtype=np.int64)
-    kern(Xn, Cn, bounds, _direct_chunk(D), labels, mind, psums, pcounts, pinert, prev, pchanged)
+    kern(Xn, Cn, bounds, _direct_chunk(D), labels, mind, psums, pcounts, pinert)
     sums, counts, inertia = _combine(psums, pcounts, pinert)
-    return labels_t, mind_t, sums, counts, inertia, int(pchanged.sum())
+    return labels_t, mind_t, sums, counts, inertia
 
 
 def _combine(psums: np.ndarray, pcounts: np.ndarray, pinert: np.ndarray):
@@ -267,30 +295,25 @@ def _combine(psums: np.ndarray, pcounts: np.ndarray, pinert: np.ndarray):
     return torch.from_numpy(sums), torch.from_numpy(counts), inertia
 
 
-_NO_PREV = np.empty(0, dtype=np.int64)  # no previous labels to compare with
-
-_BLAS_CTL: list = []
-
-
-def _one_thread_blas():
-    """Context manager limiting the BLAS libraries to one thread, or None.
+@functools.cache
+def _blas_controller() -> Any:
+    """threadpoolctl's controller of the BLAS that numba's ``np.dot`` calls, or None.
 
     The chunked large-D kernel calls BLAS (SciPy's, through numba's ``np.dot``)
     from its own worker threads, as scikit-learn does: each call must stay on
     its thread.  Needs SciPy (numba's ``np.dot``) and threadpoolctl; without
-    them the block path below runs instead.
+    them the block path runs instead.
     """
-    if not _BLAS_CTL:
-        import importlib.util
+    if importlib.util.find_spec("scipy") is None or importlib.util.find_spec("threadpoolctl") is None:
+        return None
+    importlib.import_module("scipy.linalg.cython_blas")  # loads the BLAS numba binds to
+    threadpoolctl = importlib.import_module("threadpoolctl")
+    return threadpoolctl.ThreadpoolController()
 
-        ctl = None
-        if importlib.util.find_spec("scipy") is not None and importlib.util.find_spec("threadpoolctl") is not None:
-            import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS numba binds to)
-            from threadpoolctl import ThreadpoolController
 
-            ctl = ThreadpoolController()
-        _BLAS_CTL.append(ctl)
-    ctl = _BLAS_CTL[0]
+def _one_thread_blas():
+    """Context manager limiting the BLAS libraries to one thread, or None (see _blas_controller)."""
+    ctl = _blas_controller()
     return None if ctl is None else ctl.limit(limits=1, user_api="blas")
 
 
@@ -299,13 +322,11 @@ def _chunk_rows(K: int, item: int) -> int:
     return max(16, min(_CHUNK_MAX_ROWS, _CHUNK_BYTES // max(1, K * item)))
 
 
-def _assign_gemm(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor, budget: int, prev: np.ndarray):
+def _assign_gemm(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor, budget: int):
     limit = _one_thread_blas()
     if limit is not None:
-        return _assign_gemm_chunked(X, C, labels_t, mind_t, limit, budget, prev)
-    out = _assign_gemm_blocks(X, C, labels_t, mind_t, budget)
-    changed = int(np.count_nonzero(prev != out[0].numpy())) if prev.shape[0] else 0
-    return out + (changed,)
+        return _assign_gemm_chunked(X, C, labels_t, mind_t, limit, budget)
+    return _assign_gemm_blocks(X, C, labels_t, mind_t, budget)
 
 
 def _gemm_prep(X: torch.Tensor, C: torch.Tensor):
@@ -316,14 +337,10 @@ def _gemm_prep(X: torch.Tensor, C: torch.Tensor):
     ncc = (Cc * Cc).sum(1)  # (K,)
     # right factor [-2 c_c ; |c_c|^2] (D+1, K): the product gives e_k directly
     Ca = torch.cat([-2.0 * Cc.T, ncc[None, :]], dim=0).contiguous().numpy()  # (D+1, K)
-    # worst-case rounding of e_k = |c|^2 - 2 x.c (product, centring, norms and
-    # the subtraction in X's dtype) relative to |x_c|^2 + max|c_c|^2
-    gamma = 2.0 * (D + 4) * torch.finfo(X.dtype).eps
-    return C.numpy(), m.numpy(), Ca, float(ncc.max()), gamma
+    return C.numpy(), m.numpy(), Ca, float(ncc.max()), assign_margin(X.dtype, D)
 
 
-def _assign_gemm_chunked(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor, limit, budget: int,
-                         prev: np.ndarray):
+def _assign_gemm_chunked(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor, limit, budget: int):
     """Per-thread row chunks with a single-threaded product each (see
     :func:`sqdist._cpu_nb.assign_accumulate_gemm_chunked`).  Groups: fixed by
     the shape, at least _GEMM_GROUP_ROWS rows each, at most _MAX_GROUPS, and
@@ -345,12 +362,11 @@ def _assign_gemm_chunked(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tenso
     rows = -(-n // G) + 1  # (the largest group)
     chunk = -(-rows // -(-rows // chunk))
     CaT = np.ascontiguousarray(Ca.T)  # (K, D+1)
-    pchanged = np.zeros(G, dtype=np.int64)
     with limit:
         _nb().assign_accumulate_gemm_chunked(Xn, mn, CaT, Cn, ncmax, gamma, bounds, chunk, labels_t.numpy(),
-                                             mind_t.numpy(), psums, pcounts, pinert, prev, pchanged)
+                                             mind_t.numpy(), psums, pcounts, pinert)
     sums, counts, inertia = _combine(psums, pcounts, pinert)
-    return labels_t, mind_t, sums, counts, inertia, int(pchanged.sum())
+    return labels_t, mind_t, sums, counts, inertia
 
 
 def _assign_gemm_blocks(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor, budget: int):
@@ -359,7 +375,7 @@ def _assign_gemm_blocks(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor
     Xn = _np(X)
     Cn, mn, Ca, ncmax, gamma = _gemm_prep(X, C)  # Ca (D+1, K) = [-2 c_c ; |c_c|^2]
     item = Xn.itemsize
-    nb = max(1, min(n, min(_BLOCK_BYTES, budget // 2) // max(1, (K + D + 1) * item)))
+    nb = max(1, min(n, min(BLOCK_BYTES, budget // 2) // max(1, (K + D + 1) * item)))
     labels, mind = labels_t.numpy(), mind_t.numpy()
     psums = np.zeros((_SUBGROUPS, K, D), dtype=np.float64)
     pcounts = np.zeros((_SUBGROUPS, K), dtype=np.int64)
@@ -405,10 +421,10 @@ def augment(X: torch.Tensor, c: torch.Tensor):
     return Xa, nx, int(bad)
 
 
-def prepare_right(T: torch.Tensor):
-    """``(c, Ta, nt, bad_cols)`` of the gemm path for ``T`` (P, D) in one compiled call:
-    centre c (D,) = mean of the finite rows, Ta (P, D+2) = [-2 (T - c), 1, nt],
-    nt (P,) = ||T - c||^2, bad_cols = indices of rows with unsafe norms (NaN, Inf, overflow)."""
+def prepare_right(T: torch.Tensor) -> RightOperand:
+    """:class:`~sqdist._numerics.RightOperand` of ``T`` (P, D) (CPU, float32/float64, no
+    autograd) in one compiled call instead of ~10 small torch ops."""
+    T = T.detach()
     P, D = T.shape
     c = torch.empty(D, dtype=T.dtype)  # (D,)
     Ta = torch.empty((P, D + 2), dtype=T.dtype)  # (P, D+2)
@@ -416,7 +432,7 @@ def prepare_right(T: torch.Tensor):
     finite = np.empty(P, dtype=np.bool_)
     nf = _nb().prepare_right(_np(T), c.numpy(), Ta.numpy(), nt.numpy(), finite)
     bad = torch.from_numpy(np.flatnonzero(~finite)) if nf < P else torch.empty(0, dtype=torch.int64)
-    return c, Ta, nt, bad
+    return RightOperand(T, c, Ta, nt, tau(T.dtype, D), bad)
 
 
 def gemm_product(Xa: torch.Tensor, Ta: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
@@ -431,60 +447,3 @@ def gemm_fixup(d: torch.Tensor, nx: torch.Tensor, tnt: torch.Tensor, tau: float,
     """Recompute, in place, the entries of a gemm block ``d`` (n, P) that are
     below ``tau * nx[i] + tnt[j]`` (``tnt = tau * nt``); returns how many were recomputed."""
     return int(_nb().gemm_fixup(d.numpy(), _np(nx), _np(tnt), float(tau), _np(X), _np(T)))
-
-
-def lloyd_small(X: torch.Tensor, C: torch.Tensor, max_iter: int, tol: float):
-    """Run Lloyd iterations in one compiled call (for small problems).
-
-    ``C`` (K, D) is a float tensor of X's dtype that is updated in place.
-    Returns ``(n_done, status, centers_hist, inertia_hist, shift_hist,
-    sizes_hist)``; see :func:`sqdist._cpu_nb.lloyd_direct` for the meaning of
-    ``status`` (0 max_iter, 1 converged, 2 empty cluster -- relocate and call
-    again).  The histories have ``max_iter`` rows of which ``n_done`` (plus the
-    inertia and sizes of the failing iteration when status is 2) are filled.
-    """
-    Xn = _np(X)
-    Cn = C.numpy()
-    K, D = Cn.shape
-    hc = np.zeros((max_iter, K, D), dtype=Cn.dtype)
-    hi = np.zeros(max_iter, dtype=np.float64)
-    hs = np.zeros(max_iter, dtype=np.float64)
-    hz = np.zeros((max_iter, K), dtype=np.int64)
-    done, status = _nb().lloyd_direct(Xn, Cn, int(max_iter), float(tol), hc, hi, hs, hz)
-    return int(done), int(status), torch.from_numpy(hc), torch.from_numpy(hi), torch.from_numpy(hs), torch.from_numpy(hz)
-
-
-def lloyd_continue_supports(X: torch.Tensor, C: torch.Tensor) -> bool:
-    """Whether :func:`lloyd_continue` reproduces ``sqdist.kmeans``'s general loop bit for bit.
-
-    One row group (``n <= 16384``: the general path's sums are then one
-    sequential pass too) and ``D <= 4`` (torch sums the squared centre moves of
-    up to 4 features in feature order, as the kernel does; longer rows are
-    summed in a vectorised order).
-    """
-    return supports(X, C) and X.shape[0] <= _GROUP_ROWS and X.shape[1] <= 4
-
-
-def lloyd_continue(X: torch.Tensor, C: torch.Tensor, sums: torch.Tensor, counts: torch.Tensor,
-                   labels: torch.Tensor, mind: torch.Tensor, max_iter: int, tol: float):
-    """Continue Lloyd's loop in one compiled call (see :func:`sqdist._cpu_nb.lloyd_continue`).
-
-    ``C`` (K, D), ``labels`` (n,) and ``mind`` (n,) are updated in place;
-    ``sums`` (K, D) float64 and ``counts`` (K,) (the accumulation of
-    ``labels``, all counts > 0) are copied.  Returns ``(n_done, status, sums,
-    counts, centers_hist, inertia_hist, shift_hist, sizes_hist, fixed_hist)``
-    with ``n_done`` filled rows in each history.
-    """
-    Cn = C.numpy()
-    K, D = Cn.shape
-    s = sums.numpy().copy()
-    c = counts.numpy().copy()
-    hc = np.empty((max_iter, K, D), dtype=Cn.dtype)
-    hi = np.empty(max_iter, dtype=np.float64)
-    hs = np.empty(max_iter, dtype=np.float64)
-    hz = np.empty((max_iter, K), dtype=np.int64)
-    hf = np.empty(max_iter, dtype=np.bool_)
-    done, status = _nb().lloyd_continue(_np(X), Cn, s, c, labels.numpy(), mind.numpy(), int(max_iter), float(tol),
-                                        hc, hi, hs, hz, hf)
-    return (int(done), int(status), torch.from_numpy(s), torch.from_numpy(c), hc[:done], hi[:done], hs[:done],
-            hz[:done], hf[:done])

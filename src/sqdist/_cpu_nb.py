@@ -15,12 +15,10 @@ group, so the bytes of the result do not depend on the number of threads.
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 
 try:
-    import numba
     from numba import njit, prange
 except ImportError:  # pragma: no cover - only the doctest collector gets here without numba
 
@@ -30,23 +28,6 @@ except ImportError:  # pragma: no cover - only the doctest collector gets here w
         return lambda f: f
 
     prange = range
-else:
-    # numba's default "omp" layer brings a second OpenMP runtime next to
-    # torch's; alternating torch.mm and a numba parallel loop then makes the
-    # two pools spin against each other (a 2-core run went 10-80x slower).
-    # The "workqueue" layer has no spinning pool.  It is chosen only when the
-    # user has not picked a layer and numba has not launched a parallel loop.
-    if (
-        numba.config.THREADING_LAYER == "default"
-        and "NUMBA_THREADING_LAYER" not in os.environ
-    ):
-        try:
-            from numba.np.ufunc import parallel as _nbpar
-
-            if not getattr(_nbpar, "_is_initialized", False):
-                numba.config.THREADING_LAYER = "workqueue"
-        except ImportError:  # pragma: no cover - other numba layouts
-            pass
 
 
 # The kernels keep the GIL (no ``nogil``): the workqueue layer must not be
@@ -59,47 +40,17 @@ _OPTS = dict(cache=True, error_model="numpy")
 # --------------------------------------------------------------------------
 
 
-@njit(inline="always", **_OPTS)
-def _nearest_row(X, i, CT, dist):  # pragma: no cover
-    """Nearest centre of row ``X[i]`` by the direct formula: ``(k, distance)``.
-
-    CT (D, K) the centres transposed (the loops over the centres vectorise);
-    dist (K,) scratch.  Features are summed in order, ties go to the smallest
-    index (strict ``<``).  Every direct-formula path (the assign kernels and
-    the whole-loop kernels) goes through here, so they agree bit for bit.
-    """
-    D, K = CT.shape
-    x0 = X[i, 0]
-    for k in range(K):
-        t = x0 - CT[0, k]
-        dist[k] = t * t
-    for j in range(1, D):
-        xj = X[i, j]
-        for k in range(K):
-            t = xj - CT[j, k]
-            dist[k] += t * t
-    best = dist[0]
-    bk = 0
-    for k in range(1, K):
-        if dist[k] < best:
-            best = dist[k]
-            bk = k
-    return bk, best
-
-
 @njit(**_OPTS)
-def _assign_rows(X, C, lo, hi, chunk, labels, mind, psums_g, pcounts_g, prev):  # pragma: no cover
-    """Rows lo:hi of the direct assign + accumulate; returns their float64 inertia
-    and how many labels differ from ``prev`` (n,) (0 when ``prev`` is empty).
+def _assign_rows(X, C, lo, hi, chunk, labels, mind, psums_g, pcounts_g):  # pragma: no cover
+    """Rows lo:hi of the direct assign + accumulate; returns their float64 inertia.
 
     ``chunk`` rows at a time are transposed into a small (D, chunk) buffer, and
     every loop then runs element-wise over the chunk's rows: the distance to
     centre k, ``d = sum_j (x_j - c_kj)^2`` (features added in order, in X's
     dtype), and the running (min, index) update with strict ``<`` (ties go to
-    the smallest index).  That is exactly :func:`_nearest_row`'s arithmetic,
-    so the labels and distances agree with it bit for bit, but the argmin is
-    no longer a horizontal, branchy scan over the centres of one row: it
-    vectorises, which measured 1.4-2.7x faster (N = 1e5..1e6, D <= 16, K <= 64).
+    the smallest index): the labels and distances are those of the direct
+    formula, and the argmin is not a horizontal, branchy scan over the centres
+    of one row: it vectorises, which measured 1.4-2.7x faster (N = 1e5..1e6, D <= 16, K <= 64).
     """
     D = X.shape[1]
     K = C.shape[0]
@@ -108,8 +59,6 @@ def _assign_rows(X, C, lo, hi, chunk, labels, mind, psums_g, pcounts_g, prev):  
     m1 = np.empty(chunk, dtype=X.dtype)  # (chunk,) smallest distance so far
     ix = np.empty(chunk, dtype=np.int64)  # (chunk,) its centre
     acc = 0.0
-    changed = 0
-    has_prev = prev.shape[0] > 0
     for s in range(lo, hi, chunk):
         r = min(chunk, hi - s)
         for i in range(r):
@@ -138,38 +87,63 @@ def _assign_rows(X, C, lo, hi, chunk, labels, mind, psums_g, pcounts_g, prev):  
         for i in range(r):
             bk = ix[i]
             best = m1[i]
-            if has_prev and prev[s + i] != bk:
-                changed += 1
             labels[s + i] = bk
             mind[s + i] = best
             acc += best
             pcounts_g[bk] += 1
             for j in range(D):
                 psums_g[bk, j] += X[s + i, j]
-    return acc, changed
+    return acc
 
 
 @njit(parallel=True, **_OPTS)
-def assign_accumulate_direct(X, C, bounds, chunk, labels, mind, psums, pcounts, pinert, prev, pchanged):  # pragma: no cover
+def assign_accumulate_direct(X, C, bounds, chunk, labels, mind, psums, pcounts, pinert):  # pragma: no cover
     """Nearest centre of every row by the direct formula, and per-group sums.
 
     X (n, D); C (K, D); bounds (G+1,) group row boundaries; chunk rows per
     transposed block (see :func:`_assign_rows`); outputs labels (n,), mind
-    (n,), psums (G, K, D) float64, pcounts (G, K) int64, pinert (G,) float64;
-    prev (n,) the previous labels or (0,), pchanged (G,) int64 how many differ.
+    (n,), psums (G, K, D) float64, pcounts (G, K) int64, pinert (G,) float64.
     Ties go to the smallest centre index (strict ``<``).
     """
     G = bounds.shape[0] - 1
     for g in prange(G):
-        pinert[g], pchanged[g] = _assign_rows(X, C, bounds[g], bounds[g + 1], chunk, labels, mind, psums[g], pcounts[g], prev)
+        pinert[g] = _assign_rows(X, C, bounds[g], bounds[g + 1], chunk, labels, mind, psums[g], pcounts[g])
 
 
 @njit(**_OPTS)
-def assign_accumulate_direct_serial(X, C, bounds, chunk, labels, mind, psums, pcounts, pinert, prev, pchanged):  # pragma: no cover
+def assign_accumulate_direct_serial(X, C, bounds, chunk, labels, mind, psums, pcounts, pinert):  # pragma: no cover
     """The same, on the calling thread (small inputs: a parallel launch costs more
     than the work, and milliseconds on a loaded machine)."""
     for g in range(bounds.shape[0] - 1):
-        pinert[g], pchanged[g] = _assign_rows(X, C, bounds[g], bounds[g + 1], chunk, labels, mind, psums[g], pcounts[g], prev)
+        pinert[g] = _assign_rows(X, C, bounds[g], bounds[g + 1], chunk, labels, mind, psums[g], pcounts[g])
+
+
+@njit(**_OPTS)
+def update_assign_direct(X, C, sums, counts, chunk, labels, mind, psums, pcounts):  # pragma: no cover
+    """One whole Lloyd iteration of a small problem in one call: update, then assign.
+
+    Every centre moves to its mean (``sums`` (K, D) float64 / ``counts`` (K,),
+    all > 0; the float64 quotient rounded to C's dtype, in place), the largest
+    Euclidean move is measured (float64, squares added in feature order, as
+    ``sqdist._step.max_shift`` does for up to 4 features), then the rows are
+    assigned to the new centres by :func:`_assign_rows` as one group into
+    psums (K, D) / pcounts (K,) (zeroed by the caller).  Returns
+    ``(largest move, inertia)``: the same bits as the update and the
+    assignment called one after the other, without their Python overhead.
+    """
+    K, D = C.shape
+    s2max = 0.0
+    for k in range(K):
+        s2 = 0.0
+        for j in range(D):
+            old = C[k, j]
+            C[k, j] = sums[k, j] / counts[k]
+            t = np.float64(C[k, j]) - np.float64(old)
+            s2 += t * t
+        if s2 > s2max:
+            s2max = s2
+    inertia = _assign_rows(X, C, 0, X.shape[0], chunk, labels, mind, psums, pcounts)
+    return math.sqrt(s2max), inertia
 
 
 # --------------------------------------------------------------------------
@@ -315,7 +289,7 @@ def _sumsq_bound(A, i, n):  # pragma: no cover
 
 
 @njit(parallel=True, **_OPTS)
-def assign_accumulate_gemm_chunked(X, m, CaT, C, ncmax, gamma, bounds, chunk, labels, mind, psums, pcounts, pinert, prev, pchanged):  # pragma: no cover
+def assign_accumulate_gemm_chunked(X, m, CaT, C, ncmax, gamma, bounds, chunk, labels, mind, psums, pcounts, pinert):  # pragma: no cover
     """Large-D assign + accumulate, scikit-learn's way: each row group is
     processed by one thread, ``chunk`` rows at a time -- centre the rows into
     a small buffer ``[x - m, 1]`` (chunk, D+1), one *single-threaded* BLAS
@@ -336,9 +310,6 @@ def assign_accumulate_gemm_chunked(X, m, CaT, C, ncmax, gamma, bounds, chunk, la
     bounds (G+1,) group boundaries and ``chunk`` are fixed from the shape
     only, each group accumulates sequentially into psums[g] (K, D) float64 /
     pcounts[g] / pinert[g], so the results do not depend on the thread count.
-    prev (n,) the previous labels or (0,); pchanged[g] counts the group's rows
-    whose label differs from it (Lloyd's fixed-point test, without another
-    pass over the labels).
     """
     D = X.shape[1]
     K = C.shape[0]
@@ -351,8 +322,6 @@ def assign_accumulate_gemm_chunked(X, m, CaT, C, ncmax, gamma, bounds, chunk, la
         m2 = np.empty(chunk, dtype=X.dtype)  # (chunk,) second smallest (with multiplicity)
         ix = np.empty(chunk, dtype=np.int32)  # (chunk,) index of the smallest (first on ties; int32: 16 lanes like the floats)
         acc = 0.0
-        changed = 0
-        has_prev = prev.shape[0] > 0
         for s in range(bounds[g], bounds[g + 1], chunk):
             r = min(chunk, bounds[g + 1] - s)
             for i in range(r):
@@ -399,8 +368,6 @@ def assign_accumulate_gemm_chunked(X, m, CaT, C, ncmax, gamma, bounds, chunk, la
                     best = _dist_row(X, xi, C, bk)
                 else:  # a near tie (or an overflowed product): the direct formula decides
                     bk, best = _closest_candidate(gb[:, i], lim, X, xi, C)
-                if has_prev and prev[xi] != bk:
-                    changed += 1
                 labels[xi] = bk
                 mind[xi] = best
                 acc += best
@@ -408,7 +375,6 @@ def assign_accumulate_gemm_chunked(X, m, CaT, C, ncmax, gamma, bounds, chunk, la
                 for j in range(D):
                     psums[g, bk, j] += X[xi, j]
         pinert[g] = acc
-        pchanged[g] = changed
 
 
 # --------------------------------------------------------------------------
@@ -532,126 +498,3 @@ def gemm_fixup(d, nx, tnt, tau, X, T):  # pragma: no cover
                     d[i, j] = v
             cnt += hits
     return cnt
-
-
-# --------------------------------------------------------------------------
-# whole Lloyd loop for small problems (one call, no Python per iteration)
-# --------------------------------------------------------------------------
-
-
-@njit(**_OPTS)
-def lloyd_direct(X, C, max_iter, tol, hist_centers, hist_inertia, hist_shift, hist_sizes):  # pragma: no cover
-    """Lloyd iterations by the direct formula, single-threaded, float64 sums.
-
-    C (K, D) is updated in place.  Iteration ``it`` assigns every row to its
-    nearest centre (smallest index on ties), records the inertia of that
-    assignment in ``hist_inertia[it]`` and the cluster sizes, then moves every
-    non-empty centre to the mean of its rows and records the new centres and
-    the largest centre move (Euclidean norm) in ``hist_shift[it]``.  Stops after
-    ``max_iter`` iterations, when the largest move is ``< tol`` (converged), or
-    *before* moving any centre when a cluster is empty (the caller relocates it
-    and calls again).  Returns ``(n_done, status)`` with status 0 = max_iter,
-    1 = converged, 2 = empty cluster at iteration ``n_done`` (not counted).
-    """
-    n, D = X.shape
-    K = C.shape[0]
-    sums = np.zeros((K, D), dtype=np.float64)
-    counts = np.zeros(K, dtype=np.int64)
-    dist = np.empty(K, dtype=C.dtype)
-    for it in range(max_iter):
-        sums[:] = 0.0
-        counts[:] = 0
-        inert = 0.0
-        CT = np.ascontiguousarray(C.T)  # (D, K)
-        for i in range(n):
-            bk, best = _nearest_row(X, i, CT, dist)
-            inert += best
-            counts[bk] += 1
-            for j in range(D):
-                sums[bk, j] += X[i, j]
-        hist_inertia[it] = inert
-        for k in range(K):
-            hist_sizes[it, k] = counts[k]
-        for k in range(K):
-            if counts[k] == 0:
-                return it, 2
-        shift = 0.0
-        for k in range(K):
-            s2 = 0.0
-            for j in range(D):
-                old = C[k, j]
-                C[k, j] = sums[k, j] / counts[k]
-                t = float(C[k, j]) - float(old)
-                s2 += t * t
-                hist_centers[it, k, j] = C[k, j]
-            if s2 > shift:
-                shift = s2
-        hist_shift[it] = math.sqrt(shift)
-        if math.sqrt(shift) < tol:
-            return it + 1, 1
-    return max_iter, 0
-
-
-@njit(**_OPTS)
-def lloyd_continue(X, C, sums, counts, labels, mind, max_iter, tol,
-                   hist_centers, hist_inertia, hist_shift, hist_sizes, hist_fixed):  # pragma: no cover
-    """Lloyd iterations with exactly the semantics of ``sqdist.kmeans._lloyd``.
-
-    On entry ``labels`` (n,) is the assignment to the centres ``C`` (K, D) and
-    ``sums`` (K, D) float64 / ``counts`` (K,) (all > 0) its per-cluster
-    accumulation.  Iteration ``it``: every centre moves to its mean (float64
-    division, rounded to C's dtype), ``hist_shift[it]`` = largest Euclidean
-    move (float64, squares summed in feature order), then every row is
-    assigned to the new centres by the direct formula (``_nearest_row``, as
-    ``_assign_rows`` with one row group: smallest index on ties,
-    float64 inertia and sums accumulated row after row), ``labels`` / ``mind``
-    / ``sums`` / ``counts`` updated in place and ``hist_fixed[it]`` = no label
-    changed.  Returns ``(n_done, status)``: status 0 = ``max_iter`` done,
-    1 = stopped because the shift was ``< tol`` or the labels were fixed and no
-    cluster is empty, 2 = a cluster is empty after iteration ``n_done - 1``
-    (the caller applies its relocation policy and stopping rule).
-    """
-    n, D = X.shape
-    K = C.shape[0]
-    dist = np.empty(K, dtype=C.dtype)
-    for it in range(max_iter):
-        shift = 0.0
-        for k in range(K):
-            s2 = 0.0
-            for j in range(D):
-                new = sums[k, j] / counts[k]
-                old = C[k, j]
-                C[k, j] = new
-                t = np.float64(C[k, j]) - np.float64(old)  # numba's float() keeps float32
-                s2 += t * t
-                hist_centers[it, k, j] = C[k, j]
-            s = math.sqrt(s2)
-            if s > shift:
-                shift = s
-        hist_shift[it] = shift
-        sums[:] = 0.0
-        counts[:] = 0
-        inert = 0.0
-        changed = 0
-        CT = np.ascontiguousarray(C.T)  # (D, K)
-        for i in range(n):
-            bk, best = _nearest_row(X, i, CT, dist)
-            changed += labels[i] != bk
-            labels[i] = bk
-            mind[i] = best
-            inert += best
-            counts[bk] += 1
-            for j in range(D):
-                sums[bk, j] += X[i, j]
-        hist_inertia[it] = inert
-        hist_fixed[it] = changed == 0
-        empty = False
-        for k in range(K):
-            hist_sizes[it, k] = counts[k]
-            if counts[k] == 0:
-                empty = True
-        if empty:
-            return it + 1, 2
-        if shift < tol or changed == 0:
-            return it + 1, 1
-    return max_iter, 0

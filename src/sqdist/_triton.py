@@ -11,8 +11,8 @@ The module imports cleanly without Triton: the kernels are only defined when
 ``import triton`` succeeds, and the wrappers raise :class:`SqdistError`
 otherwise.
 
-Accuracy contract (the same as the torch gemm path, see
-:mod:`sqdist.distances`):
+Accuracy contract (the same as the torch product path; every bound and rule
+comes from :mod:`sqdist._numerics`):
 
 * the product runs on data centred on the mean of the finite rows of ``T``;
 * in every output tile, entries below ``tau * (||x_c||^2 + ||t_c||^2)`` are
@@ -30,7 +30,7 @@ Accuracy contract (the same as the torch gemm path, see
 
 Nearest centre / k-means replace the close-pair step by a *margin re-check*:
 rows whose best and second-best values are within the error bound
-(:func:`_gamma`) are recomputed with the direct formula, so the labels are
+(:func:`sqdist._numerics.assign_margin`) are recomputed with the direct formula, so the labels are
 the argmin of directly computed distances (ties to the smallest index) in
 both precisions, and the returned distance of the winner is computed
 directly.  Tiny k-means problems run as one single-program launch.
@@ -40,11 +40,10 @@ Design notes, launch counts and what is verified where: ``docs/gpu.md``.
 
 from __future__ import annotations
 
-
 import torch
 
+from ._numerics import assign_margin, direct_rows, prepare_right, tau, unsafe_norms
 from ._validation import SqdistError, check_choice, compute_dtype
-from .distances import _centre, _direct_rows, _tau
 
 try:  # optional dependency: the module must import without it
     import triton
@@ -62,13 +61,13 @@ PRECISIONS = ("ieee", "tf32")
 _DIRECT_MAX_D = 4
 
 # The distance matrix uses the direct formula at every D when the close-pair
-# threshold tau is at least this.  With sqdist's tau (0.17 at D = 1 up to 1 at
-# D >= 95 in float32) every 64 x 64 tile of random data holds a "close" entry,
+# threshold tau is at least this.  With sqdist's tau (0.06 at D = 5, 0.27 at
+# D = 128, 1 from D ~ 1750 on) every 64 x 64 tile of random data holds a "close" entry,
 # so the product path would compute each tile twice (product + direct, ~3
 # instructions per multiply-add of the product) where the direct formula alone
 # costs ~2 and is exact.  Triton's exact-fp32 dot runs on the FMA units, not on
 # tensor cores, so the product has no speed of its own to lose here.  tau does
-# not depend on the dtype (distances._tau scales its target with eps), so
+# not depend on the dtype (_numerics.tau scales its target with eps), so
 # float64 takes the direct formula too.  See docs/gpu.md.
 _DIRECT_TAU = 0.05
 
@@ -317,34 +316,38 @@ def _tiles(D: int, device: torch.device, kind: str = "matrix") -> dict[str, int]
 
 
 class _Prep:
-    """Original and centred operands in the compute dtype, norms, threshold."""
+    """Original and centred operands in the compute dtype, norms, threshold.
+
+    The right operand is :func:`sqdist._numerics.prepare_right`'s (centre,
+    norms, unsafe columns); the rows of X are centred on the same ``c``.
+    """
 
     def __init__(self, X: torch.Tensor, T: torch.Tensor, cdtype: torch.dtype, *, matrix: bool = False):
         self.D = X.shape[1]
         self.Xo = X.detach().to(cdtype).contiguous()  # (N, D)
         self.To = T.detach().to(cdtype).contiguous()  # (P, D)
-        self.tau = _tau(cdtype, self.D)
+        self.tau = tau(cdtype, self.D)
         self.direct = self.D <= _DIRECT_MAX_D or (matrix and self.tau >= _DIRECT_TAU)
         if self.direct:
             # the direct formula is exact and handles NaN/Inf itself: no centring needed
             self.Xc, self.Tc, self.nx, self.nt = self.Xo, self.To, self.Xo, self.To
+            self._bad_cols = self.To.new_zeros(0, dtype=torch.int64)
             return
-        c = _centre(self.To)  # (D,)
-        self.Xc = (self.Xo - c).contiguous()  # (N, D)
-        self.Tc = (self.To - c).contiguous()  # (P, D)
+        right = prepare_right(self.To, cdtype)
+        self.Xc = (self.Xo - right.c).contiguous()  # (N, D)
+        self.Tc = right.Tc.contiguous()  # (P, D)
         self.nx = (self.Xc * self.Xc).sum(1)  # (N,)
-        self.nt = (self.Tc * self.Tc).sum(1)  # (P,)
+        self.nt = right.nt  # (P,)
+        self._bad_cols = right.bad_cols
 
     def bad_rows(self) -> torch.Tensor:
-        """Rows of X whose norm is not finite (NaN/Inf, or overflow): direct formula."""
+        """Rows of X whose norm is unsafe for the expansion (NaN/Inf, or overflow): direct formula."""
         if self.direct:
             return self.Xo.new_zeros(0, dtype=torch.int64)
-        return (~torch.isfinite(self.nx)).nonzero().flatten()
+        return unsafe_norms(self.nx).nonzero().flatten()
 
     def bad_cols(self) -> torch.Tensor:
-        if self.direct:
-            return self.To.new_zeros(0, dtype=torch.int64)
-        return (~torch.isfinite(self.nt)).nonzero().flatten()
+        return self._bad_cols
 
 
 # --------------------------------------------------------------------------
@@ -377,10 +380,10 @@ def sqdist_triton(X: torch.Tensor, T: torch.Tensor, out: torch.Tensor) -> torch.
     )
     bad_r = p.bad_rows()
     if bad_r.numel():
-        out.index_copy_(0, bad_r, _direct_rows(p.Xo[bad_r], p.To).to(out.dtype))
+        out.index_copy_(0, bad_r, direct_rows(p.Xo[bad_r], p.To).to(out.dtype))
     bad_c = p.bad_cols()
     if bad_c.numel():
-        out.index_copy_(1, bad_c, _direct_rows(p.Xo, p.To[bad_c]).to(out.dtype))
+        out.index_copy_(1, bad_c, direct_rows(p.Xo, p.To[bad_c]).to(out.dtype))
     return out
 
 
@@ -388,39 +391,15 @@ def sqdist_triton(X: torch.Tensor, T: torch.Tensor, out: torch.Tensor) -> torch.
 # nearest centre
 # --------------------------------------------------------------------------
 
-# Safety factor on the error bounds of the margin re-check (see _gamma).
-_SAFETY = 2.0
-
-
-def _gamma(precision: str, D: int, dtype: torch.dtype = torch.float32) -> float:
-    """Relative bound gamma for the margin re-check of :func:`_nearest_core`.
-
-    A product-path distance ``d~_j = ||x_c||^2 + ||t_c||^2 - 2 x_c.t_c`` is
-    within ``e_j = (2u + (D + 3) eps) (||x_c||^2 + ||t_c||^2)`` of the truth,
-    where ``eps = 2**-24`` is float32's unit roundoff (accumulation over D
-    terms, the norms, the final sums) and ``u`` the product operands' unit
-    roundoff (0 for exact fp32, ``2**-11`` for tf32, which keeps 10 explicit
-    mantissa bits); ``2 |x_c . t_c| <= ||x_c||^2 + ||t_c||^2`` is used.  The
-    direct formula the answer must agree with is within
-    ``(D + 1) eps * d_j <= 2 (D + 1) eps (||x_c||^2 + ||t_c||^2)``.  Adding both
-    for the winner and any rival gives ``2u + (3D + 5) eps`` per unit of
-    ``2||x_c||^2 + ||t_b||^2 + max_j ||t_j||^2``; ``_SAFETY`` doubles it (which
-    also covers a tf32 conversion that truncates instead of rounding, u = 2**-10).
-    float64 data use float64's unit roundoff for ``eps`` (and never tf32).
-    """
-    eps = torch.finfo(dtype).eps / 2
-    u = {"ieee": 0.0, "tf32": 2.0**-11}[precision]
-    return _SAFETY * (2 * u + (3 * D + 5) * eps)
-
-
 def _nearest_core(
     p: _Prep, precision: str, gamma: float | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Kernel run + margin re-check + exact winner distance; returns (dist (N,), idx (N,), n_rechecked).
 
     For ``D > 4`` the kernel keeps the best and second-best product-path
-    values of every row.  A row whose margin ``second - best`` is within the
-    error bound (:func:`_gamma`) might have its winner decided by rounding:
+    values of every row.  A row whose margin ``second - best`` is within
+    ``2 gamma (||x_c||^2 + max ||t_c||^2)`` (``gamma`` from
+    :func:`sqdist._numerics.assign_margin`) might have its winner decided by rounding:
     it is recomputed with the direct formula against all of T.  The labels
     are therefore the argmin of the direct-formula distances (ties to the
     smallest index) whatever ``precision`` the products used.  Non-finite
@@ -444,9 +423,9 @@ def _nearest_core(
     )
     n_re = 0
     if top2:
-        g = _gamma(precision, D, p.Xo.dtype) if gamma is None else gamma
+        g = assign_margin(p.Xo.dtype, D, precision) if gamma is None else gamma
         nt_max = torch.nan_to_num(p.nt, nan=0.0, posinf=0.0).max()
-        bound = g * (2.0 * p.nx + p.nt.gather(0, idx) + nt_max)  # (N,)
+        bound = 2.0 * g * (p.nx + nt_max)  # (N,)
         redo = (second - best <= bound).nonzero().flatten()  # (r,)
         n_re = int(redo.numel())
         if n_re:
@@ -474,7 +453,7 @@ def _nearest_fix_nonfinite(p: _Prep, dist: torch.Tensor, idx: torch.Tensor) -> N
     else:
         bad_c, bad_r = p.bad_cols(), p.bad_rows()
     if bad_c.numel():
-        bd = _direct_rows(p.Xo, p.To[bad_c])  # (N, b)
+        bd = direct_rows(p.Xo, p.To[bad_c])  # (N, b)
         cand_d = torch.cat([dist[:, None], bd], 1)  # (N, 1+b)
         cand_i = torch.cat([idx[:, None], bad_c[None, :].expand(len(idx), -1)], 1)  # (N, 1+b)
         order = cand_i.argsort(dim=1, stable=True)  # column order, so min() keeps the first index
@@ -483,7 +462,7 @@ def _nearest_fix_nonfinite(p: _Prep, dist: torch.Tensor, idx: torch.Tensor) -> N
         dist.copy_(v)
         idx.copy_(cand_i.gather(1, j[:, None])[:, 0])
     if bad_r.numel():
-        d = _direct_rows(p.Xo[bad_r], p.To)  # (r, P)
+        d = direct_rows(p.Xo[bad_r], p.To)  # (r, P)
         v, j = d.min(dim=1)
         dist.index_copy_(0, bad_r, v)
         idx.index_copy_(0, bad_r, j)
@@ -500,7 +479,7 @@ def nearest_triton(X: torch.Tensor, T: torch.Tensor, *, precision: str = "ieee")
         ``"ieee"`` -- exact fp32 products.  ``"tf32"`` -- TF32 tensor-core
         products for ``D > 4`` (faster at large D).  In both modes, rows
         whose two best candidates are closer than the mode's error bound
-        (:func:`_gamma`) are recomputed with the direct formula, so the
+        (:func:`sqdist._numerics.assign_margin`) are recomputed with the direct formula, so the
         labels are the same in both modes: the argmin of the directly
         computed distances.
 

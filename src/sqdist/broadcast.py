@@ -30,10 +30,8 @@ result shape: (3, 1, 4, 5)
 
 from __future__ import annotations
 
-import argparse
 import numbers
 import re
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,7 +43,9 @@ __all__ = [
     "broadcast_shapes",
     "broadcast_table",
     "explain_broadcast",
+    "format_shape",
     "parse_shape",
+    "render_table",
 ]
 
 #: The eight pairs of shapes of the exercise's Task 2, in its order.  The
@@ -92,7 +92,7 @@ class BroadcastError(SqdistError):
         self.shapes = shapes
 
 
-def _fmt(shape: Sequence[int]) -> str:
+def format_shape(shape: Sequence[int]) -> str:
     """Python's tuple notation: ``()``, ``(3,)``, ``(3, 1)``."""
     return repr(tuple(shape))
 
@@ -173,10 +173,10 @@ def _conflict_error(shapes: tuple[tuple[int, ...], ...], entry: dict[str, Any]) 
     i, j = entry["conflict"]
     a, b = shapes[i], shapes[j]
     ia, ib = len(a) + axis, len(b) + axis
-    ops = ", ".join(_fmt(s) for s in shapes[:-1]) + " and " + _fmt(shapes[-1])
+    ops = ", ".join(format_shape(s) for s in shapes[:-1]) + " and " + format_shape(shapes[-1])
     msg = (
         f"shapes {ops} do not broadcast: axis {axis} (counted from the right) has size {a[axis]} in "
-        f"operand {i} {_fmt(a)} (its index {ia}) but size {b[axis]} in operand {j} {_fmt(b)} "
+        f"operand {i} {format_shape(a)} (its index {ia}) but size {b[axis]} in operand {j} {format_shape(b)} "
         f"(its index {ib}); sizes on one axis must be equal or 1"
     )
     return BroadcastError(msg, axis=axis, operands=(i, j), sizes=(a[axis], b[axis]),
@@ -290,12 +290,12 @@ def explain_broadcast(*shapes: Any) -> str:
     (no axes: every operand is a scalar)
     result shape: ()
     """
-    return _render(broadcast_table(*shapes))
+    return render_table(broadcast_table(*shapes))
 
 
-def _render(table: dict[str, Any]) -> str:
+def render_table(table: dict[str, Any]) -> str:
     shapes, axes = table["shapes"], table["axes"]
-    labels = ["axis"] + [f"operand {i}  {_fmt(s)}" for i, s in enumerate(shapes)] + ["result", "verdict"]
+    labels = ["axis"] + [f"operand {i}  {format_shape(s)}" for i, s in enumerate(shapes)] + ["result", "verdict"]
     columns = []
     for a in axes:
         cells = [str(a["axis"])] + ["-" if v is None else str(v) for v in a["sizes"]]
@@ -316,14 +316,14 @@ def _render(table: dict[str, Any]) -> str:
         lines.append(row.rstrip())
     lines.append(_LEGEND)
     if table["compatible"]:
-        lines.append(f"result shape: {_fmt(table['result'])}")
+        lines.append(f"result shape: {format_shape(table['result'])}")
     else:
         lines.append(f"incompatible: {table['error']}")
     return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------
-# Parsing shapes written as text (the CLI)
+# shapes written as text
 
 _SEPARATORS = re.compile(r"[xX\u00d7*]")
 
@@ -378,37 +378,3 @@ def parse_shape(text: str, name: str = "shape") -> tuple[int, ...]:
             raise SqdistError(f"{name} {text!r}: size {v} is negative; sizes must be >= 0")
         sizes.append(v)
     return tuple(sizes)
-
-
-# --------------------------------------------------------------------------
-# CLI: sqdist broadcast SHAPE SHAPE...
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "Explain whether shapes broadcast together (NumPy/PyTorch rule) and to what. "
-        "Prints the right-aligned table with a verdict per axis and the result shape. "
-        "Exit status: 0 compatible, 1 incompatible, 2 malformed input."
-    )
-    parser.epilog = 'examples: sqdist broadcast "(4,1)" "(3,1,1,5)";  sqdist broadcast 3x1x3 2,3,3;  sqdist broadcast --exercise'
-    parser.add_argument("shapes", nargs="*", metavar="SHAPE",
-                        help="a shape: '(3,1,3)', '3,1,3', '3x1x3', '(3)', '(3,)' or '()' (quote parentheses in the shell)")
-    parser.add_argument("--exercise", action="store_true",
-                        help="explain the eight pairs of the exercise's Task 2 (exit 0)")
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.exercise:
-        if args.shapes:
-            raise SqdistError("give either SHAPE arguments or --exercise, not both")
-        blocks = []
-        for k, pair in enumerate(EXERCISE_PAIRS, 1):
-            blocks.append(f"# {k}. {' and '.join(_fmt(s) for s in pair)}\n{explain_broadcast(*pair)}")
-        print("\n\n".join(blocks))
-        return 0
-    if not args.shapes:
-        raise SqdistError("no SHAPE given; e.g. sqdist broadcast '(4,1)' '(3,1,1,5)' (or --exercise)")
-    shapes = [parse_shape(t, name=f"SHAPE {i + 1}") for i, t in enumerate(args.shapes)]
-    table = broadcast_table(*shapes)
-    print(_render(table))
-    sys.stdout.flush()
-    return 0 if table["compatible"] else 1

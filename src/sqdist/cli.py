@@ -8,18 +8,19 @@ files) print one line on stderr and exit with status 2 -- never a traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
+from types import ModuleType
 
-from . import __version__
+from . import _cli_broadcast, _cli_kmeans, bench, report
 from ._validation import SqdistError
+from ._version import __version__
 
 # sub-command -> (module, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "bench": ("sqdist.bench", "Task 1 benchmark: loops vs NumPy vs torch CPU/GPU, timed, measured and validated"),
-    "broadcast": ("sqdist.broadcast", "explain whether shapes broadcast, and to what (Task 2)"),
-    "kmeans": ("sqdist.kmeans", "Lloyd k-means on blobs or a data file, with summary, plots and model output"),
-    "report": ("sqdist.report", "run the whole exercise and write an offline HTML report"),
+COMMANDS: dict[str, tuple[ModuleType, str]] = {
+    "bench": (bench, "Task 1 benchmark: loops vs NumPy vs torch CPU/GPU, timed, measured and validated"),
+    "broadcast": (_cli_broadcast, "explain whether shapes broadcast, and to what (Task 2)"),
+    "kmeans": (_cli_kmeans, "Lloyd k-means on blobs or a data file, with summary, plots and model output"),
+    "report": (report, "run the whole exercise and write an offline HTML report"),
 }
 
 
@@ -34,8 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sqdist", description="Exact pairwise squared distances, RBF kernel, broadcasting and k-means.")
     parser.add_argument("--version", action="version", version=f"sqdist {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name, (module, help_) in COMMANDS.items():
-        mod = importlib.import_module(module)
+    for name, (mod, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip().splitlines()[0])
         mod.configure_parser(p)
         p.set_defaults(_module=mod)

@@ -7,8 +7,9 @@ from typing import Any
 import torch
 
 from . import _chunking
-from ._validation import check_positive_number, to_output
-from .distances import _prepare, _resolve_backend, _resolve_method, _sqdist_2d
+from ._backend import resolve_backend, resolve_method
+from ._dense import prepare_inputs, sqdist_2d
+from ._validation import SqdistError, check_positive_number, describe, to_output
 
 __all__ = ["rbf"]
 
@@ -41,15 +42,13 @@ def rbf(X: Any, T: Any, gamma: float, *, working_memory: float | None = None) ->
     array([[1.        , 0.36787944]])
     """
     gamma = check_positive_number(gamma, "gamma")
-    Xt, Tt, was_numpy, dtype = _prepare(X, T)
+    Xt, Tt, was_numpy, dtype = prepare_inputs(X, T)
     if Xt.ndim != 2 or Tt.ndim != 2:
-        from ._validation import SqdistError, describe
-
         raise SqdistError(f"X and T: rbf takes 2-D inputs (N, D) and (P, D), got X {describe(Xt)} and T {describe(Tt)}")
-    backend = _resolve_backend("auto", Xt.device)
-    method = _resolve_method("auto", Xt.device, Xt, Tt, backend)  # the same path as sqdist()
+    backend = resolve_backend("auto", Xt.device)
+    method = resolve_method("auto", Xt, Tt, backend)  # the same path as sqdist()
     out = _chunking.empty_output((Xt.shape[0], Tt.shape[0]), dtype, Xt.device)
-    d = _sqdist_2d(Xt, Tt, method, backend, out, _chunking.resolve_budget(working_memory))
+    d = sqdist_2d(Xt, Tt, method, backend, out, _chunking.resolve_budget(working_memory))
     if d.requires_grad:
         k = torch.exp(d / -gamma)
     else:

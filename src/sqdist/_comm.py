@@ -1,8 +1,8 @@
-"""k-means on several processes with ``torch.distributed`` (gloo on CPU, NCCL on GPU).
+"""Process-group communication for k-means on several ranks (``torch.distributed``: gloo on CPU, NCCL on GPU).
 
 When a default process group is initialised (for example by ``torchrun``),
-:func:`sqdist.kmeans_stream` (and :func:`sqdist.kmeans` on a file or memory
-map) runs one Lloyd loop per rank:
+:func:`sqdist.kmeans_stream` (and :func:`sqdist.kmeans`) runs one Lloyd loop
+per rank:
 
 * every rank holds a *shard*: a contiguous range of whole global chunks of
   rows (``chunk_rows`` rows each, fixed by the data, never by the number of
@@ -12,7 +12,7 @@ map) runs one Lloyd loop per rank:
 * assignment is local;
 * per iteration, one ``all_reduce`` (SUM) of an ``int64`` vector of
   ``K * (D + 1)`` entries carries the per-cluster sums (exact fixed point,
-  see :mod:`sqdist.streaming`) and counts, and one ``all_gather`` of the
+  see :mod:`sqdist._shard`) and counts, and one ``all_gather`` of the
   per-chunk inertias (one ``float64`` per chunk) gives the inertia summed in
   global chunk order.  Both are independent of the rank count, so centres,
   labels and inertia are bit-identical to a single-process run.
@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import datetime
 import os
-from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from ._validation import SqdistError
 
-__all__ = ["is_distributed"]
+__all__ = ["Comm", "destroy", "init_from_env", "is_distributed", "launched_by_torchrun"]
 
 
 def is_distributed() -> bool:
@@ -44,12 +44,10 @@ def is_distributed() -> bool:
     >>> sqdist.is_distributed()
     False
     """
-    import torch.distributed as dist
-
     return bool(dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1)
 
 
-class _Comm:
+class Comm:
     """The collectives the Lloyd loop needs; a no-op stand-in for one process.
 
     Every call wraps a failure of the backend (peer died, timeout) in a
@@ -63,8 +61,6 @@ class _Comm:
             self.device = torch.device("cpu")
             self.backend = None
             return
-        import torch.distributed as dist
-
         self.dist = dist
         self.rank = dist.get_rank()
         self.world = dist.get_world_size()
@@ -164,8 +160,6 @@ def init_from_env(timeout_s: float, device: str | None) -> bool:
     Returns True when this call created the group (the caller destroys it).
     gloo for CPU runs, NCCL when ``device`` is CUDA.
     """
-    import torch.distributed as dist
-
     if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) <= 1 or dist.is_initialized():
         return False
     cuda = device is not None and str(device).startswith("cuda")
@@ -184,108 +178,9 @@ def init_from_env(timeout_s: float, device: str | None) -> bool:
 
 
 def destroy() -> None:
-    import torch.distributed as dist
-
+    """Destroy the default process group (nothing when there is none, or a peer is already gone)."""
     if dist.is_available() and dist.is_initialized():
         try:
             dist.destroy_process_group()
         except (RuntimeError, ValueError):  # peer already gone: nothing left to tear down cleanly
             pass
-
-
-
-# --------------------------------------------------------------------------
-# command line: ``sqdist kmeans --data FILE.npy`` (with or without torchrun)
-# --------------------------------------------------------------------------
-
-
-def add_arguments(parser: Any) -> None:
-    """Options of ``sqdist kmeans`` for streamed / distributed / checkpointed runs."""
-    g = parser.add_argument_group(
-        "out-of-core and distributed runs",
-        "A .npy --data file is streamed chunk by chunk (memory bounded by --working-memory); under "
-        "torchrun --nproc_per_node=N each rank reads its slice and rank 0 writes the outputs.",
-    )
-    g.add_argument("--checkpoint", metavar="NPZ", help="write a checkpoint (centres, iteration, seed state) here")
-    g.add_argument("--checkpoint-every", type=int, default=1, metavar="N", help="checkpoint every N iterations (default 1)")
-    g.add_argument("--resume", metavar="NPZ", help="continue from this checkpoint (same data and settings)")
-    g.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
-                   help="process-group timeout: if a rank dies or stops answering, the others stop with an error "
-                        "after at most this long (default 300)")
-
-
-def wants_streaming(args: Any) -> bool:
-    """The streamed path serves .npy data, torchrun launches and checkpointed runs."""
-    npy = args.data is not None and str(args.data).lower().endswith(".npy")
-    multi = launched_by_torchrun() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return npy or multi or args.checkpoint is not None or args.resume is not None
-
-
-def run_kmeans_cli(args: Any) -> int:
-    """``sqdist kmeans`` on a .npy file, streamed; distributed when launched by torchrun."""
-    if args.data is None or not str(args.data).lower().endswith(".npy"):
-        raise SqdistError(
-            f"--data: distributed, checkpointed and resumed runs read a .npy file, got {args.data!r}"
-        )
-    if not (args.timeout > 0):
-        raise SqdistError(f"--timeout: expected a number of seconds > 0, got {args.timeout!r}")
-    created = init_from_env(args.timeout, args.device)
-    try:
-        return _run_kmeans_cli(args)
-    finally:
-        if created:
-            destroy()
-
-
-def _run_kmeans_cli(args: Any) -> int:
-    import contextlib
-
-    import numpy as np
-
-    from . import streaming
-    from .kmeans import KMeans, _cli_resolve_init, _parse_init_arg, _print_summary
-
-    comm = _Comm()
-    source = streaming.as_source(args.data, "--data")
-    N, D = source.n_rows, source.n_features
-    dtype = torch.float64 if args.dtype == "float64" else torch.float32
-    init = _parse_init_arg(args.init) if args.init is not None else None
-    init, K = _cli_resolve_init(init, args.n_clusters, N)
-    labels_path = args.labels
-    tmp_labels = None
-    if labels_path is None and (args.save or args.plot):
-        folder = os.path.dirname(os.path.abspath(args.save or args.plot))
-        tmp_labels = labels_path = os.path.join(folder, f".sqdist-labels-{os.getpid() if not comm.active else 'ranks'}.npy")
-    try:
-        r = streaming._fit(
-            source, K, init=init, n_init=args.n_init, max_iter=args.max_iter, tol=args.tol, seed=args.seed,
-            working_memory=args.working_memory, backend="auto", device=args.device, dtype=dtype,
-            labels_out=labels_path, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
-            resume=args.resume, keep_labels=False,
-        )
-        if comm.rank != 0:
-            return 0
-        sizes = np.asarray(r.history[-1]["sizes"])
-        ranks = f" over {comm.world} ranks ({comm.backend})" if comm.active else ""
-        _print_summary(f"{args.data}, {N} points x {D} features (streamed{ranks})", r, init, sizes, args)
-        if args.labels:
-            print(f"labels -> {args.labels}")
-        if args.save:
-            km = KMeans(int(r.centers.shape[0]), init=init, n_init=args.n_init, max_iter=args.max_iter, tol=args.tol,
-                        seed=args.seed, working_memory=args.working_memory)
-            km._set_result(r)
-            km.save(args.save)
-            print(f"model -> {args.save}")
-        if args.plot:
-            from . import plotting
-
-            X = np.load(args.data, allow_pickle=False).astype(args.dtype)
-            r.labels = np.asarray(r.labels)
-            fig = plotting.plot_kmeans_summary(X, r, truth=None)
-            plotting.save_figure(fig, args.plot)
-            print(f"plot -> {args.plot}")
-        return 0
-    finally:
-        if tmp_labels is not None and comm.rank == 0:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_labels)
