@@ -9,8 +9,7 @@ Same float32 data, same initial centres (the first K rows) and the same iteratio
 pinned, one process.  Peers: scikit-learn ``KMeans(algorithm="lloyd")``, SciPy ``kmeans2``, FAISS
 ``faiss.Kmeans`` (no subsampling), fast-pytorch-kmeans, a naive torch loop
 (full N x K matrix), and ours: ``sqdist._cpu_kernels.assign_accumulate`` +
-the centre division ("ours (kernel)"), the one-call small-problem loop
-("ours (lloyd_small)") and ``sqdist.kmeans`` end to end when it exists.
+the centre division ("ours (kernel)") and ``sqdist.kmeans`` end to end.
 Agreement is checked: labels after one step equal the exact float64 step's (>= 99.9 %),
 the inertia after all iterations is within 1e-5 of scikit-learn's.  ``--memory`` also measures the peak memory of 20 kernel
 iterations at N = 1e7, D = 2 in a subprocess.
@@ -31,7 +30,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 sys.path.insert(0, os.path.dirname(__file__))
 
 from _common import interleaved, median, pin_threads, table, write_json  # noqa: E402
-
 from sqdist import _cpu_kernels  # noqa: E402
 
 SHAPES = [(250, 2, 5), (1_000_000, 2, 8), (200_000, 64, 256), (100_000, 128, 1024)]
@@ -97,12 +95,6 @@ def run_kernel(X, C0, iters):
     return C.numpy(), iters
 
 
-def run_lloyd_small(X, C0, iters):
-    C = torch.from_numpy(C0.copy())
-    done, status, *_ = _cpu_kernels.lloyd_small(torch.from_numpy(X), C, iters, -1.0)
-    return C.numpy(), done
-
-
 def run_naive_torch(X, C0, iters):
     Xt = torch.from_numpy(X)
     C = torch.from_numpy(C0.copy())
@@ -154,7 +146,7 @@ def run_sqdist_kmeans(X, C0, iters):
 
 
 def runners():
-    r = {"ours (kernel)": run_kernel, "ours (lloyd_small)": run_lloyd_small}
+    r = {"ours (kernel)": run_kernel}
     try:
         import sqdist
 
@@ -233,7 +225,8 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=90.0, help="seconds of timing rounds per shape")
     ap.add_argument("--memory", action="store_true", help="also measure peak memory at N = 1e7, D = 2")
     ap.add_argument("--settle", type=float, default=0.1,
-                    help="seconds of pause before each timed call, so spinning BLAS/OpenMP threads of the previous candidate go idle")
+                    help="seconds of pause before each timed call, "
+                         "so spinning BLAS/OpenMP threads of the previous candidate go idle")
     args = ap.parse_args(argv)
     env = pin_threads(args.threads)
     shapes = SHAPES if not args.shapes else [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
@@ -244,10 +237,7 @@ def main(argv=None) -> int:
     t = time.perf_counter()
     _cpu_kernels.assign_accumulate(torch.zeros(4, 64), torch.zeros(2, 64))
     first_gemm = time.perf_counter() - t
-    t = time.perf_counter()
-    _cpu_kernels.lloyd_small(torch.zeros(4, 2), torch.zeros(2, 2), 1, 0.0)
-    first_lloyd = time.perf_counter() - t
-    results = {"env": env, "first_call_s": {"direct": first_direct, "gemm": first_gemm, "lloyd_small": first_lloyd}, "shapes": {}}
+    results = {"env": env, "first_call_s": {"direct": first_direct, "gemm": first_gemm}, "shapes": {}}
     rs = runners()
     names = list(rs)
     rows = []
@@ -255,7 +245,7 @@ def main(argv=None) -> int:
     for N, D, K in shapes:
         X, C0 = make_data(N, D, K)
         iters = 20 if N * K * D <= 10**7 else args.iters
-        fns = {k: rs[k] for k in names if not (k == "ours (lloyd_small)" and N * K > 10**6)}
+        fns = dict(rs)
         outs = {k: f(X, C0, iters) for k, f in fns.items()}  # warm-up + results
         # agreement.  One step from the same centres: every implementation's
         # centres should give the labels of the exact float64 step (>= 99.9 %);
@@ -281,7 +271,8 @@ def main(argv=None) -> int:
         # the matrix-product floor of one iteration: X @ C.T
         Xt, Ct = torch.from_numpy(X), torch.from_numpy(C0).T.contiguous()
         Cn = Ct.numpy()
-        fl = interleaved({"torch.mm": lambda: torch.mm(Xt, Ct), "np.matmul": lambda: np.matmul(X, Cn)}, max(5, args.rounds), settle_s=args.settle)
+        fl = interleaved({"torch.mm": lambda: torch.mm(Xt, Ct), "np.matmul": lambda: np.matmul(X, Cn)},
+                         max(5, args.rounds), settle_s=args.settle)
         mmt = min(fl.values())  # the faster of the two BLAS products
         peers = [per_iter[k] for k in ("sklearn", "faiss") if k in per_iter]
         best_peer = min(peers) if peers else float("nan")
@@ -322,11 +313,12 @@ def main(argv=None) -> int:
           "(<= 1e-5 relative) and labels vs scikit-learn's (information only: float32 trajectories drift on structureless data)")
     print(table(arows, ["shape", "who", "1-step labels", "inertia rel diff", "final labels", "iterations", "agrees"]))
     fc = results["first_call_s"]
-    print(f"\nfirst call (compile or cache load): direct {fc['direct']:.2f} s, gemm {fc['gemm']:.2f} s, lloyd_small {fc['lloyd_small']:.2f} s")
+    print(f"\nfirst call (compile or cache load): direct {fc['direct']:.2f} s, gemm {fc['gemm']:.2f} s")
     if args.memory:
         m = memory_check()
         results["memory"] = m
-        print(f"memory at N={m['n']}: X {m['X_bytes'] / 2**20:.0f} MiB, labels+mind buffers {m['labels_plus_mind_bytes'] / 2**20:.0f} MiB "
+        print(f"memory at N={m['n']}: X {m['X_bytes'] / 2**20:.0f} MiB, "
+              f"labels+mind buffers {m['labels_plus_mind_bytes'] / 2**20:.0f} MiB "
               f"(allocated before), peak growth during 20 iterations {m['peak_growth_bytes_during_fit'] / 2**20:.1f} MiB")
     write_json(args.json, results)
     return 0

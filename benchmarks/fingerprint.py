@@ -99,7 +99,9 @@ def main() -> None:
     G = (rng.normal(size=(20_000, 64)) + 100.0).astype(np.float32)
     res["2e4x64 K=128 (product path) k-means++"] = _digest(sqdist.kmeans(G, 128, seed=0, max_iter=8))
     E = np.r_[np.zeros((40, 2)), np.ones((40, 2)), [[50.0, 50.0]]]
-    res["empty-cluster relocation"] = _digest(sqdist.kmeans(E, init=np.array([[0.0, 0.0], [1.0, 1.0], [-9.0, -9.0], [99.0, 0.0]])))
+    res["empty-cluster relocation"] = _digest(
+        sqdist.kmeans(E, init=np.array([[0.0, 0.0], [1.0, 1.0], [-9.0, -9.0], [99.0, 0.0]]))
+    )
     Z = torch.from_numpy(Y[:20_000, :4].copy())
     res["tensor 2e4x4 K=7 random n_init=3"] = _digest(sqdist.kmeans(Z, 7, init="random", n_init=3, seed=1))
     with tempfile.TemporaryDirectory() as tmp:

@@ -131,7 +131,7 @@ def main(argv=None) -> int:
     a, b = randn(n_copy), torch.empty(n_copy, device=dev)
     ms = bench(lambda: b.copy_(a))
     results["ceilings"]["copy_GBps"] = 2 * 4 * n_copy / ms / 1e6
-    del a, b
+    a = b = None  # free them (rebinding rather than del: the lambda above reads these names)
     m = 8192 if dev.type == "cuda" else 128
     A, B = randn(m, m), randn(m, m)
     C = torch.empty(m, m, device=dev)
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
     ms = bench(lambda: torch.mm(A, B, out=C))
     torch.backends.cuda.matmul.allow_tf32 = False
     results["ceilings"]["tf32_TFLOPs"] = 2 * m**3 / ms / 1e9
-    del A, B, C
+    A = B = C = None  # free them (rebinding rather than del: the lambdas above read these names)
     ceil = results["ceilings"]
 
     def check(name, ok, detail):
@@ -196,7 +196,7 @@ def main(argv=None) -> int:
             row["close_fraction"] = (d < thr).float().mean().item()
             del thr, d
         results["distance"].append(row)
-        del X, T, out
+        X = T = out = None  # free them (rebinding rather than del: the closures above read these names)
         sync()
 
     # ------------------------------------------------------------------ Lloyd iteration

@@ -81,11 +81,15 @@ def main() -> None:
             ))
     print(f"N={args.n // args.k * args.k} D={args.d} K={args.k} max_iter={args.max_iter} tol=0 threads={args.threads} "
           f"torch {torch.__version__} on {platform.processor() or platform.machine()}")
-    hdr = f"{'dtype':8} {'iters sq/sk':>11} {'ms/iter sqdist':>15} {'ms/iter sklearn':>16} {'ratio':>6} {'inertia sqdist':>16} {'rel diff':>9} {'labels eq':>9} {'exact sq':>8} {'exact sk':>8}"
+    hdr = (f"{'dtype':8} {'iters sq/sk':>11} {'ms/iter sqdist':>15} {'ms/iter sklearn':>16} {'ratio':>6} "
+           f"{'inertia sqdist':>16} {'rel diff':>9} {'labels eq':>9} {'exact sq':>8} {'exact sk':>8}")
     print(hdr)
     for r in rows:
-        print(f"{r['dtype']:8} {r['n_iter_sqdist']:>5}/{r['n_iter_sklearn']:<5} {r['ms_per_iter_sqdist']:15.2f} {r['ms_per_iter_sklearn']:16.2f} "
-              f"{r['ratio_sqdist_over_sklearn']:6.2f} {r['inertia_sqdist']:16.8g} {r['inertia_rel_diff']:9.1e} {r['labels_equal_fraction']:9.5f} {r['exact_argmin_fraction_sqdist']:8.5f} {r['exact_argmin_fraction_sklearn']:8.5f}")
+        print(f"{r['dtype']:8} {r['n_iter_sqdist']:>5}/{r['n_iter_sklearn']:<5} "
+              f"{r['ms_per_iter_sqdist']:15.2f} {r['ms_per_iter_sklearn']:16.2f} "
+              f"{r['ratio_sqdist_over_sklearn']:6.2f} {r['inertia_sqdist']:16.8g} {r['inertia_rel_diff']:9.1e} "
+              f"{r['labels_equal_fraction']:9.5f} {r['exact_argmin_fraction_sqdist']:8.5f} "
+              f"{r['exact_argmin_fraction_sklearn']:8.5f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(args=vars(args), rows=rows), f, indent=2)

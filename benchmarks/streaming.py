@@ -79,15 +79,15 @@ RANK_SCRIPT = r"""
 import sys, json, numpy as np, torch
 torch.set_num_threads(1)
 import sqdist
-from sqdist import distributed
-distributed.init_from_env(120, None)
+from sqdist import _comm
+_comm.init_from_env(120, None)
 r = sqdist.kmeans_stream(sys.argv[1], int(sys.argv[2]), init=np.arange(int(sys.argv[2])), tol=0.0,
                          max_iter=int(sys.argv[3]), working_memory=float(sys.argv[4]))
 times = [h["time"] for h in r.history[1:]]
-if distributed._Comm().rank == 0:
+if _comm.Comm().rank == 0:
     np.save(sys.argv[5], r.centers)
     print(json.dumps({"iter_s": float(np.median(times)), "inertia": r.inertia}))
-distributed.destroy()
+_comm.destroy()
 """
 
 
@@ -114,7 +114,7 @@ def run_ranks(world: int, path: Path, k: int, iters: int, wm: float, out: Path) 
         procs.append(subprocess.Popen([sys.executable, "-c", RANK_SCRIPT, str(path), str(k), str(iters), str(wm), str(out)],
                                       env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outs = [p.communicate() for p in procs]
-    for p, (so, se) in zip(procs, outs):
+    for p, (_so, se) in zip(procs, outs):
         if p.returncode != 0:
             raise SystemExit(f"rank failed: {se[-2000:]}")
     return json.loads(outs[0][0].strip().splitlines()[-1])
@@ -140,8 +140,10 @@ def main() -> int:
     import sqdist
 
     torch.set_num_threads(1)
-    from sqdist import streaming
-    from sqdist.distributed import _Comm
+    from sqdist._comm import Comm
+    from sqdist._engine import FitOptions, Streamed
+    from sqdist._shard import open_shard
+    from sqdist._sources import as_source
 
     folder = Path(a.dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -160,16 +162,18 @@ def main() -> int:
               flush=True)
     wall = {n: [] for n in sizes}
     cpu = {n: [] for n in sizes}
-    comm = _Comm()
+    comm = Comm()
+    opts = FitOptions(n_clusters=a.k, init="k-means++", n_init=1, max_iter=1, tol=0.0, budget=budget, backend="torch",
+                      cdtype=torch.float32, was_numpy=True)
     with threadpool_limits(1):
         for n in sizes:
-            shards[n] = streaming._open_shard(streaming.as_source(str(paths[n])), a.k, budget, None,
-                                              torch.device("cpu"), comm)
+            shards[n] = Streamed(open_shard(as_source(str(paths[n])), a.k, budget, None, torch.device("cpu"), comm),
+                                 comm, torch.device("cpu"), opts)
         C = torch.from_numpy(np.load(paths[sizes[0]], mmap_mode="r")[: a.k].copy())
         for rnd in range(a.rounds):
             for n in sizes:
                 w0, c0 = time.perf_counter(), time.process_time()
-                streaming._pass(shards[n], C, a.k, budget, "torch", torch.device("cpu"), comm)
+                shards[n].assign(C)  # one pass over the file
                 wall[n].append(time.perf_counter() - w0)
                 cpu[n].append(time.process_time() - c0)
             print(f"  round {rnd + 1}/{a.rounds}: " + ", ".join(f"{n:.0e} {wall[n][-1]:.2f} s" for n in sizes),

@@ -132,7 +132,9 @@ def test_results_written_atomically_and_parse(tmp_path, tiny_result):
     back = bench.BenchResult.from_dict(data)
     assert back.rows == tiny_result.rows and back.checks == tiny_result.checks
     # a failed check with an infinite difference survives the round trip (JSON null -> inf)
-    bad = dataclasses.replace(tiny_result, checks=[dataclasses.replace(tiny_result.checks[0], max_rel_diff=math.inf, passed=False)])
+    bad = dataclasses.replace(
+        tiny_result, checks=[dataclasses.replace(tiny_result.checks[0], max_rel_diff=math.inf, passed=False)]
+    )
     bench.write_results(bad, js)
     again = bench.BenchResult.from_dict(json.loads(js.read_text()))
     assert again.checks[0].max_rel_diff == math.inf and "FAIL" in again.verdict().upper()
@@ -189,7 +191,9 @@ def test_cuda_required_but_missing():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_rows():
     res = bench.run_bench("64x32x4", device="cuda", methods="numpy,gemm", threads=1, min_run_time=0.01)
-    assert [(r.method, r.device) for r in res.rows] == [("numpy", "cpu"), ("gemm", "cpu"), ("gemm", "cuda"), ("gemm+copies", "cuda")]
+    assert [(r.method, r.device) for r in res.rows] == [
+        ("numpy", "cpu"), ("gemm", "cpu"), ("gemm", "cuda"), ("gemm+copies", "cuda")
+    ]
     assert res.validation_passed
 
 

@@ -418,7 +418,7 @@ def test_cli_exercise_prints_all_eight(capsys):
     out = capsys.readouterr().out
     finals = [b.splitlines()[-1] for b in out.strip().split("\n\n")]
     assert len(finals) == 8
-    for (pair, expected, conflict), final in zip(HAND_SOLVED, finals):
+    for (_pair, expected, conflict), final in zip(HAND_SOLVED, finals):
         if expected is not None:
             assert final == f"result shape: {expected}"
         else:

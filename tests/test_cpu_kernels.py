@@ -32,7 +32,10 @@ def brute(X: torch.Tensor, C: torch.Tensor):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("n,D,K,offset", [(500, 2, 5, 0.0), (3000, 3, 17, 1000.0), (700, 40, 33, 0.0), (1500, 64, 100, 1000.0), (300, 1, 4, 5e5)])
+@pytest.mark.parametrize(
+    "n,D,K,offset",
+    [(500, 2, 5, 0.0), (3000, 3, 17, 1000.0), (700, 40, 33, 0.0), (1500, 64, 100, 1000.0), (300, 1, 4, 5e5)],
+)
 def test_assign_accumulate_matches_brute_force(n, D, K, offset, dtype):
     g = torch.Generator().manual_seed(n + D)
     X = (torch.randn(n, D, generator=g, dtype=torch.float64) + offset).to(dtype)

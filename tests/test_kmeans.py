@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -17,8 +16,10 @@ from hypothesis import strategies as st
 
 import sqdist
 from sqdist import ConvergenceWarning, KMeans, SqdistError, kmeans
+from sqdist._step import assign_accumulate as _assign_accumulate
+from sqdist._step import order_far
+from sqdist._step import update_centers as _update_centers
 from sqdist.datasets import EXERCISE_INIT_INDICES, make_blobs
-from sqdist._step import assign_accumulate as _assign_accumulate, order_far, update_centers as _update_centers
 
 sklearn_cluster = pytest.importorskip("sklearn.cluster")
 
@@ -408,7 +409,9 @@ def test_cli_data_files_and_options(tmp_path, capsys):
     np.savetxt(tmp_path / "n.csv", X, delimiter=",")
     outs = []
     for f in ("x.npy", "h.csv", "n.csv"):
-        rc = cli.main(["kmeans", "--data", str(tmp_path / f), "-k", "3", "--init", "k-means++", "--seed", "4", "--max-iter", "20"])
+        rc = cli.main(
+            ["kmeans", "--data", str(tmp_path / f), "-k", "3", "--init", "k-means++", "--seed", "4", "--max-iter", "20"]
+        )
         out = capsys.readouterr().out
         assert rc == 0
         outs.append(out.split("\n", 1)[1])

@@ -23,7 +23,9 @@ def blobs():
 
 
 def _texts(fig):
-    return [ax.get_title() for ax in fig.axes], [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    titles = [ax.get_title() for ax in fig.axes]
+    legend_texts = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    return titles, legend_texts
 
 
 def test_init_and_final(blobs):

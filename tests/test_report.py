@@ -256,7 +256,9 @@ def test_quick_report_via_cli_replaces_previous_report(run_cli, tmp_path):
     assert page.section_ids == list(SECTIONS)
     results = json.loads((out / "results.json").read_text())
     assert results["meta"]["mode"] == "quick"
-    assert sorted(p.name for p in out.iterdir()) == sorted(["index.html", "report.md", "results.json", *results["meta"]["figures"]])
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["index.html", "report.md", "results.json", *results["meta"]["figures"]]
+    )
     for name in results["meta"]["figures"]:
         _check_png(out / name)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cli-rep"]  # old report and temporary folder gone

@@ -123,7 +123,8 @@ def test_bad_streamed_input_is_named(tmp_path, one_thread):
 
 
 def test_fixed_point_sums_are_order_independent_and_accurate():
-    from sqdist._shard import grid_exponents as _grid_exponents, quantise as _quantise
+    from sqdist._shard import grid_exponents as _grid_exponents
+    from sqdist._shard import quantise as _quantise
 
     rng = np.random.default_rng(1)
     parts = torch.from_numpy(rng.normal(1e3, 1.0, size=(64, 5, 3)) * rng.choice([1e-3, 1.0, 1e3], size=(1, 1, 3)))

@@ -23,7 +23,9 @@ def test_sqdist_error_is_a_value_error():
 
 @pytest.mark.parametrize("f", FUNCS)
 def test_mismatched_feature_dimension(f):
-    with pytest.raises(SqdistError, match=r"X and T must have the same number of features.*X of shape \(4, 3\) and T of shape \(2, 5\)"):
+    with pytest.raises(
+        SqdistError, match=r"X and T must have the same number of features.*X of shape \(4, 3\) and T of shape \(2, 5\)"
+    ):
         FUNCS[f](np.ones((4, 3)), np.ones((2, 5)))
 
 
@@ -33,7 +35,8 @@ def test_mismatched_feature_dimension(f):
 def test_zero_and_one_dimensional_inputs(f, which, shape):
     good, bad = np.ones((2, 3)), np.ones(shape)
     args = (bad, good) if which == "X" else (good, bad)
-    with pytest.raises(SqdistError, match=rf"^{which}: expected at least 2 dimensions .*shape {shape}".replace("(", r"\(").replace(")", r"\)")):
+    pattern = rf"^{which}: expected at least 2 dimensions .*shape {shape}".replace("(", r"\(").replace(")", r"\)")
+    with pytest.raises(SqdistError, match=pattern):
         FUNCS[f](*args)
 
 
@@ -74,7 +77,8 @@ def test_non_numeric_inputs(bad, what):
 
 @pytest.mark.parametrize("method", ["fast", "GEMM", "", None, 3])
 def test_unknown_method(method):
-    with pytest.raises(SqdistError, match=r"method: expected one of 'auto', 'gemm', 'broadcast', 'numpy', 'loops', got " + repr(method).replace("(", r"\(")):
+    pattern = r"method: expected one of 'auto', 'gemm', 'broadcast', 'numpy', 'loops', got " + repr(method).replace("(", r"\(")
+    with pytest.raises(SqdistError, match=pattern):
         sqdist.sqdist(np.ones((2, 2)), np.ones((2, 2)), method=method)
 
 

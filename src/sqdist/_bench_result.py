@@ -150,7 +150,11 @@ class BenchResult:
                 f"validation passed: {what}; every method within {self.tolerance:g} of float64 "
                 f"(max relative error {worst_row:.1e})"
             )
-        bad = [f"{r.label} on {r.device} at {r.N}x{r.P}x{r.D} (error {r.max_rel_err_vs_f64:.1e})" for r in self.rows if not r.validated]
+        bad = [
+            f"{r.label} on {r.device} at {r.N}x{r.P}x{r.D} (error {r.max_rel_err_vs_f64:.1e})"
+            for r in self.rows
+            if not r.validated
+        ]
         bad += [
             f"{c.method} on {c.device} vs {c.reference} at {c.N}x{c.P}x{c.D} (difference {c.max_rel_diff:.1e})"
             for c in self.checks
@@ -198,7 +202,10 @@ class BenchResult:
             raise SqdistError(f"data: expected a {_SCHEMA!r} document, got schema {data.get('schema')!r}")
         row_fields = {f.name for f in dataclasses.fields(BenchRow)}
         rows = [BenchRow(**{k: v for k, v in r.items() if k in row_fields}) for r in data["rows"]]
-        rows = [dataclasses.replace(r, max_rel_err_vs_f64=math.inf if r.max_rel_err_vs_f64 is None else r.max_rel_err_vs_f64) for r in rows]
+        rows = [
+            dataclasses.replace(r, max_rel_err_vs_f64=math.inf if r.max_rel_err_vs_f64 is None else r.max_rel_err_vs_f64)
+            for r in rows
+        ]
         # JSON has no inf/NaN: both were written as null (see _finite); read them back as inf
         checks = [AgreementCheck(**(c | {"max_rel_diff": math.inf if c["max_rel_diff"] is None else c["max_rel_diff"]}))
                   for c in data.get("checks", [])]

@@ -16,12 +16,14 @@ writing leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import os
+import zipfile
 from typing import Any
 
 import numpy as np
 import torch
 
 from ._atomic import atomic_write
+from ._results import Iteration
 from ._validation import SqdistError
 
 FORMAT = 1
@@ -49,7 +51,7 @@ def save(
     init_centers: torch.Tensor,
     iteration: int,
     converged: bool,
-    history: list[dict[str, Any]],
+    history: list[Iteration],
     rng_state: torch.Tensor | None,
     fingerprint: dict[str, Any],
 ) -> None:
@@ -84,8 +86,6 @@ def load(path: str | os.PathLike, fingerprint: dict[str, Any], was_numpy: bool =
     History entries come back as :func:`sqdist.kmeans` makes them (NumPy or
     tensors after ``was_numpy``).
     """
-    import zipfile
-
     path = os.fspath(path)
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -107,15 +107,15 @@ def load(path: str | os.PathLike, fingerprint: dict[str, Any], was_numpy: bool =
         conv = (lambda a: a.copy()) if was_numpy else (lambda a: torch.from_numpy(a.copy()))
         offsets = np.concatenate([[0], np.cumsum(data["hist_relocated_n"])])
         history = [
-            {
-                "iteration": int(data["hist_iteration"][i]),
-                "centers": conv(data["hist_centers"][i]),
-                "inertia": float(data["hist_inertia"][i]),
-                "max_shift": float(data["hist_max_shift"][i]),
-                "sizes": data["hist_sizes"][i].copy(),
-                "relocated": data["hist_relocated"][offsets[i] : offsets[i + 1]].tolist(),
-                "time": float(data["hist_time"][i]),
-            }
+            Iteration(
+                iteration=int(data["hist_iteration"][i]),
+                centers=conv(data["hist_centers"][i]),
+                inertia=float(data["hist_inertia"][i]),
+                max_shift=float(data["hist_max_shift"][i]),
+                sizes=data["hist_sizes"][i].copy(),
+                relocated=data["hist_relocated"][offsets[i] : offsets[i + 1]].tolist(),
+                time=float(data["hist_time"][i]),
+            )
             for i in range(len(data["hist_inertia"]))
         ]
         rng = data["rng_state"]

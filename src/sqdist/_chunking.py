@@ -12,8 +12,12 @@ import contextvars
 import threading
 import warnings
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from ._validation import SqdistError, check_positive_number
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["get_working_memory", "set_working_memory", "working_memory"]
 
@@ -112,7 +116,7 @@ def plain_allocations() -> Iterator[None]:
         _huge_pages.reset(token)
 
 
-def empty_output(shape: tuple[int, ...], dtype, device) -> "torch.Tensor":
+def empty_output(shape: tuple[int, ...], dtype, device) -> torch.Tensor:
     """Uninitialised result tensor; large CPU results are backed by transparent huge pages.
 
     A fresh N x P result is written exactly once, so on the CPU the kernel's

@@ -35,21 +35,28 @@ def _parse_init_arg(text: str) -> Any:
     try:
         return [int(v) for v in text.split(",") if v.strip() != ""]
     except ValueError:
-        raise SqdistError(f"--init: expected 'k-means++', 'random' or comma-separated row indices like 0,50,100, got {text!r}") from None
+        raise SqdistError(
+            f"--init: expected 'k-means++', 'random' or comma-separated row indices like 0,50,100, got {text!r}"
+        ) from None
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``sqdist kmeans``."""
-    parser.add_argument("--data", metavar="FILE", help="points as .npy or .csv (with or without a header); default: the exercise's 5 blobs x 50 points")
-    parser.add_argument("-k", "--n-clusters", type=int, default=None, metavar="K", help="number of clusters (default 5, or the number of --init indices)")
-    parser.add_argument("--init", default=None, help="k-means++, random, or row indices like 0,50,100 (default: evenly spaced fixed indices)")
+    parser.add_argument("--data", metavar="FILE",
+                        help="points as .npy or .csv (with or without a header); default: the exercise's 5 blobs x 50 points")
+    parser.add_argument("-k", "--n-clusters", type=int, default=None, metavar="K",
+                        help="number of clusters (default 5, or the number of --init indices)")
+    parser.add_argument("--init", default=None,
+                        help="k-means++, random, or row indices like 0,50,100 (default: evenly spaced fixed indices)")
     parser.add_argument("--n-init", type=int, default=1, help="restarts for random inits (default 1)")
     parser.add_argument("--max-iter", type=int, default=300, help="maximum number of iterations M (default 300)")
-    parser.add_argument("--tol", type=float, default=1e-4, help="stop when every centre moved less than this (data units, default 1e-4)")
+    parser.add_argument("--tol", type=float, default=1e-4,
+                        help="stop when every centre moved less than this (data units, default 1e-4)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the data and random inits (default 0)")
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default cpu)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float64")
-    parser.add_argument("--plot", metavar="PNG", help="save a figure: data with initial and converged centres, trajectories, inertia")
+    parser.add_argument("--plot", metavar="PNG",
+                        help="save a figure: data with initial and converged centres, trajectories, inertia")
     parser.add_argument("--save", metavar="MODEL", help="save the fitted model (.npz, loadable with sqdist.KMeans.load)")
     parser.add_argument("--labels", metavar="NPY", help="save the labels as an int64 .npy array")
     parser.add_argument("--working-memory", type=float, default=None, metavar="MIB")

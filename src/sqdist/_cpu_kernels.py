@@ -39,7 +39,6 @@ Determinism: row groups are fixed from the shape alone and combined in order
 from __future__ import annotations
 
 import functools
-import importlib
 import importlib.util
 import os
 from typing import Any
@@ -114,12 +113,14 @@ def _nb() -> Any:
     2-core run went 10-80x slower).  The workqueue layer has no spinning pool.
     """
     import numba
+    from numba.np.ufunc import parallel
 
     if numba.config.THREADING_LAYER == "default" and "NUMBA_THREADING_LAYER" not in os.environ:
-        parallel = importlib.import_module("numba.np.ufunc.parallel")
         if not getattr(parallel, "_is_initialized", False):
             numba.config.THREADING_LAYER = "workqueue"
-    return importlib.import_module("sqdist._cpu_nb")
+    from . import _cpu_nb
+
+    return _cpu_nb
 
 
 def _ok(t: torch.Tensor) -> bool:
@@ -306,9 +307,10 @@ def _blas_controller() -> Any:
     """
     if importlib.util.find_spec("scipy") is None or importlib.util.find_spec("threadpoolctl") is None:
         return None
-    importlib.import_module("scipy.linalg.cython_blas")  # loads the BLAS numba binds to
-    threadpoolctl = importlib.import_module("threadpoolctl")
-    return threadpoolctl.ThreadpoolController()
+    import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS numba binds to)
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def _one_thread_blas():

@@ -289,7 +289,9 @@ def _sumsq_bound(A, i, n):  # pragma: no cover
 
 
 @njit(parallel=True, **_OPTS)
-def assign_accumulate_gemm_chunked(X, m, CaT, C, ncmax, gamma, bounds, chunk, labels, mind, psums, pcounts, pinert):  # pragma: no cover
+def assign_accumulate_gemm_chunked(  # pragma: no cover
+    X, m, CaT, C, ncmax, gamma, bounds, chunk, labels, mind, psums, pcounts, pinert
+):
     """Large-D assign + accumulate, scikit-learn's way: each row group is
     processed by one thread, ``chunk`` rows at a time -- centre the rows into
     a small buffer ``[x - m, 1]`` (chunk, D+1), one *single-threaded* BLAS

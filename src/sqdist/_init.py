@@ -33,7 +33,11 @@ def parse_init(init: Any, n_clusters: int | None, N: int, D: int, device: torch.
         if K > N:
             raise SqdistError(f"n_clusters: expected at most the number of points {N}, got {K}")
         return init, K
-    arr = init.detach().cpu().numpy() if isinstance(init, torch.Tensor) else np.asarray(init) if not isinstance(init, np.ndarray) else init
+    arr = (
+        init.detach().cpu().numpy() if isinstance(init, torch.Tensor)
+        else np.asarray(init) if not isinstance(init, np.ndarray)
+        else init
+    )
     if arr.dtype == object or arr.dtype.kind not in "biuf":
         raise SqdistError(f"init: expected row indices or a (K, D) array of centres, got {describe(init)} of dtype {arr.dtype}")
     if arr.ndim == 1 and arr.size == 0:

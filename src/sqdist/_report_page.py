@@ -77,7 +77,8 @@ figcaption { color: var(--muted); font-size: 13.5px; margin-top: 4px; }
 p.verdict.ok::before { content: "\\2714\\00a0"; } p.verdict.bad::before { content: "\\2718\\00a0"; }
 .mark { color: var(--bad); font-weight: 700; }
 table.bc { margin: 4px 0; font-size: 13px; } table.bc th { text-align: left; white-space: nowrap; }
-table.bc td { text-align: center; vertical-align: middle; min-width: 40px; padding: 3px 6px; } table.bc td.why { font-size: 11px; color: var(--muted); white-space: nowrap; }
+table.bc td { text-align: center; vertical-align: middle; min-width: 40px; padding: 3px 6px; }
+table.bc td.why { font-size: 11px; color: var(--muted); white-space: nowrap; }
 table.bc td.stretch { background: #e8f1fb; } table.bc td.conflict { background: #fdecea; color: var(--bad); font-weight: 600; }
 table.bc tr.res td { font-weight: 600; } table.bc th small { font-weight: 400; }
 .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 12px; }

@@ -100,7 +100,8 @@ def section_task2(ctx: Context) -> Section:
         body_rows = []
         for o, name in enumerate(("first", "second")):
             tds = "".join(
-                f'<td class="{_axis_class(e, o)}">{ctx.num(f"{k}.axes.{j}.sizes.{o}", "int") if e["sizes"][o] is not None else _MISSING}</td>'
+                f'<td class="{_axis_class(e, o)}">'
+                f'{ctx.num(f"{k}.axes.{j}.sizes.{o}", "int") if e["sizes"][o] is not None else _MISSING}</td>'
                 for j, e in enumerate(p["axes"])
             )
             body_rows.append(f"<tr><th>{name}<br><small>{ctx.num(f'{k}.{chr(97 + o)}', 'shape')}</small></th>{tds}</tr>")
@@ -302,7 +303,9 @@ def section_extras(ctx: Context) -> Section:
     def err(d: Any) -> float:
         return err_vs_f64(torch.as_tensor(np.asarray(d)), X64, T64, ref64=ref)
 
-    cands: list[tuple[str, str, Callable[[], Any]]] = [("sqdist", "sqdist.sqdist (gemm, the reference row)", lambda: sqdist(X, T))]
+    cands: list[tuple[str, str, Callable[[], Any]]] = [
+        ("sqdist", "sqdist.sqdist (gemm, the reference row)", lambda: sqdist(X, T))
+    ]
     try:
         from scipy.spatial.distance import cdist
 
@@ -312,7 +315,9 @@ def section_extras(ctx: Context) -> Section:
     try:
         from sklearn.metrics.pairwise import euclidean_distances
 
-        cands.append(("sklearn", "scikit-learn euclidean_distances(squared=True)", lambda: euclidean_distances(X, T, squared=True)))
+        cands.append(
+            ("sklearn", "scikit-learn euclidean_distances(squared=True)", lambda: euclidean_distances(X, T, squared=True))
+        )
     except ImportError:
         pass
     rows = []
@@ -359,7 +364,7 @@ def section_extras(ctx: Context) -> Section:
     if km_rows:
         hdr2 = ["P", "scikit-learn iterations", "sqdist iterations", "scikit-learn inertia", "sqdist inertia", "labels identical"]
         rh2, rm2 = [], []
-        for i, r in enumerate(km_rows):
+        for i in range(len(km_rows)):
             kk = f"{k}.kmeans.{i}"
             cells = [("P", "int"), ("n_iter", "int"), ("sqdist_n_iter", "int"), ("inertia", "float"),
                      ("sqdist_inertia", "float"), ("labels_equal", "bool")]
@@ -394,5 +399,6 @@ def _extra_kmeans(ctx: Context) -> list[dict]:
                         max_iter=ctx.config.kmeans_max_iter, tol=0.0).fit(X)
         ours = np.argmin(((X[:, None, :] - np.asarray(r["centers"])[None]) ** 2).sum(-1), axis=1)
         rows.append({"P": r["P"], "n_iter": int(km.n_iter_), "inertia": float(km.inertia_),
-                     "sqdist_inertia": r["inertia"], "sqdist_n_iter": r["n_iter"], "labels_equal": bool(np.array_equal(km.labels_, ours))})
+                     "sqdist_inertia": r["inertia"], "sqdist_n_iter": r["n_iter"],
+                     "labels_equal": bool(np.array_equal(km.labels_, ours))})
     return rows

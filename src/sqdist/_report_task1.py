@@ -127,7 +127,10 @@ def section_task1(ctx: Context) -> Section:
         mem_h.append(mh)
         mem_m.append(mm)
     time_hdr = ["N \u00d7 P \u00d7 D"] + labels
-    mem_hdr = ["N \u00d7 P \u00d7 D"] + labels + [f"N\u00b7P\u00b7D \u00d7 {itemsize} B", f"N\u00b7P \u00d7 {itemsize} B (output)"]
+    mem_hdr = ["N \u00d7 P \u00d7 D"] + labels + [
+        f"N\u00b7P\u00b7D \u00d7 {itemsize} B",
+        f"N\u00b7P \u00d7 {itemsize} B (output)",
+    ]
     time_table_h = table_html([html.escape(h) for h in time_hdr], time_h, "num pivot")
     mem_table_h = table_html([html.escape(h) for h in mem_hdr], mem_h, "num pivot")
 
@@ -231,7 +234,8 @@ def _figure_timing(rows: list[dict], itemsize: int = 4) -> Any:
                         linestyle="--" if hollow else "-")
     xs = sorted({r["N"] * r["P"] * r["D"] for r in rows})
     npd = sorted({(r["N"] * r["P"] * r["D"], r["N"] * r["P"]) for r in rows})
-    ax_m.loglog([a for a, _ in npd], [a * itemsize / 2**20 for a, _ in npd], "k--", lw=1, label="N\u00b7P\u00b7D values (one-shot broadcast)", zorder=1)
+    ax_m.loglog([a for a, _ in npd], [a * itemsize / 2**20 for a, _ in npd], "k--", lw=1,
+                label="N\u00b7P\u00b7D values (one-shot broadcast)", zorder=1)
     ax_m.loglog([a for a, _ in npd], [b * itemsize / 2**20 for _, b in npd], "k:", lw=1.3, label="N\u00b7P values (the output)")
     if xs:
         ax_t.set_xlim(xs[0] / 1.5, xs[-1] * 1.5)
@@ -281,7 +285,8 @@ def section_rbf(ctx: Context) -> Section:
     fig_name = ctx.save_figure(_figure_rbf(K, ys, gamma), "task1_rbf_heatmap")
     k = sid
     body = (
-        f"<p>The kernel \u03c6(x<sub>i</sub>, t<sub>j</sub>) = exp(\u2212\u2016x<sub>i</sub> \u2212 t<sub>j</sub>\u2016\u00b2/\u03b3) "
+        f"<p>The kernel \u03c6(x<sub>i</sub>, t<sub>j</sub>) = "
+        f"exp(\u2212\u2016x<sub>i</sub> \u2212 t<sub>j</sub>\u2016\u00b2/\u03b3) "
         f"(the exercise's convention; <code>sqdist.rbf</code>) of the {ctx.num(f'{k}.n', 'int')} blob points with themselves, "
         f"points sorted by blob, \u03b3 = {ctx.num(f'{k}.gamma', 'float')} (the 10th percentile of the squared distances). "
         f"The diagonal is exactly {ctx.num(f'{k}.diag_min', 'float')}; the mean kernel value is "

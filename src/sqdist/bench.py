@@ -124,7 +124,8 @@ def parse_sizes(sizes: Any) -> list[tuple[int, int, int]]:
     >>> parse_sizes("256x256")
     Traceback (most recent call last):
     ...
-    sqdist._validation.SqdistError: sizes: expected N x P x D triples of positive integers separated by commas, like '1024x1024x16', got '256x256' in '256x256'
+    sqdist._validation.SqdistError: sizes: expected N x P x D triples of positive integers separated by commas,
+    like '1024x1024x16', got '256x256' in '256x256'
     """
     if isinstance(sizes, str):
         out = []
@@ -355,11 +356,17 @@ def configure_parser(parser: Any) -> None:
         help="comma-separated sizes, e.g. '256x256x2,1024x1024x16' (default: "
         + ",".join("x".join(map(str, s)) for s in DEFAULT_SIZES) + ")",
     )
-    parser.add_argument("--device", default="auto", choices=DEVICES, help="add the CUDA rows: auto (if available), cuda (required), cpu (never)")
+    parser.add_argument(
+        "--device", default="auto", choices=DEVICES,
+        help="add the CUDA rows: auto (if available), cuda (required), cpu (never)",
+    )
     parser.add_argument("--methods", default=None, metavar="M,...", help=f"subset of {','.join(BENCH_METHODS)} (default: all)")
     parser.add_argument("--threads", type=int, default=None, help="threads for torch and BLAS (default: all usable cores)")
     parser.add_argument("--out", default=None, metavar="FILE", help="also write the results to FILE (.json or .csv)")
-    parser.add_argument("--quick", action="store_true", help="small grid and short timings (" + ",".join("x".join(map(str, s)) for s in QUICK_SIZES) + ")")
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="small grid and short timings (" + ",".join("x".join(map(str, s)) for s in QUICK_SIZES) + ")",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random data (default 0)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
 

@@ -218,7 +218,9 @@ def broadcast_shapes(*shapes: Any) -> tuple[int, ...]:
     >>> broadcast_shapes((6, 3, 1, 7), (2, 1, 7))
     Traceback (most recent call last):
     ...
-    sqdist.broadcast.BroadcastError: shapes (6, 3, 1, 7) and (2, 1, 7) do not broadcast: axis -3 (counted from the right) has size 3 in operand 0 (6, 3, 1, 7) (its index 1) but size 2 in operand 1 (2, 1, 7) (its index 0); sizes on one axis must be equal or 1
+    sqdist.broadcast.BroadcastError: shapes (6, 3, 1, 7) and (2, 1, 7) do not broadcast: axis -3 (counted from the right)
+    has size 3 in operand 0 (6, 3, 1, 7) (its index 1) but size 2 in operand 1 (2, 1, 7) (its index 0);
+    sizes on one axis must be equal or 1
     """
     table = _table_impl(_check_shapes(shapes))
     if not table["compatible"]:
@@ -310,7 +312,7 @@ def render_table(table: dict[str, Any]) -> str:
         return "\n".join(lines)
     for r, label in enumerate(labels):
         row = label.ljust(lw)
-        for c, cells in enumerate(columns):
+        for cells in columns:
             w = max(len(x) for x in cells)
             row += "  " + cells[r].rjust(max(w, 2))
         lines.append(row.rstrip())

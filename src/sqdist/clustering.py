@@ -81,7 +81,8 @@ def kmeans(
     tol : float, default 1e-4
         Stop when every centre moved less than ``tol`` (Euclidean distance in
         data units, *not* scikit-learn's variance-scaled squared sum); the
-        run also stops at a fixed point (assignment unchanged).  ``tol=0``
+        run also stops at a fixed point (every cluster's sum and count unchanged
+        by the update, so no centre can move again).  ``tol=0``
         runs to the fixed point or ``max_iter``.
     seed : int, torch.Generator or None
         Source of all randomness (never the global RNG).  Same seed, same

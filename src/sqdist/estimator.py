@@ -82,7 +82,9 @@ class KMeans:
         self.device = device
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._PARAMS if not isinstance(getattr(self, k), (np.ndarray, torch.Tensor)))
+        args = ", ".join(
+            f"{k}={getattr(self, k)!r}" for k in self._PARAMS if not isinstance(getattr(self, k), (np.ndarray, torch.Tensor))
+        )
         return f"KMeans({args})"
 
     # -- parameters ---------------------------------------------------------
@@ -90,7 +92,7 @@ class KMeans:
         """Constructor parameters as a dict."""
         return {k: getattr(self, k) for k in self._PARAMS}
 
-    def set_params(self, **params: Any) -> "KMeans":
+    def set_params(self, **params: Any) -> KMeans:
         """Set constructor parameters; unknown names raise SqdistError."""
         for k, v in params.items():
             if k not in self._PARAMS:
@@ -105,7 +107,7 @@ class KMeans:
         Xt, _ = as_tensor(X, "X")
         return Xt.to(torch.device(self.device))
 
-    def fit(self, X: Any, y: Any = None) -> "KMeans":
+    def fit(self, X: Any, y: Any = None) -> KMeans:
         """Run k-means on X (N, D); returns self."""
         if is_out_of_core(X):  # a file / memmap / chunks: streamed, each chunk moved to ``device``
             r = kmeans_stream(X, self.n_clusters, init=self.init, n_init=self.n_init, max_iter=self.max_iter, tol=self.tol,
@@ -119,7 +121,7 @@ class KMeans:
         return self
 
     @classmethod
-    def from_result(cls, result: KMeansResult, **params: Any) -> "KMeans":
+    def from_result(cls, result: KMeansResult, **params: Any) -> KMeans:
         """A fitted estimator from a :class:`~sqdist.KMeansResult` (e.g. of :func:`sqdist.kmeans_stream`)
         and constructor ``params``: ``predict``, ``transform``, ``score`` and ``save`` then work on it.
 
@@ -191,7 +193,7 @@ class KMeans:
         _model_io.save(path, self.get_params(), self.result_)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "KMeans":
+    def load(cls, path: str | os.PathLike) -> KMeans:
         """Read a model written by :meth:`save` (``allow_pickle=False``: no code runs on load)."""
         params, r = _model_io.load(path)
         km = cls(**params)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._atomic import atomic_write
 from ._validation import SqdistError
 
 __all__ = [
@@ -72,7 +73,7 @@ def _axes(ax, nrows=1, ncols=1, figsize=None):
 
 
 def _labels_axes(ax, D):
-    ax.set_xlabel("feature 0" if D <= 2 else "feature 0 (of %d)" % D)
+    ax.set_xlabel("feature 0" if D <= 2 else f"feature 0 (of {D:d})")
     ax.set_ylabel("feature 1" if D >= 2 else "(1-D data)")
     ax.set_aspect("equal", adjustable="datalim")
     ax.grid(alpha=0.3)
@@ -121,10 +122,12 @@ def plot_clusters(
         ax.scatter([], [], s=12, c="0.55", label=f"data ({len(np.unique(lab))} groups)")
     if init_centers is not None:
         Ci = _xy(init_centers)
-        ax.scatter(Ci[:, 0], Ci[:, 1], marker="X", s=110, c="black", edgecolors="white", linewidths=1.0, label="initial centres", zorder=4)
+        ax.scatter(Ci[:, 0], Ci[:, 1], marker="X", s=110, c="black", edgecolors="white", linewidths=1.0,
+                   label="initial centres", zorder=4)
     if centers is not None:
         C = _xy(centers)
-        ax.scatter(C[:, 0], C[:, 1], marker="*", s=320, c=[cols[j] for j in range(len(C))], edgecolors="black", linewidths=1.0, label=center_label, zorder=5)
+        ax.scatter(C[:, 0], C[:, 1], marker="*", s=320, c=[cols[j] for j in range(len(C))], edgecolors="black", linewidths=1.0,
+                   label=center_label, zorder=5)
     _labels_axes(ax, D)
     if title:
         ax.set_title(title)
@@ -136,10 +139,10 @@ def _result_parts(result: Any):
     hist = getattr(result, "history", None) or getattr(result, "history_", None) or []
     centers = getattr(result, "centers", None)
     if centers is None:
-        centers = getattr(result, "cluster_centers_")
+        centers = result.cluster_centers_
     labels = getattr(result, "labels", None)
     if labels is None:
-        labels = getattr(result, "labels_")
+        labels = result.labels_
     init = getattr(result, "init_centers", None)
     if init is None and hist:
         init = hist[0]["centers"]
@@ -162,7 +165,8 @@ def plot_init_and_final(X: Any, result: Any, *, truth: Any = None, axes: Sequenc
     K = len(_np(centers))
     plot_clusters(X, truth, None, init, ax=axs[0], title=f"data and initial centres (K={K})")
     n_iter = len(hist) - 1 if hist else getattr(result, "n_iter", "?")
-    plot_clusters(X, labels, centers, init, ax=axs[1], title=f"converged clustering after {n_iter} iteration{'' if n_iter == 1 else 's'}")
+    plot_clusters(X, labels, centers, init, ax=axs[1],
+                  title=f"converged clustering after {n_iter} iteration{'' if n_iter == 1 else 's'}")
     return fig
 
 
@@ -181,7 +185,8 @@ def plot_trajectories(X: Any, result: Any, *, ax: Any = None, title: str | None 
         reloc = [(h["iteration"], j) for h in hist for j in h["relocated"]]
         if reloc:
             pts = np.array([path[it, j] for it, j in reloc])
-            ax.scatter(pts[:, 0], pts[:, 1], marker="o", s=140, facecolors="none", edgecolors="red", linewidths=1.5, zorder=6, label="relocated (empty cluster)")
+            ax.scatter(pts[:, 0], pts[:, 1], marker="o", s=140, facecolors="none", edgecolors="red", linewidths=1.5, zorder=6,
+                       label="relocated (empty cluster)")
         ax.legend(loc="best", fontsize=8, framealpha=0.85)
     return fig
 
@@ -197,7 +202,8 @@ def plot_inertia(result: Any, *, ax: Any = None, title: str | None = None, label
     ax.plot(it, val, "o-", ms=4, label=label or "inertia")
     reloc = [h["iteration"] for h in hist if h["relocated"]]
     if reloc:
-        ax.scatter(reloc, [hist[i]["inertia"] for i in reloc], s=80, facecolors="none", edgecolors="red", label="empty-cluster relocation", zorder=4)
+        ax.scatter(reloc, [hist[i]["inertia"] for i in reloc], s=80, facecolors="none", edgecolors="red",
+                   label="empty-cluster relocation", zorder=4)
     if min(val) > 0 and max(val) / min(val) > 20:
         ax.set_yscale("log")
     ax.set_xlabel("iteration (0 = initial centres)")
@@ -224,7 +230,9 @@ def plot_kmeans_grid(X: Any, results: Mapping[int, Any], *, truth: Any = None, a
         centers, labels, init, hist = _result_parts(r)
         plot_clusters(X, truth, None, init, ax=axs[row, 0], title=f"P = {p}: data and initial centres")
         conv = "converged" if getattr(r, "converged", True) else "not converged"
-        plot_trajectories(X, r, ax=axs[row, 1], title=f"P = {p}: {len(hist) - 1} iteration{'' if len(hist) == 2 else 's'} ({conv}), inertia {r.inertia:.4g}")
+        plot_trajectories(X, r, ax=axs[row, 1],
+                          title=f"P = {p}: {len(hist) - 1} iteration{'' if len(hist) == 2 else 's'} ({conv}), "
+                                f"inertia {r.inertia:.4g}")
     return fig
 
 
@@ -239,7 +247,5 @@ def plot_kmeans_summary(X: Any, result: Any, *, truth: Any = None) -> Any:
 
 def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 110) -> None:
     """Save ``fig`` as PNG via a temporary file in the same folder, then rename."""
-    from ._atomic import atomic_write
-
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
     _plt().close(fig)
