@@ -42,7 +42,15 @@ def set_working_memory(mib: float) -> None:
     64.0
     >>> sqdist.set_working_memory(old)
     """
-    _state.mib = check_positive_number(mib, "working_memory")
+    _state.mib = _check_mib(mib)
+
+
+def _check_mib(mib: float) -> float:
+    """A budget in MiB: a finite number > 0, at most 2**33 (8 EiB -- more than any machine)."""
+    mib = check_positive_number(mib, "working_memory")
+    if mib > 2**33:
+        raise SqdistError(f"working_memory: expected at most 2**33 MiB, got {mib!r}")
+    return mib
 
 
 @contextlib.contextmanager
@@ -69,7 +77,7 @@ def resolve_budget(mib: float | None) -> int:
     if mib is None:
         mib = get_working_memory()
     else:
-        mib = check_positive_number(mib, "working_memory")
+        mib = _check_mib(mib)
     return int(mib * 2**20)
 
 

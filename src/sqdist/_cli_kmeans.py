@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 from typing import Any
 
@@ -17,12 +18,13 @@ import numpy as np
 import torch
 
 from . import datasets, plotting
-from ._atomic import atomic_write
+from ._atomic import atomic_write, sweep_stale, temp_prefix
 from ._comm import Comm, destroy, init_from_env, launched_by_torchrun
+from ._files import read_points
 from ._init import INITS
 from ._results import KMeansResult
 from ._sources import as_source
-from ._validation import SqdistError
+from ._validation import SqdistError, check_finite_rows, check_no_alias, check_output_path, resolve_device
 from .clustering import kmeans_stream
 from .estimator import KMeans
 
@@ -89,22 +91,43 @@ def _print_summary(data_desc: str, r: KMeansResult, init: Any, sizes: np.ndarray
         print(f"empty-cluster relocations: {relocs}")
 
 
+_OUTPUTS = (("--labels", "labels"), ("--save", "save"), ("--plot", "plot"), ("--checkpoint", "checkpoint"))
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Before any work: every output is a file in an existing folder, none is an input (``--data``;
+    ``--resume`` for all but ``--checkpoint``, which may continue the same file) or another output;
+    stale temporaries of killed runs next to them are removed."""
+    outs = {opt: getattr(args, attr) for opt, attr in _OUTPUTS}
+    for opt, path in outs.items():
+        if path is not None:
+            check_output_path(path, opt)
+    check_no_alias(outs, {"--data": args.data})
+    check_no_alias({k: v for k, v in outs.items() if k != "--checkpoint"}, {"--resume": args.resume})
+    for path in outs.values():
+        if path is not None:
+            sweep_stale(path)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``sqdist kmeans``; prints a summary."""
+    check_outputs(args)
+    device = resolve_device(args.device, "--device")
     if _wants_streaming(args):  # .npy data, torchrun, checkpoints: streamed (and distributed) path
-        return _run_streamed(args)
+        return _run_streamed(args, device)
     if args.data is not None:
         X = datasets.load_points(args.data)
         truth = None
     else:
         X, truth = datasets.make_blobs(seed=args.seed)
     X = X.astype(args.dtype)
+    check_finite_rows(torch.from_numpy(X), "--data")
     init = _parse_init_arg(args.init) if args.init is not None else None
     K = args.n_clusters
     init, K = _resolve_init(init, K, X.shape[0])
-    data = X if args.device is None else torch.from_numpy(X).to(torch.device(args.device))
-    km = KMeans(K, init=init, n_init=args.n_init, max_iter=args.max_iter, tol=args.tol, seed=args.seed,
-                working_memory=args.working_memory)
+    data = X if device is None else torch.from_numpy(X).to(device)
+    km = KMeans(K, init=init, n_init=args.n_init, max_iter=args.max_iter, tol=args.tol, tol_mode="absolute",
+                random_state=args.seed, working_memory=args.working_memory)
     km.fit(data)
     r = km.result_
     labels = r.labels.cpu().numpy() if isinstance(r.labels, torch.Tensor) else r.labels
@@ -146,23 +169,23 @@ def _wants_streaming(args: argparse.Namespace) -> bool:
     return npy or multi or args.checkpoint is not None or args.resume is not None
 
 
-def _run_streamed(args: argparse.Namespace) -> int:
+def _run_streamed(args: argparse.Namespace, device: torch.device | None) -> int:
     """``sqdist kmeans`` on a .npy file, streamed; distributed when launched by torchrun."""
     if args.data is None or not str(args.data).lower().endswith(".npy"):
         raise SqdistError(
             f"--data: distributed, checkpointed and resumed runs read a .npy file, got {args.data!r}"
         )
-    if not (args.timeout > 0):
-        raise SqdistError(f"--timeout: expected a number of seconds > 0, got {args.timeout!r}")
-    created = init_from_env(args.timeout, args.device)
+    if not (math.isfinite(args.timeout) and 0 < args.timeout <= 1e9):
+        raise SqdistError(f"--timeout: expected a number of seconds in (0, 1e9], got {args.timeout!r}")
+    created = init_from_env(args.timeout, None if device is None else str(device))
     try:
-        return _run_streamed_in_group(args)
+        return _run_streamed_in_group(args, device)
     finally:
         if created:
             destroy()
 
 
-def _run_streamed_in_group(args: argparse.Namespace) -> int:
+def _run_streamed_in_group(args: argparse.Namespace, device: torch.device | None) -> int:
     comm = Comm()
     source = as_source(args.data, "--data")
     N, D = source.n_rows, source.n_features
@@ -172,13 +195,17 @@ def _run_streamed_in_group(args: argparse.Namespace) -> int:
     labels_path = args.labels
     tmp_labels = None
     if labels_path is None and (args.save or args.plot):
-        folder = os.path.dirname(os.path.abspath(args.save or args.plot))
-        tmp_labels = labels_path = os.path.join(folder, f".sqdist-labels-{os.getpid() if not comm.active else 'ranks'}.npy")
+        # the labels of a file are written to disk: a temporary named after the model (or plot), which
+        # later runs sweep away if this one is killed (the ranks of a process group share one name)
+        out = os.path.abspath(args.save or args.plot)
+        prefix = temp_prefix(out) if not comm.active else f".{os.path.basename(out)}.tmp-0-"
+        tmp_labels = labels_path = os.path.join(os.path.dirname(out), prefix + "labels")
     try:
         r = kmeans_stream(
-            source, K, init=init, n_init=args.n_init, max_iter=args.max_iter, tol=args.tol, seed=args.seed,
-            working_memory=args.working_memory, device=args.device, dtype=dtype, labels_out=labels_path,
-            checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, resume=args.resume,
+            source, K, init=init, n_init=args.n_init, max_iter=args.max_iter, tol=args.tol, tol_mode="absolute",
+            random_state=args.seed, working_memory=args.working_memory, device=device, dtype=dtype,
+            labels_out=labels_path, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
+            resume=args.resume,
         )
         if comm.rank != 0:
             return 0
@@ -189,11 +216,11 @@ def _run_streamed_in_group(args: argparse.Namespace) -> int:
             print(f"labels -> {args.labels}")
         if args.save:
             km = KMeans.from_result(r, init=init, n_init=args.n_init, max_iter=args.max_iter, tol=args.tol,
-                                    seed=args.seed, working_memory=args.working_memory)
+                                    tol_mode="absolute", random_state=args.seed, working_memory=args.working_memory)
             km.save(args.save)
             print(f"model -> {args.save}")
         if args.plot:
-            X = np.load(args.data, allow_pickle=False).astype(args.dtype)
+            X = read_points(args.data, "--data").astype(args.dtype)
             r.labels = np.asarray(r.labels)
             fig = plotting.plot_kmeans_summary(X, r, truth=None)
             plotting.save_figure(fig, args.plot)

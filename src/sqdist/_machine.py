@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["machine_info", "format_machine", "usable_cores"]
+__all__ = ["available_memory_bytes", "machine_info", "format_machine", "usable_cores"]
 
 
 def usable_cores() -> int:
@@ -48,6 +48,18 @@ def _total_memory_bytes() -> int | None:
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (AttributeError, ValueError, OSError):
         return None
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the kernel says is available for new allocations (``MemAvailable``), else the total; None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return _total_memory_bytes()
 
 
 def machine_info() -> dict[str, Any]:

@@ -2,8 +2,10 @@
 
 Data that does not fit in memory is read one *chunk* of rows at a time:
 
-* a path to a ``.npy`` file (opened with ``np.load(mmap_mode="r")``) or a
-  ``np.memmap``: after a chunk is copied out, its pages are released from
+* a path to a ``.npy`` file (memory-mapped read-only by
+  :func:`sqdist._files.open_npy`: header checked, never unpickled; a 1-D file
+  is N points of one feature) or a ``np.memmap``: after a chunk is copied
+  out, its pages are released from
   this process (``madvise(MADV_DONTNEED)``: the data stays in the OS page
   cache, but is no longer counted in the process's resident set), so resident
   memory stays bounded by the working-memory budget, not by the file size;
@@ -32,9 +34,10 @@ import numpy as np
 import torch
 
 from . import _chunking
+from ._files import open_npy
 from ._validation import SqdistError, as_tensor, describe
 
-__all__ = ["CHUNK_ROWS_MAX", "Source", "as_source", "chunk_rows", "is_out_of_core", "malloc_trim"]
+__all__ = ["CHUNK_ROWS_MAX", "Source", "as_source", "chunk_rows", "is_out_of_core", "is_sparse", "malloc_trim"]
 
 # Largest chunk (rows): a fixed cap so that, for any budget large enough, the
 # chunk grid -- and therefore every floating-point result -- is the same.
@@ -52,19 +55,33 @@ def _is_chunk(x: Any) -> bool:
     return isinstance(x, (np.ndarray, torch.Tensor)) and x.ndim == 2
 
 
+def is_sparse(X: Any) -> bool:
+    """True for SciPy sparse matrices/arrays and sparse torch tensors (not supported as data yet)."""
+    if isinstance(X, torch.Tensor):
+        return X.layout != torch.strided
+    return hasattr(X, "tocsr") and hasattr(X, "nnz")
+
+
 def is_out_of_core(X: Any) -> bool:
-    """True for data that sqdist streams instead of loading: a path, a memory map, or chunks.
+    """True for data that sqdist streams instead of loading: a path or an iterable of chunks.
+
+    Arrays, tensors and memory maps (``np.load(..., mmap_mode="r")``, and the
+    read-only memmaps joblib hands to worker processes) are data in memory.
 
     Examples
     --------
     >>> import numpy as np, sqdist
     >>> sqdist.is_out_of_core(np.zeros((3, 2))), sqdist.is_out_of_core([np.zeros((3, 2))])
     (False, True)
+    >>> sqdist.is_out_of_core("X.npy")
+    True
     """
-    if isinstance(X, (str, os.PathLike, np.memmap)):
+    if isinstance(X, (str, os.PathLike)):
         return True
     if isinstance(X, (np.ndarray, torch.Tensor)) or hasattr(X, "__array__") or hasattr(X, "__array_interface__"):
-        return False  # arrays and array-likes (DataFrames, ...) are in memory
+        return False  # arrays, memory maps and array-likes (DataFrames, ...) are in memory
+    if is_sparse(X):
+        return False
     if isinstance(X, (list, tuple)):
         return len(X) > 0 and all(_is_chunk(c) for c in X)
     return isinstance(X, Iterable) and not isinstance(X, (bytes, dict))
@@ -156,18 +173,12 @@ class NpySource(Source):
         else:
             path = os.fspath(X)
             self.label = repr(path)
-            if not os.path.exists(path):
-                raise FileNotFoundError(2, "No such file or directory", path)
-            try:
-                mm = np.load(path, mmap_mode="r", allow_pickle=False)
-            except (ValueError, OSError) as exc:
-                if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
-                    raise
-                raise SqdistError(f"{name}: {path!r} is not a valid .npy array file ({exc})") from None
-            if not isinstance(mm, np.ndarray):
-                raise SqdistError(f"{name}: {path!r} holds an archive, expected one .npy array")
+            mm = open_npy(path, name, mmap=True)  # header checked against the file size; OSError if unreadable
+        if mm.ndim == 1:  # N scalars: N points of one feature (a view, no copy)
+            mm = mm.reshape(-1, 1)
         if mm.ndim != 2:
-            raise SqdistError(f"{name}: expected a 2-D array (n, d) in {self.label}, got shape {mm.shape}")
+            raise SqdistError(f"{name}: expected a 2-D array (n, d) or a 1-D array of n values in {self.label}, "
+                              f"got shape {mm.shape}")
         kind = mm.dtype.kind
         if kind not in "fiub":
             raise SqdistError(f"{name}: expected numeric data in {self.label}, got dtype {mm.dtype}")

@@ -9,10 +9,14 @@ tensors to private ``_impl`` functions.  Every error raised here is a
 from __future__ import annotations
 
 import numbers
+import os
+import sys
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning as _SklearnConvergenceWarning
 
 __all__ = ["SqdistError", "SqdistWarning", "ConvergenceWarning"]
 
@@ -25,9 +29,9 @@ class SqdistWarning(UserWarning):
     """Base class of the warnings sqdist emits."""
 
 
-class ConvergenceWarning(SqdistWarning):
+class ConvergenceWarning(SqdistWarning, _SklearnConvergenceWarning):
     """An iterative method (k-means) ended in a degenerate or unconverged state,
-    e.g. fewer distinct points than clusters (as scikit-learn's ConvergenceWarning)."""
+    e.g. fewer distinct points than clusters; also scikit-learn's ConvergenceWarning."""
 
 
 def describe(x: Any) -> str:
@@ -48,6 +52,7 @@ def as_tensor(x: Any, name: str, *, min_ndim: int = 2) -> tuple[torch.Tensor, bo
     convention), ``float32`` for torch tensors (torch's).  Complex input is
     rejected.
     """
+    reject_sparse(x, name)
     was_numpy = not isinstance(x, torch.Tensor)
     if was_numpy:
         try:
@@ -167,3 +172,221 @@ def to_output(t: torch.Tensor, was_numpy: bool) -> Any:
     if was_numpy:
         return t.detach().numpy() if t.requires_grad else t.numpy()
     return t
+
+
+# --------------------------------------------------------------------------
+# sparse input, devices, output paths and buffers that must not alias inputs
+# --------------------------------------------------------------------------
+
+
+def _scipy_sparse(x: Any) -> bool:
+    """Whether ``x`` is a scipy.sparse matrix or array (without importing scipy: if it is not
+    imported, ``x`` cannot be one)."""
+    sparse = sys.modules.get("scipy.sparse")
+    issparse = getattr(sparse, "issparse", None)
+    return bool(issparse is not None and issparse(x))
+
+
+def reject_sparse(x: Any, name: str) -> None:
+    """Raise a :class:`SqdistError` for sparse input (torch sparse tensors, scipy.sparse
+    matrices and arrays): sqdist computes on dense data only, for now.
+
+    Examples
+    --------
+    >>> import torch
+    >>> reject_sparse(torch.eye(2).to_sparse(), "X")
+    Traceback (most recent call last):
+    ...
+    sqdist._validation.SqdistError: X: sparse input is not supported yet (got a torch.sparse_coo tensor ...); densify ...
+    """
+    if isinstance(x, torch.Tensor) and x.layout != torch.strided:
+        raise SqdistError(
+            f"{name}: sparse input is not supported yet (got a {x.layout} tensor of shape {tuple(x.shape)}); "
+            f"densify with .to_dense()"
+        )
+    if _scipy_sparse(x):
+        raise SqdistError(
+            f"{name}: sparse input is not supported yet (got scipy.sparse {type(x).__name__} of shape "
+            f"{getattr(x, 'shape', '?')}); densify with .toarray()"
+        )
+
+
+#: Device types sqdist computes on.
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+
+
+def resolve_device(device: Any, name: str = "device") -> torch.device | None:
+    """The ``torch.device`` for ``device`` (a string such as ``"cpu"``, ``"cuda:1"``, a
+    ``torch.device`` or a CUDA index), checked to exist on this machine.
+
+    ``None`` is returned as ``None`` (the caller's default: where the data is).
+    Unknown device types, unsupported ones (``"meta"``, ...) and devices this
+    torch build or machine lacks (``"cuda"`` on a CPU-only torch, ``"cuda:3"``
+    with two GPUs) raise :class:`SqdistError` naming ``name``.
+
+    Examples
+    --------
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    >>> resolve_device("tpu")
+    Traceback (most recent call last):
+    ...
+    sqdist._validation.SqdistError: device: 'tpu' is not a device; expected 'cpu', 'cuda', 'cuda:N', 'mps' or 'xpu'
+    """
+    if device is None:
+        return None
+    expected = "expected 'cpu', 'cuda', 'cuda:N', 'mps' or 'xpu'"
+    if isinstance(device, torch.device):
+        dev = device
+    elif isinstance(device, numbers.Integral) and not isinstance(device, bool):  # a CUDA index, as torch takes it
+        if not 0 <= int(device) < 2**31:
+            raise SqdistError(f"{name}: {device!r} is not a device; {expected}")
+        dev = torch.device("cuda", int(device))
+    elif isinstance(device, str):
+        try:
+            dev = torch.device(device.strip())
+        except (RuntimeError, ValueError, TypeError, OverflowError):
+            raise SqdistError(f"{name}: {device[:40]!r} is not a device; {expected}") from None
+    else:
+        raise SqdistError(f"{name}: {device!r} is not a device; {expected}")
+    if dev.type not in DEVICE_TYPES:
+        raise SqdistError(f"{name}: device type {dev.type!r} is not supported; {expected}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = " (this torch is a CPU-only build)" if torch.version.cuda is None else ""
+            raise SqdistError(
+                f"{name}: {str(device)!r} was requested but CUDA is not available{build}; use device='cpu'"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise SqdistError(
+                f"{name}: {str(device)!r} was requested but this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise SqdistError(f"{name}: {str(device)!r} was requested but MPS is not available; use device='cpu'")
+    elif dev.type == "xpu" and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
+        raise SqdistError(f"{name}: {str(device)!r} was requested but XPU is not available; use device='cpu'")
+    return dev
+
+
+def check_output_path(path: Any, name: str) -> str:
+    """An output file path, checked before any work is done: not an existing folder, in an
+    existing folder.  Returns it as ``str``."""
+    try:
+        p = os.fspath(path)
+    except TypeError:
+        raise SqdistError(f"{name}: expected a file path, got {path!r}") from None
+    if isinstance(p, bytes):
+        p = os.fsdecode(p)
+    if not p or "\0" in p:
+        raise SqdistError(f"{name}: expected a file path, got {p!r}")
+    if os.path.isdir(p):
+        raise SqdistError(f"{name}: {p!r} is a folder; give a file name")
+    folder = os.path.dirname(os.path.abspath(p))
+    if not os.path.isdir(folder):
+        raise SqdistError(f"{name}: the folder of {p!r} does not exist")
+    return p
+
+
+def _file_of(x: Any) -> str | None:
+    """The file behind ``x``: a path, or the file of a ``np.memmap``; None for anything else."""
+    if isinstance(x, np.memmap):
+        x = getattr(x, "filename", None)
+    if isinstance(x, (str, bytes, os.PathLike)):
+        try:
+            p = os.fspath(x)
+        except TypeError:
+            return None
+        return os.fsdecode(p) if isinstance(p, bytes) else p
+    return None
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether two paths name the same file (same inode, through links), or the same path."""
+    try:
+        if os.path.samefile(a, b):
+            return True
+    except (OSError, ValueError):  # one of them does not exist (yet)
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _span(x: Any) -> tuple[str, int, int] | None:
+    """(device, first byte, one past the last byte) of the memory an array or tensor reads."""
+    if isinstance(x, torch.Tensor):
+        if x.layout != torch.strided or x.numel() == 0:
+            return None
+        lo = x.data_ptr()
+        ext = sum((s - 1) * abs(st) for s, st in zip(x.shape, x.stride()))
+        return str(x.device), lo, lo + (ext + 1) * x.element_size()
+    if isinstance(x, np.ndarray):
+        if x.size == 0:
+            return None
+        ptr = x.__array_interface__["data"][0]
+        lo = ptr + sum((s - 1) * st for s, st in zip(x.shape, x.strides) if st < 0)
+        hi = ptr + sum((s - 1) * st for s, st in zip(x.shape, x.strides) if st > 0) + x.itemsize
+        return "cpu", lo, hi
+    return None
+
+
+def _as_numpy_view(x: Any) -> np.ndarray | None:
+    if isinstance(x, np.ndarray):
+        return x
+    try:
+        return x.detach().numpy() if x.device.type == "cpu" else None
+    except (TypeError, RuntimeError):  # bfloat16 and other dtypes NumPy lacks
+        return None
+
+
+def overlaps(a: Any, b: Any) -> bool:
+    """Whether two arrays / tensors share memory (byte ranges on one device, then NumPy's exact
+    test where it can decide it; undecidable cases count as overlapping)."""
+    sa, sb = _span(a), _span(b)
+    if sa is None or sb is None or sa[0] != sb[0] or sa[2] <= sb[1] or sb[2] <= sa[1]:
+        return False
+    na, nb = _as_numpy_view(a), _as_numpy_view(b)
+    if na is None or nb is None:
+        return True
+    try:
+        return bool(np.shares_memory(na, nb, max_work=10**6))
+    except np.exceptions.TooHardError:
+        return True
+
+
+def check_no_alias(outputs: Mapping[str, Any], inputs: Mapping[str, Any]) -> None:
+    """Refuse outputs that would destroy an input or another output, before anything is written.
+
+    ``outputs`` and ``inputs`` map argument names to paths (or ``np.memmap``)
+    and arrays / tensors; ``None`` entries are skipped.  An output path may not
+    be the same file as an input (``os.path.samefile``: also through hard and
+    symbolic links) nor as another output; an output buffer (``out=``) may not
+    share memory with an input.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.zeros((3, 3))
+    >>> check_no_alias({"out": X}, {"X": X})
+    Traceback (most recent call last):
+    ...
+    sqdist._validation.SqdistError: out: shares memory with X; the result would overwrite the input ...
+    """
+    outs = [(k, v) for k, v in outputs.items() if v is not None]
+    ins = [(k, v) for k, v in inputs.items() if v is not None]
+    for i, (oname, o) in enumerate(outs):
+        ofile = _file_of(o)
+        for iname, x in ins:
+            xfile = _file_of(x)
+            if ofile is not None and xfile is not None and same_file(ofile, xfile):
+                raise SqdistError(
+                    f"{oname}: {ofile!r} is the input {iname} ({xfile!r}); writing it would destroy the input -- "
+                    f"choose another file"
+                )
+            if ofile is None and xfile is None and overlaps(o, x):
+                raise SqdistError(
+                    f"{oname}: shares memory with {iname}; the result would overwrite the input while it is read -- "
+                    f"pass a separate buffer"
+                )
+        for oname2, o2 in outs[i + 1 :]:
+            f2 = _file_of(o2)
+            if ofile is not None and f2 is not None and same_file(ofile, f2):
+                raise SqdistError(f"{oname} and {oname2}: both name {ofile!r}; one would overwrite the other")

@@ -74,8 +74,8 @@ import torch
 
 from ._bench_measure import err_vs_f64, max_rel, measure_cpu, measure_cuda, median_time, pinned_threads, reference_blocks
 from ._bench_result import LABELS, TOLERANCE, AgreementCheck, BenchResult, BenchRow, format_table, write_results
-from ._machine import machine_info, usable_cores
-from ._validation import SqdistError, check_choice, check_positive_int, check_positive_number
+from ._machine import available_memory_bytes, machine_info, usable_cores
+from ._validation import SqdistError, check_choice, check_output_path, check_positive_int, check_positive_number
 from .distances import sqdist
 
 __all__ = [
@@ -168,6 +168,27 @@ def _resolve_methods(methods: Iterable[str] | str | None) -> tuple[str, ...]:
     return tuple(m for m in BENCH_METHODS if m in chosen)
 
 
+def bytes_needed(N: int, P: int, D: int) -> int:
+    """Peak host memory of one size, roughly: the data in float32 and float64 (12 (N + P) D bytes), up to
+    three N x P results alive at once (the float64 reference, a NumPy result, the method's own: 16 N P)
+    and the working-memory budget of the product path (256 MiB)."""
+    return 12 * (N + P) * D + 16 * N * P + (1 << 28)
+
+
+def _check_memory(grid: list[tuple[int, int, int]]) -> None:
+    """Refuse sizes that cannot fit this machine's available memory, before allocating anything."""
+    avail = available_memory_bytes()
+    if avail is None:
+        return
+    for N, P, D in grid:
+        need = bytes_needed(N, P, D)
+        if need > avail:
+            raise SqdistError(
+                f"sizes: {N}x{P}x{D} needs about {need / 2**30:.3g} GiB of memory (its N x P distance matrices and "
+                f"copies of the data), this machine has {avail / 2**30:.3g} GiB available; choose smaller sizes"
+            )
+
+
 def _resolve_devices(device: str) -> tuple[str, ...]:
     check_choice(device, "device", DEVICES)
     cuda = torch.cuda.is_available()
@@ -228,6 +249,7 @@ def run_bench(
         ``validation_passed`` and ``verdict()``.
     """
     grid = parse_sizes(DEFAULT_SIZES if sizes is None else sizes)
+    _check_memory(grid)
     chosen = _resolve_methods(methods)
     devices = _resolve_devices(device)
     threads = usable_cores() if threads is None else check_positive_int(threads, "threads")
@@ -235,6 +257,8 @@ def run_bench(
     broadcast_max_elements = check_positive_int(broadcast_max_elements, "broadcast_max_elements")
     min_run_time = check_positive_number(min_run_time, "min_run_time")
     seed = check_positive_int(seed, "seed", minimum=0)
+    if seed >= 2**63:
+        raise SqdistError(f"seed: expected an integer in [0, 2**63), got {seed}")
     say = progress or (lambda msg: None)
 
     rows: list[BenchRow] = []
@@ -375,6 +399,8 @@ def run(args: Any) -> int:
     """``sqdist bench``: print the table; exit 0 if validation passed, 1 if not."""
     if args.out is not None and Path(args.out).suffix.lower() not in (".json", ".csv"):
         raise SqdistError(f"--out: expected a file name ending in .json or .csv, got {args.out!r}")
+    if args.out is not None:
+        check_output_path(args.out, "--out")  # a folder, or a missing one, fails now, not after the benchmark
     sizes = args.sizes if args.sizes is not None else (QUICK_SIZES if args.quick else None)
     progress = None if args.quiet else (lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
     t0 = time.perf_counter()

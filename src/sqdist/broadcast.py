@@ -330,6 +330,11 @@ def render_table(table: dict[str, Any]) -> str:
 _SEPARATORS = re.compile(r"[xX\u00d7*]")
 
 
+def _short(text: str, n: int = 40) -> str:
+    """``text`` cut to ``n`` characters for an error message."""
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
 def parse_shape(text: str, name: str = "shape") -> tuple[int, ...]:
     """Parse a shape written as text.
 
@@ -374,7 +379,9 @@ def parse_shape(text: str, name: str = "shape") -> tuple[int, ...]:
         if not p:
             raise SqdistError(f"{name} {text!r}: empty size between separators; {expected}")
         if re.fullmatch(r"[+-]?\d+", p) is None:
-            raise SqdistError(f"{name} {text!r}: size {p!r} is not a whole number; {expected}")
+            raise SqdistError(f"{name} {_short(text)!r}: size {_short(p)!r} is not a whole number; {expected}")
+        if len(p.lstrip("+-").lstrip("0")) > 19 or abs(int(p)) >= 2**63:  # before int() meets its digit limit
+            raise SqdistError(f"{name} {_short(text)!r}: size {_short(p)!r} is too large; sizes are below 2**63")
         v = int(p)
         if v < 0:
             raise SqdistError(f"{name} {text!r}: size {v} is negative; sizes must be >= 0")

@@ -2,7 +2,10 @@
 
 Each feature module used here exposes ``configure_parser(parser)`` and
 ``run(args) -> int``.  Errors from bad input (:class:`SqdistError`, unreadable
-files) print one line on stderr and exit with status 2 -- never a traceback.
+files, a problem too large for this machine's memory) print one line on
+stderr, ``sqdist COMMAND: error: ...``, and exit with status 2 -- never a
+traceback.  Before a command runs, stale temporaries that killed runs left next
+to its ``--out`` are removed (:func:`sqdist._atomic.sweep_stale`).
 """
 
 from __future__ import annotations
@@ -11,9 +14,15 @@ import argparse
 import sys
 from types import ModuleType
 
+import torch
+
 from . import _cli_broadcast, _cli_kmeans, bench, report
+from ._atomic import sweep_stale
 from ._validation import SqdistError
 from ._version import __version__
+
+# torch's out-of-memory error (torch.OutOfMemoryError since 2.5, torch.cuda.OutOfMemoryError before)
+_TORCH_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 # sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[ModuleType, str]] = {
@@ -42,20 +51,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(command: str, message: str) -> int:
+    text = " ".join(str(message).split()) or "unknown error"
+    print(f"sqdist {command}: error: {text}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "_module", None) is None:
         parser.print_help(sys.stderr)
         return 2
+    cmd = args.command
     try:
+        if isinstance(getattr(args, "out", None), str):  # report folder, bench results
+            sweep_stale(args.out)
         return int(args._module.run(args) or 0)
     except SqdistError as exc:
-        print(f"sqdist {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return _one_line(cmd, str(exc))
+    except ValueError as exc:  # a library's own check of the input (scikit-learn's validation, ...)
+        return _one_line(cmd, str(exc) or type(exc).__name__)
     except OSError as exc:
-        print(f"sqdist {args.command}: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
-        return 2
+        where = exc.filename if exc.filename is not None else ""
+        return _one_line(cmd, f"{exc.strerror or exc}: {where}".rstrip(": "))
+    except (MemoryError, _TORCH_OOM) as exc:
+        return _one_line(cmd, f"out of memory ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                              f"try smaller sizes or a smaller --working-memory")
+    except OverflowError as exc:
+        return _one_line(cmd, f"a number is too large: {exc}")
+    except RuntimeError as exc:  # torch's CPU allocator failing is a plain RuntimeError
+        if "can't allocate memory" not in str(exc):
+            raise
+        return _one_line(cmd, f"out of memory ({str(exc).splitlines()[0]}); try smaller sizes or a smaller "
+                              f"--working-memory")
     except KeyboardInterrupt:
-        print(f"sqdist {args.command}: interrupted", file=sys.stderr)
+        print(f"sqdist {cmd}: interrupted", file=sys.stderr)
         return 130

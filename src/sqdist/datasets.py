@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._files import read_points
 from ._validation import SqdistError, check_positive_int, check_positive_number, make_generator
 
 __all__ = ["make_blobs", "exercise_init_indices", "EXERCISE_INIT_INDICES", "load_points"]
@@ -128,6 +129,10 @@ def load_points(path: str | os.PathLike) -> np.ndarray:
     """Read points of shape (N, D) from ``.npy`` (no pickle) or ``.csv`` (comma separated,
     with or without one header line).  A 1-D file gives shape (N, 1).
 
+    The header line is recognised only when none of its fields is a number; a
+    UTF-8 byte-order mark is ignored.  A ``.npy`` file must hold exactly the
+    data its header declares (see :mod:`sqdist._files`, the one reader of files).
+
     Raises
     ------
     SqdistError
@@ -135,41 +140,4 @@ def load_points(path: str | os.PathLike) -> np.ndarray:
     OSError
         Missing or unreadable file.
     """
-    p = os.fspath(path)
-    ext = os.path.splitext(p)[1].lower()
-    if ext == ".npy":
-        try:
-            X = np.load(p, allow_pickle=False)
-        except ValueError as exc:
-            raise SqdistError(f"--data: {p!r} is not a valid .npy array file ({exc})") from None
-        if X.dtype.kind not in "biuf":
-            raise SqdistError(f"--data: {p!r} holds dtype {X.dtype}; expected numbers")
-    elif ext in (".csv", ".txt"):
-        with open(p, encoding="utf-8", errors="replace") as f:
-            lines = [ln for ln in f.read().splitlines() if ln.strip()]
-        if not lines:
-            raise SqdistError(f"--data: {p!r} is empty")
-        def parse(ln: str, lineno: int) -> list[float]:
-            try:
-                return [float(v) for v in ln.split(",")]
-            except ValueError:
-                raise SqdistError(f"--data: {p!r} line {lineno}: expected comma-separated numbers, got {ln[:60]!r}") from None
-        start = 0
-        try:
-            [float(v) for v in lines[0].split(",")]
-        except ValueError:
-            start = 1  # a header line
-        rows = [parse(ln, i + 1) for i, ln in enumerate(lines) if i >= start]
-        if not rows:
-            raise SqdistError(f"--data: {p!r} has a header but no data rows")
-        widths = {len(r) for r in rows}
-        if len(widths) != 1:
-            raise SqdistError(f"--data: {p!r} rows have different numbers of columns {sorted(widths)}")
-        X = np.asarray(rows, dtype=np.float64)
-    else:
-        raise SqdistError(f"--data: expected a .npy or .csv file, got {p!r}")
-    if X.ndim == 1:
-        X = X.reshape(-1, 1)
-    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-        raise SqdistError(f"--data: expected a 2-D array of points (N, D), got shape {X.shape} from {p!r}")
-    return X
+    return read_points(path, "--data")

@@ -21,7 +21,7 @@ from . import _chunking
 from ._backend import BACKENDS, METHODS, resolve_backend, resolve_method
 from ._dense import check_out, chunks, nearest_rows, prepare_inputs, sqdist_2d
 from ._sources import as_source, chunk_rows, is_out_of_core
-from ._validation import SqdistError, as_tensor, compute_dtype, describe, to_output
+from ._validation import SqdistError, as_tensor, check_no_alias, compute_dtype, describe, to_output
 
 __all__ = ["BACKENDS", "METHODS", "nearest", "sqdist", "sqdist_chunks"]
 
@@ -54,6 +54,7 @@ def sqdist(
         otherwise ``"gemm"``.
     out : ndarray or Tensor of shape (..., N, P), optional
         Buffer to write the result into (same dtype and device as the result).
+        It may not share memory with ``X`` or ``T`` (``SqdistError``).
     working_memory : float, optional
         Budget in MiB for temporaries beyond the output (default:
         :func:`sqdist.get_working_memory`, 256 MiB).  The broadcast paths are
@@ -97,6 +98,7 @@ def sqdist(
         out_t = _chunking.empty_output(shape, dtype, Xt.device)
     else:
         out_t = check_out(out, shape, dtype, Xt.device, was_numpy)
+        check_no_alias({"out": out_t}, {"X": Xt, "T": Tt})  # never overwrite an input while reading it
     if not batch:
         res = sqdist_2d(Xt, Tt, method, backend, out_t, budget)
         if res is not out_t and out is not None:
