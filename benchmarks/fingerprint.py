@@ -51,7 +51,7 @@ dist.init_process_group("gloo")
 import sqdist
 sys.path.insert(0, os.path.dirname(sys.argv[3]))
 from fingerprint import _digest
-r = sqdist.kmeans_stream(sys.argv[1], 6, seed=0, max_iter=30, tol=0.0, working_memory=0.25,
+r = sqdist.kmeans_stream(sys.argv[1], 6, random_state=0, max_iter=30, tol=0.0, working_memory=0.25,
                          labels_out=sys.argv[2] + ".labels.npy")
 if dist.get_rank() == 0:
     r.labels = np.load(sys.argv[2] + ".labels.npy")
@@ -95,19 +95,19 @@ def main() -> None:
             res[f"blobs {dt} P={P}"] = _digest(r)
     rng = np.random.default_rng(0)
     Y = (rng.normal(size=(200_000, 16)) + rng.integers(0, 8, size=(200_000, 1))).astype(np.float32)
-    res["2e5x16 K=32 k-means++"] = _digest(sqdist.kmeans(Y, 32, seed=0, max_iter=50))
+    res["2e5x16 K=32 k-means++"] = _digest(sqdist.kmeans(Y, 32, random_state=0, max_iter=50))
     G = (rng.normal(size=(20_000, 64)) + 100.0).astype(np.float32)
-    res["2e4x64 K=128 (product path) k-means++"] = _digest(sqdist.kmeans(G, 128, seed=0, max_iter=8))
+    res["2e4x64 K=128 (product path) k-means++"] = _digest(sqdist.kmeans(G, 128, random_state=0, max_iter=8))
     E = np.r_[np.zeros((40, 2)), np.ones((40, 2)), [[50.0, 50.0]]]
     res["empty-cluster relocation"] = _digest(
         sqdist.kmeans(E, init=np.array([[0.0, 0.0], [1.0, 1.0], [-9.0, -9.0], [99.0, 0.0]]))
     )
     Z = torch.from_numpy(Y[:20_000, :4].copy())
-    res["tensor 2e4x4 K=7 random n_init=3"] = _digest(sqdist.kmeans(Z, 7, init="random", n_init=3, seed=1))
+    res["tensor 2e4x4 K=7 random n_init=3"] = _digest(sqdist.kmeans(Z, 7, init="random", n_init=3, random_state=1))
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "data.npy")
         np.save(path, (rng.normal(size=(30_000, 8)) * 3 + rng.integers(0, 5, size=(30_000, 1))).astype(np.float32))
-        r = sqdist.kmeans_stream(path, 6, seed=0, max_iter=30, tol=0.0, working_memory=0.25,
+        r = sqdist.kmeans_stream(path, 6, random_state=0, max_iter=30, tol=0.0, working_memory=0.25,
                                  labels_out=os.path.join(tmp, "l.npy"))
         r.labels = np.load(os.path.join(tmp, "l.npy"))
         res["streamed 3e4x8 K=6, 1 process"] = _digest(r)

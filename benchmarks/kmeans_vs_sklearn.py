@@ -44,7 +44,7 @@ def main() -> None:
     X64, _ = sqdist.datasets.make_blobs(n_blobs=args.k, n_per_blob=args.n // args.k, dim=args.d, std=1.0, seed=0, radius=6.0)
     rows = []
     with threadpool_limits(limits=args.threads):
-        C0 = sqdist.kmeans(X64, args.k, init="k-means++", seed=0, max_iter=1).init_centers
+        C0 = sqdist.kmeans(X64, args.k, init="k-means++", random_state=0, max_iter=1).init_centers
         for dt in args.dtypes.split(","):
             X = X64.astype(dt)
             init = C0.astype(dt)

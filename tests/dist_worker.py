@@ -27,6 +27,7 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=20.0)
     p.add_argument("--checkpoint")
     p.add_argument("--resume")
+    p.add_argument("--weights", help="a .npy of sample weights, one per row")
     p.add_argument("--die-rank", type=int, default=-1)
     p.add_argument("--die-at-pass", type=int, default=-1)
     a = p.parse_args()
@@ -52,8 +53,8 @@ def main() -> int:
         _engine.Streamed.assign = dying_pass
     try:
         r = sqdist.kmeans_stream(
-            a.data, a.k, init=a.init, seed=a.seed, max_iter=a.max_iter, tol=a.tol, working_memory=a.working_memory,
-            labels_out=a.out + ".labels.npy", checkpoint=a.checkpoint, resume=a.resume,
+            a.data, a.k, init=a.init, random_state=a.seed, max_iter=a.max_iter, tol=a.tol, working_memory=a.working_memory,
+            labels_out=a.out + ".labels.npy", checkpoint=a.checkpoint, resume=a.resume, sample_weight=a.weights,
         )
     except sqdist.SqdistError as exc:
         print(f"worker rank {rank}: error: {exc}", file=sys.stderr)

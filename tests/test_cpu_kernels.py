@@ -138,12 +138,14 @@ def test_update_assign_equals_the_separate_steps():
         _, _, sums, counts, inertia = ck.assign_accumulate(X, C)
         inertias = [inertia]
         for _ in range(6):
-            C2, shift, lab2, mind2, sums2, counts2, inertia2 = ck.update_assign(X, C, sums, counts, labels, mind)
+            C2, shift, sumsq, sums2, counts2, inertia2, n_empty = ck.update_assign(
+                X.numpy(), C.numpy(), sums.numpy(), counts.numpy(), labels.numpy(), mind.numpy())
+            C2, sums2, counts2 = torch.from_numpy(C2), torch.from_numpy(sums2), torch.from_numpy(counts2)
             want_C = (sums / counts[:, None]).to(dtype)
-            assert torch.equal(C2, want_C) and shift == max_shift(want_C, C)
+            assert torch.equal(C2, want_C) and (shift, sumsq) == max_shift(want_C, C)
             l3, m3, s3, c3, i3 = ck.assign_accumulate(X, want_C)
-            assert torch.equal(lab2, l3) and torch.equal(mind2, m3) and torch.equal(sums2, s3)
-            assert torch.equal(counts2, c3) and inertia2 == i3
+            assert torch.equal(labels, l3) and torch.equal(mind, m3) and torch.equal(sums2, s3)
+            assert torch.equal(counts2, c3) and inertia2 == i3 and n_empty == int((c3 == 0).sum())
             C, sums, counts = C2, sums2, counts2
             inertias.append(inertia2)
         assert all(b <= a * (1 + 1e-12) for a, b in zip(inertias, inertias[1:]))  # inertia never increases

@@ -86,7 +86,7 @@ def single(data) -> dict:
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        r = sqdist.kmeans_stream(str(data), 6, init="k-means++", seed=0, max_iter=30, tol=0.0, working_memory=0.25,
+        r = sqdist.kmeans_stream(str(data), 6, init="k-means++", random_state=0, max_iter=30, tol=0.0, working_memory=0.25,
                                  labels_out=data.parent / "single.labels.npy")
     finally:
         torch.set_num_threads(n)
@@ -117,6 +117,29 @@ def test_two_ranks_equal_one_process(data, single, one_thread):
     np.testing.assert_array_equal(two["hist_inertia"], single["hist_inertia"])
 
 
+def test_weighted_two_ranks_equal_one_process_and_in_memory(data, one_thread):
+    """Sample weights from a .npy beside the data: 2 ranks give the single process's bits, and the
+    in-memory weighted fit's labels and centres (sums differ only in their float64 rounding)."""
+    import sqdist
+
+    X = np.load(data)
+    w = np.random.default_rng(11).uniform(0.0, 3.0, size=X.shape[0])
+    wpath = data.parent / "w.npy"
+    np.save(wpath, w)
+    one = sqdist.kmeans_stream(str(data), 6, init="k-means++", random_state=0, max_iter=30, tol=0.0,
+                               working_memory=0.25, sample_weight=str(wpath), labels_out=data.parent / "w1.labels.npy")
+    ref = sqdist.kmeans(X, 6, init=one.init_centers, max_iter=30, tol=0.0, sample_weight=w)
+    np.testing.assert_array_equal(np.load(data.parent / "w1.labels.npy"), ref.labels)
+    np.testing.assert_allclose(one.centers, ref.centers, rtol=1e-6)
+    assert one.n_iter == ref.n_iter and one.inertia == pytest.approx(ref.inertia, rel=1e-9)
+    out = data.parent / "wtwo.npz"
+    res = _run_ranks([str(data), str(out), "--weights", str(wpath)], world=2)
+    assert [r.returncode for r in res] == [0, 0], [r.stderr[-2000:] for r in res]
+    two = _load(out)
+    np.testing.assert_array_equal(two["centers"], one.centers)  # bit-identical
+    assert two["inertia"] == one.inertia and two["n_iter"] == one.n_iter
+
+
 def test_dead_rank_errors_in_bounded_time_and_resume_equals_uninterrupted(data, single, tmp_path):
     ck = tmp_path / "ck.npz"
     out = tmp_path / "res.npz"
@@ -145,20 +168,20 @@ def test_resume_refuses_other_settings(data, tmp_path, one_thread):
     import sqdist
 
     ck = tmp_path / "ck.npz"
-    sqdist.kmeans_stream(str(data), 6, seed=0, max_iter=1, tol=0.0, working_memory=0.25, checkpoint=ck)
+    sqdist.kmeans_stream(str(data), 6, random_state=0, max_iter=1, tol=0.0, working_memory=0.25, checkpoint=ck)
     with pytest.raises(sqdist.SqdistError, match="n_clusters"):
-        sqdist.kmeans_stream(str(data), 5, seed=0, tol=0.0, working_memory=0.25, resume=ck)
+        sqdist.kmeans_stream(str(data), 5, random_state=0, tol=0.0, working_memory=0.25, resume=ck)
     with pytest.raises(sqdist.SqdistError, match="chunk_rows"):
-        sqdist.kmeans_stream(str(data), 6, seed=0, tol=0.0, working_memory=0.5, resume=ck)
+        sqdist.kmeans_stream(str(data), 6, random_state=0, tol=0.0, working_memory=0.5, resume=ck)
     (tmp_path / "junk.npz").write_bytes(b"junk")
     with pytest.raises(sqdist.SqdistError, match="not a sqdist k-means checkpoint"):
-        sqdist.kmeans_stream(str(data), 6, seed=0, tol=0.0, working_memory=0.25, resume=tmp_path / "junk.npz")
+        sqdist.kmeans_stream(str(data), 6, random_state=0, tol=0.0, working_memory=0.25, resume=tmp_path / "junk.npz")
     # a foreign .npz that happens to carry a matching "format" key: a clear error, not a KeyError
     from sqdist import _checkpoint
 
     np.savez(tmp_path / "foreign.npz", format=np.array(_checkpoint.FORMAT), other=np.zeros(3))
     with pytest.raises(sqdist.SqdistError, match="not a valid sqdist k-means checkpoint"):
-        sqdist.kmeans_stream(str(data), 6, seed=0, tol=0.0, working_memory=0.25, resume=tmp_path / "foreign.npz")
+        sqdist.kmeans_stream(str(data), 6, random_state=0, tol=0.0, working_memory=0.25, resume=tmp_path / "foreign.npz")
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")

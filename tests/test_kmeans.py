@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sqdist
-from sqdist import ConvergenceWarning, KMeans, SqdistError, kmeans
+from sqdist import ConvergenceWarning, KMeans, NotFittedError, SqdistError, kmeans
 from sqdist._step import assign_accumulate as _assign_accumulate
 from sqdist._step import order_far
 from sqdist._step import update_centers as _update_centers
@@ -115,8 +115,8 @@ def test_duplicated_points_enough_distinct():
 
 def test_fewer_distinct_points_than_clusters_warns():
     X = np.repeat(np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 7.0]]), 10, axis=0)
-    with pytest.warns(ConvergenceWarning, match="non-empty clusters"):
-        r = kmeans(X, 5, init="random", seed=0, max_iter=20)
+    with pytest.warns(ConvergenceWarning, match=r"Number of distinct clusters \(\d\) found smaller than n_clusters"):
+        r = kmeans(X, 5, init="random", random_state=0, max_iter=20)
     assert np.isfinite(r.centers).all()
     assert not (np.abs(r.centers).sum(1) == 0).any()  # never the origin
     assert len(np.unique(r.labels)) == 3
@@ -137,7 +137,7 @@ def test_inertia_never_increases(n, d, k, seed, dup):
     k = min(k, n)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        r = kmeans(X, k, init="random", seed=seed, max_iter=30, tol=0)
+        r = kmeans(X, k, init="random", random_state=seed, max_iter=30, tol=0)
     vals = [h["inertia"] for h in r.history]
     assert all(b <= a * (1 + 1e-12) + 1e-12 for a, b in zip(vals, vals[1:])), vals
     assert np.isfinite(r.centers).all()
@@ -149,7 +149,7 @@ def test_inertia_never_increases(n, d, k, seed, dup):
 
 def test_stopping_rule_and_history():
     X, _ = make_blobs()
-    r = kmeans(X, init=EXERCISE_INIT_INDICES[8], max_iter=100, tol=0.05)
+    r = kmeans(X, init=EXERCISE_INIT_INDICES[8], max_iter=100, tol=0.05, tol_mode="absolute")
     shifts = [h["max_shift"] for h in r.history[1:]]
     assert r.converged and len(r.history) == r.n_iter + 1
     assert shifts[-1] < 0.05 and all(s >= 0.05 for s in shifts[:-1])
@@ -199,27 +199,38 @@ def test_chunked_stats_equal_whole_and_small_budget():
 
 def test_inits_and_seeds():
     X, _ = make_blobs()
-    a = kmeans(X, 5, init="k-means++", seed=3, max_iter=3)
-    b = kmeans(X, 5, init="k-means++", seed=torch.Generator().manual_seed(3), max_iter=3)
+    a = kmeans(X, 5, init="k-means++", random_state=3, max_iter=3)
+    b = kmeans(X, 5, init="k-means++", random_state=torch.Generator().manual_seed(3), max_iter=3)
     assert a.init_centers.tobytes() == b.init_centers.tobytes() and a.centers.tobytes() == b.centers.tobytes()
     rows = {tuple(x) for x in X}
     assert all(tuple(c) in rows for c in a.init_centers) and len({tuple(c) for c in a.init_centers}) == 5
-    r = kmeans(X, 5, init="random", seed=1, max_iter=1)
+    r = kmeans(X, 5, init="random", random_state=1, max_iter=1)
     assert all(tuple(c) in rows for c in r.init_centers) and len({tuple(c) for c in r.init_centers}) == 5
     # k-means++ on well separated blobs picks one centre per blob
     _, y = make_blobs()
     lab = [int(y[np.flatnonzero((X == c).all(1))[0]]) for c in a.init_centers]
     assert sorted(lab) == [0, 1, 2, 3, 4]
     # restarts keep the lowest inertia among the runs drawn from the same generator
-    single = [kmeans(X, 8, init="random", seed=g, max_iter=50).inertia for g in [torch.Generator().manual_seed(7)] * 1]
-    multi = kmeans(X, 8, init="random", n_init=4, seed=7, max_iter=50)
+    single = [kmeans(X, 8, init="random", n_init=1, random_state=g, max_iter=50).inertia
+              for g in [torch.Generator().manual_seed(7)] * 1]
+    multi = kmeans(X, 8, init="random", n_init=4, random_state=7, max_iter=50)
     assert multi.inertia <= single[0]
     # global RNG untouched
     state = torch.get_rng_state()
-    kmeans(X, 5, seed=0, max_iter=2)
+    kmeans(X, 5, random_state=0, max_iter=2)
     assert torch.equal(state, torch.get_rng_state())
     with pytest.warns(sqdist.SqdistWarning, match="n_init"):
         kmeans(X, init=[0, 1], n_init=3, max_iter=1)
+    with pytest.warns(RuntimeWarning, match="Explicit initial center position passed"):  # scikit-learn's warning
+        kmeans(X, init=[0, 1], n_init=3, max_iter=1)
+    # n_init="auto": one run for k-means++ and fixed inits, ten for "random" (scikit-learn's rule)
+    auto = kmeans(X, 8, init="random", random_state=7, max_iter=50)
+    assert auto.inertia == kmeans(X, 8, init="random", n_init=10, random_state=7, max_iter=50).inertia
+    # NumPy generators seed the fit too (one draw from them), never a global RNG
+    r1 = kmeans(X, 5, random_state=np.random.default_rng(0), max_iter=3)
+    r2 = kmeans(X, 5, random_state=np.random.default_rng(0), max_iter=3)
+    r3 = kmeans(X, 5, random_state=np.random.RandomState(0), max_iter=3)
+    assert r1.init_centers.tobytes() == r2.init_centers.tobytes() and r3.init_centers.shape == (5, 2)
 
 
 _DET_SCRIPT = """
@@ -229,9 +240,9 @@ import sqdist
 def digest():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(40000, 4)) * np.arange(1, 5)  # > 32768 values per reduction
-    r = sqdist.kmeans(X, 8, init='k-means++', seed=11, max_iter=4, tol=0)
+    r = sqdist.kmeans(X, 8, init='k-means++', random_state=11, max_iter=4, tol=0)
     h = hashlib.sha256(r.centers.tobytes() + r.labels.tobytes() + np.float64(r.inertia).tobytes() + r.init_centers.tobytes())
-    r32 = sqdist.kmeans(torch.from_numpy(X).float(), 8, init='random', seed=11, max_iter=3, tol=0)
+    r32 = sqdist.kmeans(torch.from_numpy(X).float(), 8, init='random', random_state=11, max_iter=3, tol=0)
     h.update(r32.centers.numpy().tobytes() + r32.labels.numpy().tobytes() + np.float64(r32.inertia).tobytes())
     return h.hexdigest()
 
@@ -279,13 +290,14 @@ def test_estimator_api(tmp_path):
     labels = km.fit_predict(X)
     np.testing.assert_array_equal(labels, km.labels_)
     np.testing.assert_array_equal(km.predict(X), km.labels_)
-    D = km.transform(X[:7])
+    D = km.transform_squared(X[:7])
     np.testing.assert_allclose(D, ((X[:7, None] - km.cluster_centers_[None]) ** 2).sum(-1), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(km.transform(X[:7]), np.sqrt(D), rtol=1e-15)  # Euclidean, as scikit-learn
     assert km.score(X) == pytest.approx(-km.inertia_, rel=1e-12)
     assert km.n_iter_ == len(km.history_) - 1 and km.converged_
     assert km.get_params()["n_clusters"] == 5
     assert km.set_params(max_iter=7) is km and km.max_iter == 7
-    with pytest.raises(SqdistError, match="unknown parameter"):
+    with pytest.raises(ValueError, match="Invalid parameter 'nope'"):  # scikit-learn's set_params
         km.set_params(nope=1)
     # torch prediction with numpy-fitted centres
     np.testing.assert_array_equal(km.predict(torch.from_numpy(X)).numpy(), km.labels_)
@@ -302,7 +314,7 @@ def test_estimator_api(tmp_path):
     assert len(km2.history_) == len(km.history_)
     np.testing.assert_array_equal(km2.history_[-1]["centers"], km.history_[-1]["centers"])
     np.testing.assert_array_equal(km2.predict(X), km.labels_)
-    kt = KMeans(3, init="k-means++", seed=0, max_iter=5).fit(torch.from_numpy(X))
+    kt = KMeans(3, init="k-means++", random_state=0, max_iter=5).fit(torch.from_numpy(X))
     kt.save(tmp_path / "t.npz")
     assert isinstance(KMeans.load(tmp_path / "t.npz").cluster_centers_, torch.Tensor)
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
@@ -343,7 +355,7 @@ def test_bad_files(tmp_path):
         (dict(n_clusters=2, max_iter=0), "max_iter"),
         (dict(n_clusters=2, tol=-1.0), "tol"),
         (dict(n_clusters=2, n_init=0), "n_init"),
-        (dict(n_clusters=2, seed="x"), "seed"),
+        (dict(n_clusters=2, random_state="x"), "random_state"),
         (dict(n_clusters=2, backend="cuda"), "backend"),
         (dict(), "n_clusters: required"),
     ],
@@ -366,16 +378,20 @@ def test_bad_data_and_predict():
     with pytest.raises(SqdistError, match="X"):
         kmeans(np.zeros(5), 1)
     km = KMeans(2, init=[0, 5])
-    with pytest.raises(SqdistError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         km.predict(np.zeros((3, 2)))
+    with pytest.raises(SqdistError, match="not fitted"):  # sqdist.NotFittedError is both
+        km.transform(np.zeros((3, 2)))
     with pytest.raises(SqdistError, match="not fitted"):
         km.save("never-written.npz")
     assert not os.path.exists("never-written.npz")
     km.fit(np.arange(20.0).reshape(10, 2))
-    with pytest.raises(SqdistError, match=r"\(n, 2\)"):
+    with pytest.raises(ValueError, match="X has 3 features, but KMeans is expecting 2 features"):
         km.predict(np.zeros((3, 3)))
-    with pytest.raises(SqdistError, match="row 1"):
+    with pytest.raises(ValueError, match="NaN"):
         km.transform(np.array([[0.0, 0.0], [np.nan, 1.0]]))
+    with pytest.raises(SqdistError, match="X has 3 features"):  # tensors: the same words, sqdist's error
+        km.predict(torch.zeros((3, 3)))
 
 
 # ---------------------------------------------------------------- CLI
@@ -384,7 +400,7 @@ def test_bad_data_and_predict():
 def test_cli_default_blobs_with_outputs(run_cli, tmp_path):
     r = run_cli("kmeans", "--plot", "k.png", "--save", "m.npz", "--labels", "l.npy", cwd=str(tmp_path))
     assert r.returncode == 0, r.stderr
-    assert "iterations: 1 (converged)" in r.stdout
+    assert "iterations: 2 (converged)" in r.stdout  # the exercise's count: the pass that finds nothing moves
     assert "cluster sizes: 50 50 50 50 50" in r.stdout
     png = (tmp_path / "k.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
@@ -496,9 +512,12 @@ def test_dispatch_to_optional_kernels(monkeypatch):
     monkeypatch.setattr(_engine, "_cpu_kernels", cpu)
     X = torch.from_numpy(make_blobs()[0])
     ref = kmeans(X, init=EXERCISE_INIT_INDICES[5], max_iter=3)
-    assert len(calls) == ref.n_iter + 1  # one assignment per iteration plus the initial one
+    # one assignment per computed iteration plus the initial one (the pass that finds a
+    # fixed point is counted in n_iter but not recomputed)
+    assigned = ref.n_iter + 1 - (ref.stopped == "fixed point")
+    assert len(calls) == assigned
     kmeans(X.float(), init=EXERCISE_INIT_INDICES[5], max_iter=3)
-    assert len(calls) == ref.n_iter + 1  # supports() said no: torch path
+    assert len(calls) == assigned  # supports() said no: torch path
     tri = types.ModuleType("sqdist._triton")
 
     def fake_triton(X, C, *, precision="ieee", _tiny=None):  # the real signature
@@ -542,7 +561,7 @@ def test_compiled_small_step_equals_separate_steps_bit_for_bit(monkeypatch):
             X = np.round(X)  # exact ties between centres
         if trial % 5 == 0:
             X[: n // 2] = X[0]  # duplicates: empty clusters, relocations
-        kw = dict(n_clusters=K, init=["random", "k-means++"][trial % 2], seed=trial,
+        kw = dict(n_clusters=K, init=["random", "k-means++"][trial % 2], random_state=trial, n_init=1,
                   max_iter=int(rng.integers(1, 40)), tol=[0.0, 1e-4, 1e-2][trial % 3])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)

@@ -80,7 +80,7 @@ def test_relocations_are_marked_and_high_dim_data(blobs):
     assert "relocated (empty cluster)" in _texts(fig)[1]
     plt.close(fig)
     X5, y5 = make_blobs(dim=5)
-    fig = plotting.plot_init_and_final(X5, kmeans(X5, 3, seed=0, max_iter=5))
+    fig = plotting.plot_init_and_final(X5, kmeans(X5, 3, random_state=0, max_iter=5))
     assert fig.axes[0].get_xlabel() == "feature 0 (of 5)"
     plt.close(fig)
     fig = plotting.plot_clusters(X[:, :1], y)

@@ -9,9 +9,9 @@ from ._sources import is_out_of_core
 from ._validation import ConvergenceWarning, SqdistError, SqdistWarning
 from ._version import __version__
 from .broadcast import BroadcastError, broadcast_shapes, broadcast_table, explain_broadcast
-from .clustering import kmeans, kmeans_stream
+from .clustering import kmeans, kmeans_plusplus, kmeans_stream
 from .distances import nearest, sqdist, sqdist_chunks
-from .estimator import KMeans
+from .estimator import KMeans, NotFittedError
 from .kernels import rbf
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "ConvergenceWarning",
     "KMeans",
     "KMeansResult",
+    "NotFittedError",
     "SqdistError",
     "SqdistWarning",
     "__version__",
@@ -30,6 +31,7 @@ __all__ = [
     "is_distributed",
     "is_out_of_core",
     "kmeans",
+    "kmeans_plusplus",
     "kmeans_stream",
     "nearest",
     "rbf",

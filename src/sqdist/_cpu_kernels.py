@@ -58,6 +58,7 @@ __all__ = [
     "augment",
     "gemm_product",
     "gemm_fixup",
+    "numpy_view",
     "update_assign",
     "update_assign_supports",
 ]
@@ -234,26 +235,27 @@ def update_assign_supports(X: torch.Tensor, C: torch.Tensor) -> bool:
     return supports(X, C) and X.shape[0] <= _GROUP_ROWS and X.shape[1] <= _ASSIGN_DIRECT_ALWAYS_D
 
 
-def update_assign(X: torch.Tensor, C: torch.Tensor, sums: torch.Tensor, counts: torch.Tensor,
-                  labels_out: torch.Tensor, mind_out: torch.Tensor):
+def numpy_view(t: torch.Tensor) -> np.ndarray:
+    """A contiguous NumPy view (or copy) of a CPU tensor, for callers that keep arrays across calls."""
+    return _np(t)
+
+
+def update_assign(X: np.ndarray, C: np.ndarray, sums: np.ndarray, counts: np.ndarray, labels: np.ndarray,
+                  mind: np.ndarray) -> tuple:
     """One Lloyd iteration of a small problem in one compiled call (see
     :func:`sqdist._cpu_nb.update_assign_direct`): the new centres from ``sums``
-    / ``counts`` (every count > 0), the largest centre move, and the
-    assignment to the new centres.
+    (K, D) / ``counts`` (K,) (every count > 0), the largest centre move and the
+    sum of the squared moves, and the assignment of X (n, D) to the new
+    centres, written into ``labels`` / ``mind`` (n,).
 
-    Returns ``(centers, shift, labels, mind, sums, counts, inertia)``, the
-    values :func:`sqdist._step.update_centers`, :func:`sqdist._step.max_shift`
-    and :func:`assign_accumulate` give one after the other (at the exercise's
-    size the separate calls cost ~10x the arithmetic in Python overhead).
+    NumPy arrays in and out: at the exercise's size every tensor-to-array
+    conversion costs more than the arithmetic, so the caller keeps the views.
+    Returns ``(centers, shift, sum of squared moves, sums, counts, inertia,
+    number of empty clusters)``, the values :func:`sqdist._step.update_centers`,
+    :func:`sqdist._step.max_shift` and :func:`assign_accumulate` give one after
+    the other.
     """
-    K, D = C.shape
-    Cn = _np(C).copy()  # (K, D) updated in place by the kernel
-    psums = np.zeros((K, D), dtype=np.float64)
-    pcounts = np.zeros(K, dtype=np.int64)
-    shift, inertia = _nb().update_assign_direct(_np(X), Cn, sums.numpy(), counts.numpy(), _direct_chunk(D),
-                                                labels_out.numpy(), mind_out.numpy(), psums, pcounts)
-    return (torch.from_numpy(Cn), float(shift), labels_out, mind_out, torch.from_numpy(psums),
-            torch.from_numpy(pcounts), float(inertia))
+    return _nb().update_assign_direct(X, C, sums, counts, _direct_chunk(X.shape[1]), labels, mind)
 
 
 def _group_cap(K: int, D: int, budget: int) -> int:

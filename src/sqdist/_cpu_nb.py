@@ -119,31 +119,40 @@ def assign_accumulate_direct_serial(X, C, bounds, chunk, labels, mind, psums, pc
 
 
 @njit(**_OPTS)
-def update_assign_direct(X, C, sums, counts, chunk, labels, mind, psums, pcounts):  # pragma: no cover
+def update_assign_direct(X, C, sums, counts, chunk, labels, mind):  # pragma: no cover
     """One whole Lloyd iteration of a small problem in one call: update, then assign.
 
-    Every centre moves to its mean (``sums`` (K, D) float64 / ``counts`` (K,),
-    all > 0; the float64 quotient rounded to C's dtype, in place), the largest
-    Euclidean move is measured (float64, squares added in feature order, as
-    ``sqdist._step.max_shift`` does for up to 4 features), then the rows are
-    assigned to the new centres by :func:`_assign_rows` as one group into
-    psums (K, D) / pcounts (K,) (zeroed by the caller).  Returns
-    ``(largest move, inertia)``: the same bits as the update and the
-    assignment called one after the other, without their Python overhead.
+    New centres (K, D) in C's dtype: every centre moves to its mean (``sums``
+    (K, D) float64 / ``counts`` (K,), all > 0; the float64 quotient rounded to
+    C's dtype); the largest Euclidean move (float64, squares added in feature
+    order, as ``sqdist._step.max_shift`` does for up to 4 features) and the sum
+    of the squared moves; then the rows are assigned to the new centres by
+    :func:`_assign_rows` as one group, into ``labels`` / ``mind`` (n,) and new
+    float64 sums and int64 counts.  Returns ``(centres, largest move, sum of
+    squared moves, sums, counts, inertia, empty clusters)``: the bits of the
+    update, ``max_shift`` and the assignment called one after the other,
+    without their Python overhead.
     """
     K, D = C.shape
+    Cn = np.empty_like(C)
     s2max = 0.0
+    s2sum = 0.0
     for k in range(K):
         s2 = 0.0
         for j in range(D):
-            old = C[k, j]
-            C[k, j] = sums[k, j] / counts[k]
-            t = np.float64(C[k, j]) - np.float64(old)
+            Cn[k, j] = sums[k, j] / counts[k]
+            t = np.float64(Cn[k, j]) - np.float64(C[k, j])
             s2 += t * t
+        s2sum += s2
         if s2 > s2max:
             s2max = s2
-    inertia = _assign_rows(X, C, 0, X.shape[0], chunk, labels, mind, psums, pcounts)
-    return math.sqrt(s2max), inertia
+    psums = np.zeros((K, D), dtype=np.float64)
+    pcounts = np.zeros(K, dtype=np.int64)
+    inertia = _assign_rows(X, Cn, 0, X.shape[0], chunk, labels, mind, psums, pcounts)
+    n_empty = 0
+    for k in range(K):
+        n_empty += pcounts[k] == 0
+    return Cn, math.sqrt(s2max), s2sum, psums, pcounts, inertia, n_empty
 
 
 # --------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from ._comm import Comm
 from ._init import initial_centers
 from ._results import Iteration, KMeansResult
 from ._shard import Shard, gather_rows, quantise, sample_indices
-from ._step import Stats, assign_accumulate, max_shift, order_far, plan_relocation, update_centers, with_far
+from ._step import Stats, assign_accumulate, max_shift, order_far, relocation_pending, update_centers, with_far
 
 __all__ = ["FitOptions", "InMemory", "Streamed", "fit", "lloyd"]
 
@@ -54,7 +54,7 @@ class FitOptions:
     init: Any  # as parsed by sqdist._init.parse_init
     n_init: int
     max_iter: int
-    tol: float
+    tol: float  # the threshold itself: data units ("absolute") or squared units ("relative", already scaled)
     budget: int  # bytes
     backend: str  # resolved: "torch" or "triton"
     cdtype: torch.dtype
@@ -64,6 +64,7 @@ class FitOptions:
     resume: str | os.PathLike | None = None
     labels_out: str | os.PathLike | None = None
     keep_labels: bool = True
+    tol_mode: str = "absolute"  # "absolute": every centre moved < tol; "relative": sum of squared moves <= tol
 
 
 # --------------------------------------------------------------------------
@@ -76,22 +77,30 @@ class InMemory:
 
     is_root = True
 
-    def __init__(self, X: torch.Tensor, opts: FitOptions):
+    def __init__(self, X: torch.Tensor, opts: FitOptions, weights: torch.Tensor | None = None):
         self.X = X
+        self.weights = weights  # (N,) float64 sample weights, or None
         self.opts = opts
         self.device = X.device
         self.n_rows = X.shape[0]
         self._bufs: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._full: Stats | None = None  # the last Stats made by the fused step (no cluster empty)
 
     def begin_run(self, C: torch.Tensor) -> None:
         """Fresh (labels, mind) buffers for a run: the compiled CPU kernel writes into them every iteration."""
         n = self.n_rows
         self._bufs = (torch.empty(n, dtype=torch.int64), torch.empty(n, dtype=C.dtype)) \
             if _cpu_kernels.supports(self.X, C) else None
-        self._fused = self.opts.backend == "torch" and _cpu_kernels.update_assign_supports(self.X, C)
+        self._fused = (self.weights is None and self.opts.backend == "torch"
+                       and _cpu_kernels.update_assign_supports(self.X, C))
+        if self._fused:  # NumPy views and empty candidate tensors made once per run, not per iteration
+            self._views = tuple(_cpu_kernels.numpy_view(t) for t in (self.X, *self._bufs))
+            self._no_far = (torch.empty(0, dtype=torch.float64), torch.empty(0, dtype=torch.int64),
+                            torch.empty((0, self.X.shape[1]), dtype=C.dtype))
 
     def assign(self, C: torch.Tensor) -> Stats:
-        return assign_accumulate(self.X, C, budget=self.opts.budget, backend=self.opts.backend, out=self._bufs)
+        return assign_accumulate(self.X, C, budget=self.opts.budget, backend=self.opts.backend, out=self._bufs,
+                                 weights=self.weights)
 
     def update_assign(self, stats: Stats, C: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float, Stats]:
         """One iteration: the centre update and the assignment to the new centres.
@@ -100,18 +109,25 @@ class InMemory:
         same bits; the separate steps cost ~10x the arithmetic in Python
         overhead at the exercise's size); everything else the separate steps.
         """
-        if not (self._fused and stats.counts.numpy().min() > 0):  # CPU tensors here; no empty cluster
+        if not (self._fused and (stats is self._full or stats.counts.numpy().all())):  # no empty cluster
             return _update_then_assign(self, stats, C)
-        C_new, shift, labels, mind, sums, counts, inertia = _cpu_kernels.update_assign(
-            self.X, C, stats.sums, stats.counts, *self._bufs)
-        return C_new, _NONE, shift, with_far(self.X, C_new, labels, mind, sums, counts,
-                                             torch.tensor(inertia, dtype=torch.float64))
+        Xn, labels, mind = self._views
+        Cn, shift, sumsq, sums, counts, inertia, n_empty = _cpu_kernels.update_assign(
+            Xn, C.numpy(), stats.sums.numpy(), stats.counts.numpy(), labels, mind)
+        C_new, inertia_t = torch.from_numpy(Cn), torch.from_numpy(np.array(inertia))  # (0-d float64, no copy)
+        if n_empty:  # a cluster emptied: the farthest points are needed for the relocation
+            new = with_far(self.X, C_new, *self._bufs, torch.from_numpy(sums), torch.from_numpy(counts), inertia_t)
+        else:
+            f0, i0, x0 = self._no_far
+            new = self._full = Stats(self._bufs[0], self._bufs[1], torch.from_numpy(sums), torch.from_numpy(counts),
+                                     inertia_t, f0, i0, x0, i0)
+        return C_new, _NONE, (shift, sumsq), new
 
     def rows_at(self, idx: torch.Tensor) -> torch.Tensor:
         return self.X[idx]
 
-    def sample(self, gen: torch.Generator) -> torch.Tensor:
-        return self.X
+    def sample(self, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.X, self.weights
 
     def fingerprint(self) -> dict[str, Any]:
         return {"n_rows": self.n_rows, "n_features": self.X.shape[1], "chunk_rows": self.n_rows}
@@ -147,35 +163,47 @@ class Streamed:
         """
         shard, comm, device, K = self.shard, self.comm, self.device, C.shape[0]
         D = shard.source.n_features
+        weighted = shard.weights is not None
         sums_q = torch.zeros((K, D), dtype=torch.int64, device=device)  # (K, D)
         counts = torch.zeros(K, dtype=torch.int64, device=device)  # (K,)
+        weight_q = torch.zeros(K, dtype=torch.int64, device=device)  # (K,) fixed-point cluster weights
         inertias = []
-        far = (torch.zeros(0, dtype=torch.float64, device=device), torch.zeros(0, dtype=torch.int64, device=device),
-               torch.zeros((0, D), dtype=C.dtype, device=device), torch.zeros(0, dtype=torch.int64, device=device))
+        f64 = torch.float64
+        far = (torch.zeros(0, dtype=f64, device=device), torch.zeros(0, dtype=torch.int64, device=device),
+               torch.zeros((0, D), dtype=C.dtype, device=device), torch.zeros(0, dtype=torch.int64, device=device),
+               torch.zeros(0, dtype=f64, device=device))
         for _, a, x in shard.chunks(device):
-            st = assign_accumulate(x, C, budget=self.opts.budget, backend=self.opts.backend, offset=a)
+            w = shard.weights_of(a, a + x.shape[0], device)
+            st = assign_accumulate(x, C, budget=self.opts.budget, backend=self.opts.backend, offset=a, weights=w)
             sums_q += quantise(st.sums, shard.scale)
             counts += st.counts
+            if weighted:
+                weight_q += quantise(st.weight[:, None], torch.tensor([shard.wscale], dtype=f64, device=device))[:, 0]
             inertias.append(st.inertia.reshape(1))
-            far = _keep_far(torch.cat([far[0], st.far_d]), torch.cat([far[1], st.far_idx]),
-                            torch.cat([far[2], st.far_x]), torch.cat([far[3], st.far_label]), K)
+            fw = st.far_w if weighted else torch.ones_like(st.far_d)
+            far = _keep_far(*(torch.cat([f, g]) for f, g in zip(far, (st.far_d, st.far_idx, st.far_x, st.far_label, fw))),
+                            K)
             if sink is not None:
                 sink(a, st.labels)
-        local_in = torch.cat(inertias).cpu() if inertias else torch.zeros(0, dtype=torch.float64)
-        packed = comm.all_reduce_sum(torch.cat([sums_q.flatten(), counts]).cpu(), "the per-cluster sums")  # (K*D + K,)
-        tot_sums = packed[: K * D].reshape(K, D).to(torch.float64) * shard.grid  # (K, D)
-        tot_counts = packed[K * D :]
+        local_in = torch.cat(inertias).cpu() if inertias else torch.zeros(0, dtype=f64)
+        packed = torch.cat([sums_q.flatten(), counts] + ([weight_q] if weighted else [])).cpu()  # (K*D + K [+ K],)
+        packed = comm.all_reduce_sum(packed, "the per-cluster sums")
+        tot_sums = packed[: K * D].reshape(K, D).to(f64) * shard.grid  # (K, D)
+        tot_counts = packed[K * D : K * D + K]
+        tot_weight = packed[K * D + K :].to(f64) * shard.wgrid if weighted else None
         # deterministic float64 sum in global chunk order (NumPy's pairwise sum: same array -> same bits)
         inertia = float(np.sum(torch.cat(comm.all_gather_rows(local_in, "the inertia")).numpy()))
-        if comm.active and bool((tot_counts == 0).any()):  # empty clusters: everyone needs the global farthest points
-            rows = torch.cat([far[0][:, None], far[1][:, None].double(), far[3][:, None].double(),
-                              far[2].double()], 1).cpu()  # (m, 3 + D)
+        empty = (tot_counts == 0) if tot_weight is None else (tot_weight == 0)
+        if comm.active and bool(empty.any()):  # empty clusters: everyone needs the global farthest points
+            rows = torch.cat([far[0][:, None], far[1][:, None].double(), far[3][:, None].double(), far[4][:, None],
+                              far[2].double()], 1).cpu()  # (m, 4 + D)
             allc = torch.cat(comm.all_gather_rows(rows, "the farthest points"))
-            far = _keep_far(allc[:, 0], allc[:, 1].long(), allc[:, 3:].to(C.dtype), allc[:, 2].long(), K)
+            far = _keep_far(allc[:, 0], allc[:, 1].long(), allc[:, 4:].to(C.dtype), allc[:, 2].long(), allc[:, 3], K)
             far = tuple(t.to(device) for t in far)
         none = torch.zeros(0, dtype=torch.int64, device=device)
         return Stats(none, none.to(C.dtype), tot_sums.to(device), tot_counts.to(device),
-                     torch.tensor(inertia, dtype=torch.float64), far[0], far[1], far[2], far[3])
+                     torch.tensor(inertia, dtype=f64), far[0], far[1], far[2], far[3],
+                     None if tot_weight is None else tot_weight.to(device), far[4] if weighted else None)
 
     def rows_at(self, idx: torch.Tensor) -> torch.Tensor:
         """Rows at global indices ``idx`` (any order), on every rank."""
@@ -186,13 +214,18 @@ class Streamed:
         out[torch.from_numpy(order)] = rows
         return out
 
-    def sample(self, gen: torch.Generator) -> torch.Tensor:
-        """A seeded sample of ``max(65536, 20 K)`` global rows (all rows when N is smaller), on every rank."""
+    def sample(self, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A seeded sample of ``max(65536, 20 K)`` global rows (all rows when N is smaller) and their
+        weights, on every rank."""
         idx = sample_indices(self.n_rows, max(SAMPLE_MIN, 20 * self.opts.n_clusters), gen)
-        return gather_rows(self.shard, idx, self.comm)
+        S = gather_rows(self.shard, idx, self.comm)
+        return S, self.shard.weights_at(idx)
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"n_rows": self.n_rows, "n_features": self.shard.source.n_features, "chunk_rows": self.shard.R}
+        """What a checkpoint must match to resume: shapes, chunk grid, the data's content digest
+        (``_shard.scan``) and the sample weights' digest."""
+        return {"n_rows": self.n_rows, "n_features": self.shard.source.n_features, "chunk_rows": self.shard.R,
+                "content": getattr(self.shard, "content", None), "weights": self.shard.weights_digest}
 
     def final_labels(self, C: torch.Tensor, stats: Stats) -> Any:
         """Labels of the final centres: written to ``labels_out`` and/or kept in memory, by one more pass."""
@@ -245,10 +278,10 @@ def _update_then_assign(data: InMemory | Streamed, stats: Stats, C: torch.Tensor
 _NONE = torch.zeros(0, dtype=torch.int64)  # no relocated clusters
 
 
-def _keep_far(d, idx, x, lab, K):
-    """The K farthest candidates (distance descending, then global row ascending)."""
+def _keep_far(d, idx, x, lab, w, K):
+    """The K farthest candidates (distance descending, then global row ascending), with their weights."""
     sel = order_far(d, idx)[:K]
-    return d[sel], idx[sel], x[sel], lab[sel]
+    return d[sel], idx[sel], x[sel], lab[sel], w[sel]
 
 
 # --------------------------------------------------------------------------
@@ -265,18 +298,22 @@ class _Run:
     n_iter: int
     converged: bool
     history: list
+    stopped: str
     C0: torch.Tensor
 
 
 def _record(it: int, C: torch.Tensor, stats: Stats, shift: float, relocated: torch.Tensor, t: float,
             was_numpy: bool) -> Iteration:
+    def host(a: torch.Tensor) -> np.ndarray:  # a copy in host memory (one call for CPU tensors)
+        return a.numpy().copy() if a.device.type == "cpu" and not a.requires_grad else a.detach().cpu().numpy()
+
     return Iteration(
         iteration=it,
-        centers=C.detach().cpu().numpy().copy() if was_numpy else C.detach().clone(),
+        centers=host(C) if was_numpy else C.detach().clone(),
         inertia=float(stats.inertia),
         max_shift=shift,
-        sizes=stats.counts.cpu().numpy().copy(),
-        relocated=[int(j) for j in relocated.cpu().tolist()],
+        sizes=host(stats.counts),
+        relocated=[int(j) for j in relocated.tolist()] if relocated.numel() else [],
         time=t,
     )
 
@@ -287,7 +324,7 @@ def lloyd(data: InMemory | Streamed, C: torch.Tensor, opts: FitOptions, *, state
 
     ``state``: a resumed checkpoint (history, iteration, converged).
     ``on_iteration(it, C, converged, history)`` runs after every iteration
-    (checkpoints).  Returns ``(C, stats, n_iter, converged, history)``.
+    (checkpoints).  Returns ``(C, stats, n_iter, converged, history, stopped)``.
     """
     t0 = time.perf_counter()
     stats = data.assign(C)
@@ -296,20 +333,29 @@ def lloyd(data: InMemory | Streamed, C: torch.Tensor, opts: FitOptions, *, state
         start, converged = 0, False
     else:
         history, start, converged = state["history"], state["iteration"], state["converged"]
-    n_iter = start
+    n_iter, stopped = start, ("fixed point" if converged else "max_iter")
     for it in range(start + 1, opts.max_iter + 1):
         if converged:
             break
         t0 = time.perf_counter()
-        C_new, relocated, shift, new = data.update_assign(stats, C)
-        # fixed point: the same sums and counts give the same centres, so nothing can move again
-        fixed = bool(torch.equal(new.counts, stats.counts) and torch.equal(new.sums, stats.sums))
+        C_new, relocated, (shift, sumsq), new = data.update_assign(stats, C)
+        # fixed point: the same sums and weights give the same centres, so nothing can move again
+        fixed = bool(torch.equal(new.counts, stats.counts) and torch.equal(new.sums, stats.sums)
+                     and (new.weight is None or torch.equal(new.weight, stats.weight)))
         C, stats, n_iter = C_new, new, it
         history.append(_record(it, C, stats, shift, relocated, time.perf_counter() - t0, opts.was_numpy))
-        converged = (shift < opts.tol or fixed) and plan_relocation(stats)[0].numel() == 0
+        small = shift < opts.tol if opts.tol_mode == "absolute" else sumsq <= opts.tol
+        converged = (small or fixed) and not relocation_pending(stats)
+        stopped = ("tol" if small else "fixed point") if converged else "max_iter"
+        if converged and not small and it < opts.max_iter:
+            # the next iteration would move no centre and keep every label: it is the pass that
+            # finds convergence, and scikit-learn (and the exercise's rule) count it -- record it
+            # without recomputing what it would give
+            n_iter = it = it + 1
+            history.append(_record(it, C, stats, 0.0, _NONE, 0.0, opts.was_numpy))
         if on_iteration is not None:
             on_iteration(it, C, converged, history)
-    return C, stats, n_iter, converged, history
+    return C, stats, n_iter, converged, history, stopped
 
 
 def fit(data: InMemory | Streamed, opts: FitOptions, gen: torch.Generator) -> tuple[KMeansResult, torch.Tensor]:
@@ -346,5 +392,5 @@ def fit(data: InMemory | Streamed, opts: FitOptions, gen: torch.Generator) -> tu
     out = (lambda t: t.cpu().numpy()) if opts.was_numpy else (lambda t: t)
     result = KMeansResult(centers=out(best.C), labels=data.final_labels(best.C, best.stats),
                           inertia=float(best.stats.inertia), n_iter=best.n_iter, converged=best.converged,
-                          history=best.history, init_centers=out(best.C0))
+                          history=best.history, init_centers=out(best.C0), stopped=best.stopped)
     return result, best.stats.counts

@@ -12,11 +12,26 @@ import torch
 from . import _chunking
 from ._dense import bytes_per_row, gemm_rows, prepare
 from ._numerics import segment_add
-from ._validation import SqdistError, check_positive_int, describe
+from ._validation import SqdistError, check_positive_int, describe, make_generator
 
-__all__ = ["INITS", "initial_centers", "kmeans_plusplus", "n_clusters_of", "parse_init"]
+__all__ = ["INITS", "as_generator", "initial_centers", "kmeans_plusplus", "n_clusters_of", "parse_init"]
 
 INITS = ("k-means++", "random")
+
+
+def as_generator(random_state: Any, name: str = "random_state") -> torch.Generator:
+    """The private ``torch.Generator`` all randomness of a fit comes from.
+
+    ``None``: freshly seeded; an int: that seed; a ``torch.Generator``: used
+    as is; a NumPy ``Generator`` or ``RandomState``: one seed drawn from it
+    (as scikit-learn draws from the ``RandomState`` it is given).  The global
+    RNGs of torch and NumPy are never read or advanced.
+    """
+    if isinstance(random_state, np.random.Generator):
+        return make_generator(int(random_state.integers(0, 2**63 - 1)), name)
+    if isinstance(random_state, np.random.RandomState):
+        return make_generator(int(random_state.randint(0, 2**63 - 1, dtype=np.int64)), name)
+    return make_generator(random_state, name)
 
 
 def parse_init(init: Any, n_clusters: int | None, N: int, D: int, device: torch.device) -> tuple[Any, int]:
@@ -31,7 +46,8 @@ def parse_init(init: Any, n_clusters: int | None, N: int, D: int, device: torch.
             raise SqdistError(f"n_clusters: required with init={init!r}, got None")
         K = check_positive_int(n_clusters, "n_clusters")
         if K > N:
-            raise SqdistError(f"n_clusters: expected at most the number of points {N}, got {K}")
+            raise SqdistError(f"n_clusters: expected at most the number of points {N} "
+                              f"(n_samples={N} should be >= n_clusters={K}), got {K}")
         return init, K
     arr = (
         init.detach().cpu().numpy() if isinstance(init, torch.Tensor)
@@ -55,13 +71,17 @@ def parse_init(init: Any, n_clusters: int | None, N: int, D: int, device: torch.
         if K > N:
             raise SqdistError(f"n_clusters: expected at most the number of points {N}, got {K}")
         return torch.as_tensor(arr.astype(np.int64), device=device), K
-    if arr.ndim != 2 or arr.shape[1] != D or arr.shape[0] == 0:
+    if arr.ndim != 2 or arr.shape[0] == 0:
         raise SqdistError(
             f"init: expected a 1-D list of integer row indices or centres of shape (K, {D}), got {describe(init)}"
         )
     K = arr.shape[0]
+    if arr.shape[1] != D:
+        raise SqdistError(f"init: expected centres of shape (K, {D}), got {describe(init)} (The shape of the initial "
+                          f"centers {arr.shape} does not match the number of features of the data {D})")
     if n_clusters is not None and check_positive_int(n_clusters, "n_clusters") != K:
-        raise SqdistError(f"init: {K} centres given but n_clusters={n_clusters}")
+        raise SqdistError(f"init: {K} centres given but n_clusters={n_clusters} (The shape of the initial centers "
+                          f"{arr.shape} does not match the number of clusters {n_clusters})")
     if K > N:
         raise SqdistError(f"n_clusters: expected at most the number of points {N}, got {K} initial centres")
     C = init if isinstance(init, torch.Tensor) else torch.from_numpy(np.array(arr, dtype=np.float64))
@@ -100,48 +120,73 @@ def _col_sums(A: torch.Tensor) -> torch.Tensor:
     return segment_add(out, idx, A.to(torch.float64))[0]
 
 
-def kmeans_plusplus(X: torch.Tensor, K: int, gen: torch.Generator, budget: int, cdtype: torch.dtype) -> torch.Tensor:
-    """Greedy k-means++ as scikit-learn: 2 + floor(log K) local trials per centre."""
+def kmeans_plusplus(X: torch.Tensor, K: int, gen: torch.Generator, budget: int, cdtype: torch.dtype,
+                    weights: torch.Tensor | None = None, n_local_trials: int | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy k-means++ as scikit-learn: ``2 + floor(log K)`` local trials per centre.
+
+    With ``weights`` (n,) the first centre is drawn with probability
+    proportional to the weight and the candidates with probability
+    proportional to ``weight * distance``; the potential is weighted.
+    Returns ``(centres (K, D), indices (K,) into X)``.
+    """
     N = X.shape[0]
     dev = gen.device
-    n_trials = 2 + int(math.log(K))
-    first = int(torch.randint(N, (1,), generator=gen, device=dev))
+    n_trials = 2 + int(math.log(K)) if n_local_trials is None else n_local_trials
+    w = None if weights is None else weights.to(device=X.device, dtype=torch.float64)  # (N,)
+    if w is None:
+        first = int(torch.randint(N, (1,), generator=gen, device=dev))
+    else:
+        first = int(torch.multinomial(w.to(dev), 1, generator=gen))
+    idx = [first]
     centers = [X[first].to(cdtype)]
     closest = torch.cat([d[:, 0] for _, d in _dist_to_rows(X, centers[0][None], budget)]).to(torch.float64)  # (N,)
-    pot = float(_col_sums(closest[:, None])[0])
+    pot = float(_col_sums(_weighted(closest[:, None], w))[0])
     for _ in range(1, K):
         r = torch.rand(n_trials, generator=gen, dtype=torch.float64, device=dev).to(X.device) * pot  # (L,)
-        cum = torch.cumsum(closest, 0)  # (N,) sequential scan
+        cum = torch.cumsum(closest if w is None else closest * w, 0)  # (N,) sequential scan
         cand = torch.searchsorted(cum, r).clamp_max(N - 1)  # (L,)
         C = X[cand].to(cdtype)  # (L, D)
         pots = torch.zeros(n_trials, dtype=torch.float64, device=X.device)
         for sl, d in _dist_to_rows(X, C, budget):
-            pots += _col_sums(torch.minimum(closest[sl, None], d.to(torch.float64)))  # (L,)
+            pots += _col_sums(_weighted(torch.minimum(closest[sl, None], d.to(torch.float64)), None if w is None else w[sl]))
         best = int(torch.argmin(pots))
         pot = float(pots[best])
         for sl, d in _dist_to_rows(X, C[best : best + 1], budget):
             closest[sl] = torch.minimum(closest[sl], d[:, 0].to(torch.float64))
         centers.append(C[best])
-    return torch.stack(centers)  # (K, D)
+        idx.append(int(cand[best]))
+    return torch.stack(centers), torch.tensor(idx, dtype=torch.int64)  # (K, D), (K,)
+
+
+def _weighted(A: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+    """Rows of A (n, c) times their weights (n,); A itself for unit weights."""
+    return A if w is None else A * w[:, None]
 
 
 def initial_centers(init: Any, K: int, rows_at: Callable[[torch.Tensor], torch.Tensor],
-                    sample: Callable[[], torch.Tensor], gen: torch.Generator, budget: int, cdtype: torch.dtype,
-                    device: torch.device) -> torch.Tensor:
+                    sample: Callable[[], tuple[torch.Tensor, torch.Tensor | None]], gen: torch.Generator, budget: int,
+                    cdtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Initial centres (K, D) in ``cdtype`` on ``device``; ``init`` as parsed by :func:`parse_init`.
 
     ``rows_at(idx)`` returns the data rows at global indices ``idx`` (fixed
     indices); ``sample()`` the rows that "random" and "k-means++" draw from
-    (all rows in memory; a seeded sample of a streamed data set).
+    and their sample weights or None (all rows in memory; a seeded sample of
+    a streamed data set).  A callable init was called by the public function
+    and arrives here as explicit centres.
     """
     if isinstance(init, tuple):  # explicit centres
         return init[1].to(device=device, dtype=cdtype).clone()
     if isinstance(init, torch.Tensor):  # row indices
         return rows_at(init).to(device=device, dtype=cdtype)
-    S = sample()  # (m, D)
+    S, w = sample()  # (m, D), (m,) or None
     if S.shape[0] < K:
         raise SqdistError(f"n_clusters: the initialisation sample has {S.shape[0]} rows, fewer than n_clusters={K}")
     if init == "random":
-        idx = torch.randperm(S.shape[0], generator=gen, device=gen.device)[:K].to(S.device)
+        if w is None:
+            idx = torch.randperm(S.shape[0], generator=gen, device=gen.device)[:K].to(S.device)
+        else:  # K distinct rows, drawn with probability proportional to their weight (as scikit-learn)
+            idx = torch.multinomial(w.to(device=gen.device, dtype=torch.float64), K, replacement=False,
+                                    generator=gen).to(S.device)
         return S[idx].to(device=device, dtype=cdtype)
-    return kmeans_plusplus(S, K, gen, budget, cdtype).to(device)
+    return kmeans_plusplus(S, K, gen, budget, cdtype, w)[0].to(device)

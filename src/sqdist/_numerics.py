@@ -44,6 +44,7 @@ import torch
 
 __all__ = [
     "RightOperand",
+    "merge_moments",
     "assign_margin",
     "centre",
     "direct_rows",
@@ -188,3 +189,26 @@ def segment_add(out: torch.Tensor, index: torch.Tensor, src: torch.Tensor) -> to
     if out.device.type == "cpu":
         return out.index_add_(0, index, src)
     return out.index_put_((index,), src, accumulate=True)
+
+
+def merge_moments(parts: list[tuple[int, torch.Tensor, torch.Tensor]]) -> float:
+    """Mean over the features of their population variance, from per-block moments.
+
+    ``parts``: ``(n, mean (D,), M2 (D,))`` of consecutive row blocks (float64;
+    ``M2`` the sum of squared deviations from the block's mean), merged in the
+    given order with Chan et al.'s pairwise update -- no ``E[x^2] - E[x]^2``
+    cancellation, so data far from the origin keeps its digits.
+    """
+    n, mean, m2 = 0, None, None
+    for nb, mb, m2b in parts:
+        if nb == 0:
+            continue
+        if mean is None:
+            n, mean, m2 = nb, mb, m2b
+            continue
+        delta = mb - mean  # (D,)
+        tot = n + nb
+        mean = mean + delta * (nb / tot)
+        m2 = m2 + m2b + delta * delta * (n * nb / tot)
+        n = tot
+    return 0.0 if mean is None else float((m2 / n).mean())

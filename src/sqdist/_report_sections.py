@@ -170,7 +170,7 @@ def section_task3(ctx: Context) -> Section:
     for P in cfg.kmeans_p:
         idx = [int(i) for i in EXERCISE_INIT_INDICES[P]]
         t0 = time.perf_counter()
-        res = kmeans(Xt, P, init=idx, max_iter=cfg.kmeans_max_iter, tol=cfg.kmeans_tol)
+        res = kmeans(Xt, P, init=idx, max_iter=cfg.kmeans_max_iter, tol=cfg.kmeans_tol, tol_mode="absolute")
         elapsed = time.perf_counter() - t0
         hist = [{k: jsonable(v) for k, v in h.items()} for h in res.history]
         relocations = [[h["iteration"], j] for h in hist for j in h["relocated"]]
@@ -372,8 +372,8 @@ def section_extras(ctx: Context) -> Section:
             rm2.append([ctx.md(f"{kk}.{c}", kd) for c, kd in cells])
         body += (
             '<p><span class="extra">extra</span> scikit-learn <code>KMeans(algorithm="lloyd", n_init=1)</code> '
-            "started from the same initial centres as Task 3 (scikit-learn counts one more pass: the one that "
-            "finds the labels unchanged):</p>" + table_html(hdr2, rh2, "num extra-table")
+            "started from the same initial centres as Task 3 (both count the pass that finds the labels "
+            "unchanged, as the exercise's rule does):</p>" + table_html(hdr2, rh2, "num extra-table")
         )
         md += "\n*extra* scikit-learn KMeans(algorithm='lloyd') from the same initial centres:\n\n" + table_md(hdr2, rm2)
     return Section(sid, title, body, md)

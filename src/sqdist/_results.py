@@ -84,6 +84,9 @@ class KMeansResult:
         this iteration).  Each entry also reads as a dict.
     init_centers : of shape (K, D)
         The initial centres of the returned run.
+    stopped : {"tol", "fixed point", "max_iter"}
+        Why the run stopped: the centres moved less than the tolerance, an
+        update left every cluster unchanged, or ``max_iter`` was reached.
     """
 
     centers: Any
@@ -93,3 +96,4 @@ class KMeansResult:
     converged: bool
     history: list = field(default_factory=list)
     init_centers: Any = None
+    stopped: str = "max_iter"

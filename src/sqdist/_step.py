@@ -30,7 +30,8 @@ from ._backend import triton_kernels
 from ._numerics import assign_margin, centre, segment_add
 from ._validation import compute_dtype
 
-__all__ = ["Stats", "assign_accumulate", "max_shift", "order_far", "plan_relocation", "update_centers", "with_far"]
+__all__ = ["Stats", "assign_accumulate", "max_shift", "order_far", "plan_relocation", "relocation_pending",
+           "update_centers", "with_far"]
 
 # target size of one (n, K) block of the torch assignment: small blocks stay in cache
 _CACHE_BYTES = 2 * 2**20
@@ -52,6 +53,16 @@ class Stats(NamedTuple):
     far_idx: torch.Tensor  # (m,) int64, global row indices of those points
     far_x: torch.Tensor  # (m, D) compute dtype, the points themselves
     far_label: torch.Tensor  # (m,) int64, their assigned cluster
+    weight: torch.Tensor | None = None  # (K,) float64 total sample weight per cluster; None: unit weights (counts)
+    far_w: torch.Tensor | None = None  # (m,) float64 sample weights of the candidates; None: unit weights
+
+    def cluster_weight(self) -> torch.Tensor:
+        """(K,) float64 weight of every cluster: the sample weights' sum, or the counts."""
+        return self.counts.to(torch.float64) if self.weight is None else self.weight
+
+    def empty(self) -> torch.Tensor:
+        """(K,) bool: clusters without weight (no point, or only points of weight 0)."""
+        return self.counts == 0 if self.weight is None else self.weight == 0
 
 
 def _assign_rows(Xb: torch.Tensor, C: torch.Tensor, Cc: torch.Tensor, c: torch.Tensor, nt: torch.Tensor,
@@ -124,13 +135,17 @@ def _assign_torch(X: torch.Tensor, centers: torch.Tensor, budget: int):
 
 
 def assign_accumulate(X: torch.Tensor, centers: torch.Tensor, *, budget: int, backend: str, offset: int = 0,
-                      out: tuple[torch.Tensor, torch.Tensor] | None = None) -> Stats:
+                      out: tuple[torch.Tensor, torch.Tensor] | None = None,
+                      weights: torch.Tensor | None = None) -> Stats:
     """Assign the rows of ``X`` (n, D) to ``centers`` (K, D) and accumulate the update.
 
     ``backend`` is already resolved ("torch" or "triton").  ``offset`` is the
     global index of ``X``'s first row (for chunks of a larger data set); it
     only shifts ``far_idx``.  ``out``: optional (labels, mind) buffers of shape
     (n,) the compiled CPU kernel writes into (reused across Lloyd iterations).
+    ``weights``: optional (n,) sample weights (finite, >= 0): the sums, the
+    clusters' weights and the inertia are then weighted (one more ordered
+    float64 pass over the chunk); labels and distances do not depend on them.
     Trusts its inputs: 2-D, same device, finite, ``centers`` in the compute dtype.
     """
     if backend == "triton":
@@ -141,22 +156,43 @@ def assign_accumulate(X: torch.Tensor, centers: torch.Tensor, *, budget: int, ba
                                                                              budget=budget)
     else:
         labels, mind, sums, counts, inertia = _assign_torch(X, centers, budget)
+    weight = None
+    if weights is not None:  # weighted sums, cluster weights and inertia, in row order
+        K, D = centers.shape
+        w = weights.to(device=X.device, dtype=torch.float64)  # (n,)
+        sums = segment_add(torch.zeros((K, D), dtype=torch.float64, device=X.device), labels, X.to(torch.float64) * w[:, None])
+        weight = segment_add(torch.zeros(K, dtype=torch.float64, device=X.device), labels, w)
+        inertia = _ordered_sum(mind.to(torch.float64) * w)
     inertia = torch.as_tensor(inertia, dtype=torch.float64, device=X.device)
-    return with_far(X, centers, labels, mind, sums, counts, inertia, offset)
+    return with_far(X, centers, labels, mind, sums, counts, inertia, offset, weight=weight, weights=weights)
 
 
-def with_far(X, centers, labels, mind, sums, counts, inertia, offset: int = 0) -> Stats:
-    """:class:`Stats` of one assignment; farthest-point candidates only when a cluster is empty."""
+def _ordered_sum(v: torch.Tensor) -> torch.Tensor:
+    """Sum of a 1-D float64 tensor, added in row order (thread-count independent): a 0-d tensor."""
+    zero = torch.zeros(v.shape[0], dtype=torch.int64, device=v.device)  # every row into bucket 0
+    return segment_add(torch.zeros(1, dtype=torch.float64, device=v.device), zero, v)[0]
+
+
+def with_far(X, centers, labels, mind, sums, counts, inertia, offset: int = 0, *, weight: torch.Tensor | None = None,
+             weights: torch.Tensor | None = None) -> Stats:
+    """:class:`Stats` of one assignment; farthest-point candidates only when a cluster is empty
+    (without points, or with only points of weight 0: ``weight`` (K,), ``weights`` (n,) the rows')."""
     K = centers.shape[0]
-    empty = int(counts.numpy().min()) == 0 if counts.device.type == "cpu" else bool((counts == 0).any())
+    if weight is None:
+        empty = int(counts.numpy().min()) == 0 if counts.device.type == "cpu" else bool((counts == 0).any())
+    else:
+        empty = bool((weight == 0).any())
     if not empty:  # no candidates needed (a few cheap allocations instead of ~10 indexing ops)
         i0 = torch.empty(0, dtype=torch.int64, device=X.device)
-        return Stats(labels, mind, sums, counts, inertia, torch.empty(0, dtype=torch.float64, device=X.device), i0,
-                      torch.empty((0, X.shape[1]), dtype=centers.dtype, device=X.device), i0)
+        f0 = torch.empty(0, dtype=torch.float64, device=X.device)
+        return Stats(labels, mind, sums, counts, inertia, f0, i0,
+                     torch.empty((0, X.shape[1]), dtype=centers.dtype, device=X.device), i0,
+                     weight, None if weights is None else f0)
     far = _top_far(mind, K)  # (m,)
     return Stats(
         labels, mind, sums, counts, inertia,
         mind[far].to(torch.float64), far + offset, X[far].to(centers.dtype), labels[far],
+        weight, None if weights is None else weights[far].to(device=X.device, dtype=torch.float64),
     )
 
 
@@ -185,48 +221,66 @@ def plan_relocation(stats: Stats) -> tuple[torch.Tensor, torch.Tensor]:
     Returns ``(targets, cand)``: empty cluster ids (ascending) and positions
     into ``stats.far_*`` (farthest first).  A candidate is usable when its
     distance is positive and its old cluster keeps at least one point after
-    the candidates taken before it from the same cluster.
+    the candidates taken before it from the same cluster -- with sample
+    weights: its weight is positive and its old cluster keeps a positive
+    weight (a cluster whose points all weigh 0 is empty, as in scikit-learn).
     """
     counts = stats.counts
     if stats.far_d.numel() == 0:
         # no cluster was empty in any chunk (no candidates are kept then):
         # nothing to plan, and no device sync on CUDA
         return counts[:0], counts[:0]
-    if counts.device.type == "cpu" and int(counts.numpy().min()) > 0:
+    if stats.weight is None and counts.device.type == "cpu" and int(counts.numpy().min()) > 0:
         return counts[:0], counts[:0]  # no empty cluster (without 3 torch ops)
-    empty = (counts == 0).nonzero().flatten()  # (e,)
+    empty = stats.empty().nonzero().flatten()  # (e,)
     if empty.numel() == 0:
         return empty[:0], empty[:0]
     lab = stats.far_label  # (m,)
     m = lab.shape[0]
     same = lab[:, None] == lab[None, :]  # (m, m), m <= K
     earlier = torch.ones((m, m), dtype=torch.bool, device=lab.device).tril(-1)
-    rank = (same & earlier).sum(1)  # (m,) earlier candidates from the same cluster
-    ok = (stats.far_d > 0) & (rank < counts[lab] - 1)  # (m,)
+    if stats.weight is None:
+        rank = (same & earlier).sum(1)  # (m,) earlier candidates from the same cluster
+        ok = (stats.far_d > 0) & (rank < counts[lab] - 1)  # (m,)
+    else:
+        taken = ((same & earlier).to(torch.float64) * stats.far_w[None, :]).sum(1)  # (m,) weight taken before
+        ok = (stats.far_d > 0) & (stats.far_w > 0) & (taken + stats.far_w < stats.weight[lab])  # (m,)
     cand = ok.nonzero().flatten()[: empty.numel()]
     return empty[: cand.numel()], cand
 
 
+def relocation_pending(stats: Stats) -> bool:
+    """Whether the empty-cluster policy would move a centre (cheap when no cluster is empty)."""
+    return stats.far_d.numel() > 0 and plan_relocation(stats)[0].numel() > 0
+
+
 def update_centers(stats: Stats, centers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """New centres (K, D) in ``centers.dtype``, relocated cluster ids, counts after relocation."""
+    """New centres (K, D) in ``centers.dtype``, relocated cluster ids, cluster weights after relocation
+    (the counts for unit weights)."""
     sums = stats.sums.clone()  # (K, D) float64
-    counts = stats.counts.clone()  # (K,)
+    weight = stats.counts.clone() if stats.weight is None else stats.weight.clone()  # (K,)
     targets, cand = plan_relocation(stats)
     if targets.numel():
         x = stats.far_x[cand].to(torch.float64)  # (r, D)
         donors = stats.far_label[cand]  # (r,)
+        if stats.weight is None:
+            w = torch.ones_like(donors)
+        else:
+            w = stats.far_w[cand]  # (r,) float64
+            x = x * w[:, None]  # (r, D) the weighted contribution
         segment_add(sums, donors, -x)
-        segment_add(counts, donors, -torch.ones_like(donors))
+        segment_add(weight, donors, -w)
         sums[targets] = x
-        counts[targets] = 1
-    nonempty = counts > 0  # (K,)
-    means = sums / counts.clamp_min(1).to(torch.float64)[:, None]  # (K, D)
+        weight[targets] = w
+    nonempty = weight > 0  # (K,)
+    denom = weight.clamp_min(1).to(torch.float64) if stats.weight is None else torch.where(nonempty, weight, 1.0)
+    means = sums / denom[:, None]  # (K, D)
     new = torch.where(nonempty[:, None], means.to(centers.dtype), centers)  # (K, D)
-    return new, targets, counts
+    return new, targets, weight
 
 
-def max_shift(C_new: torch.Tensor, C: torch.Tensor) -> float:
-    """Largest Euclidean move ``max_k ||C_new[k] - C[k]||`` in float64.
+def max_shift(C_new: torch.Tensor, C: torch.Tensor) -> tuple[float, float]:
+    """Largest Euclidean move ``max_k ||C_new[k] - C[k]||`` and the sum of the squared moves, in float64.
 
     Up to 4 features the squares are added in feature order (the results of
     earlier versions, which also had a compiled loop, stay bit-identical);
@@ -240,5 +294,8 @@ def max_shift(C_new: torch.Tensor, C: torch.Tensor) -> float:
             s = s + sq[:, j]
     else:
         s = sq.sum(1)  # (K,)
-    # math.sqrt is correctly rounded (torch's vectorised float64 sqrt measured 1 ulp off)
-    return math.sqrt(float(s.max())) if s.numel() else 0.0
+    if not s.numel():
+        return 0.0, 0.0
+    # math.sqrt is correctly rounded (torch's vectorised float64 sqrt measured 1 ulp off);
+    # the squared moves are added in cluster order
+    return math.sqrt(float(s.max())), float(sum(s.tolist()))
