@@ -43,6 +43,7 @@ from pathlib import Path
 
 import torch
 
+from ._atomic import sweep_stale
 from ._machine import usable_cores
 from ._report_context import Config, Context, Progress, Section, jsonable
 from ._report_page import page_html, page_md
@@ -127,7 +128,7 @@ def _check_target(target: Path) -> None:
         with open(target / "results.json", encoding="utf-8") as fh:
             if json.load(fh).get("meta", {}).get("generator") == _GENERATOR:
                 return
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):  # unreadable, not JSON, not ours, nested too deep
         pass
     raise SqdistError(
         f"out: {str(target)!r} exists and is not a sqdist report (no results.json written by sqdist report); "
@@ -206,6 +207,7 @@ def write_report(
     dev = _resolve_device(device)
     target = Path(out).expanduser().absolute()
     _check_target(target)
+    sweep_stale(target)  # temporary folders that a killed run of ours left beside the target
     target.parent.mkdir(parents=True, exist_ok=True)
     if progress is None:
         progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
