@@ -414,6 +414,10 @@ def test_cli_default_blobs_with_outputs(run_cli, tmp_path):
     km = KMeans.load(tmp_path / "m.npz")
     np.testing.assert_array_equal(km.labels_, labels)
     assert sorted(os.listdir(tmp_path)) == ["k.png", "l.npy", "m.npz"]
+    # the centres are printed, one line each, as the saved model holds them (6 significant digits)
+    lines = r.stdout.split("centres:\n")[1].splitlines()[:5]
+    printed = np.array([[float(v) for v in ln.split(":")[1].split()] for ln in lines])
+    np.testing.assert_allclose(printed, km.cluster_centers_, rtol=1e-5)
 
 
 def test_cli_data_files_and_options(tmp_path, capsys):

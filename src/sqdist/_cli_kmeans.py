@@ -56,12 +56,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="stop when every centre moved less than this (data units, default 1e-4)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the data and random inits (default 0)")
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default cpu)")
-    parser.add_argument("--dtype", choices=("float32", "float64"), default="float64")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float64",
+                        help="compute in this precision (default float64; float32 is faster)")
     parser.add_argument("--plot", metavar="PNG",
                         help="save a figure: data with initial and converged centres, trajectories, inertia")
     parser.add_argument("--save", metavar="MODEL", help="save the fitted model (.npz, loadable with sqdist.KMeans.load)")
     parser.add_argument("--labels", metavar="NPY", help="save the labels as an int64 .npy array")
-    parser.add_argument("--working-memory", type=float, default=None, metavar="MIB")
+    parser.add_argument("--working-memory", type=float, default=None, metavar="MIB",
+                        help="budget in MiB for temporaries and streamed chunks (default 256)")
     _add_streaming_arguments(parser)  # --checkpoint, --checkpoint-every, --resume, --timeout
 
 
@@ -86,6 +88,11 @@ def _print_summary(data_desc: str, r: KMeansResult, init: Any, sizes: np.ndarray
     print(f"iterations: {r.n_iter} ({'converged' if r.converged else 'not converged'})")
     print(f"inertia: {r.inertia:.10g}")
     print("cluster sizes: " + " ".join(str(int(s)) for s in sizes))
+    C = np.asarray(r.centers.cpu() if hasattr(r.centers, "cpu") else r.centers)
+    if C.shape[0] * C.shape[1] <= 200:  # the centres themselves, when they fit on a screen
+        print("centres:")
+        for k, c in enumerate(C):
+            print(f"  {k}: " + " ".join(f"{v:.6g}" for v in c))
     relocs = sum(len(h["relocated"]) for h in r.history)
     if relocs:
         print(f"empty-cluster relocations: {relocs}")
