@@ -112,8 +112,9 @@ class InMemory:
         if not (self._fused and (stats is self._full or stats.counts.numpy().all())):  # no empty cluster
             return _update_then_assign(self, stats, C)
         Xn, labels, mind = self._views
-        Cn, shift, sumsq, sums, counts, inertia, n_empty = _cpu_kernels.update_assign(
-            Xn, C.numpy(), stats.sums.numpy(), stats.counts.numpy(), labels, mind)
+        # the arrays behind the last fused step's tensors: no tensor-to-array conversions per iteration
+        Cp, sp, cp = self._last if stats is self._full else (C.numpy(), stats.sums.numpy(), stats.counts.numpy())
+        Cn, shift, sumsq, sums, counts, inertia, n_empty = _cpu_kernels.update_assign(Xn, Cp, sp, cp, labels, mind)
         C_new, inertia_t = torch.from_numpy(Cn), torch.from_numpy(np.array(inertia))  # (0-d float64, no copy)
         if n_empty:  # a cluster emptied: the farthest points are needed for the relocation
             new = with_far(self.X, C_new, *self._bufs, torch.from_numpy(sums), torch.from_numpy(counts), inertia_t)
@@ -121,6 +122,7 @@ class InMemory:
             f0, i0, x0 = self._no_far
             new = self._full = Stats(self._bufs[0], self._bufs[1], torch.from_numpy(sums), torch.from_numpy(counts),
                                      inertia_t, f0, i0, x0, i0)
+            self._last = (Cn, sums, counts)
         return C_new, _NONE, (shift, sumsq), new
 
     def rows_at(self, idx: torch.Tensor) -> torch.Tensor:
@@ -302,17 +304,22 @@ class _Run:
     C0: torch.Tensor
 
 
+def _host(t: torch.Tensor) -> np.ndarray:
+    """A host copy of ``t`` (one conversion for CPU tensors: checking device and grad first costs more)."""
+    try:
+        return t.numpy().copy()
+    except (TypeError, RuntimeError):  # on a GPU, or requires grad
+        return t.detach().cpu().numpy()
+
+
 def _record(it: int, C: torch.Tensor, stats: Stats, shift: float, relocated: torch.Tensor, t: float,
             was_numpy: bool) -> Iteration:
-    def host(a: torch.Tensor) -> np.ndarray:  # a copy in host memory (one call for CPU tensors)
-        return a.numpy().copy() if a.device.type == "cpu" and not a.requires_grad else a.detach().cpu().numpy()
-
     return Iteration(
         iteration=it,
-        centers=host(C) if was_numpy else C.detach().clone(),
+        centers=_host(C) if was_numpy else C.detach().clone(),
         inertia=float(stats.inertia),
         max_shift=shift,
-        sizes=host(stats.counts),
+        sizes=_host(stats.counts),
         relocated=[int(j) for j in relocated.tolist()] if relocated.numel() else [],
         time=t,
     )
