@@ -19,7 +19,7 @@ MODULES = sorted(PKG.glob("*.py"))
 
 # imports of sqdist modules that may sit inside a function: optional, costly
 # modules imported on first use (documented where they are)
-LAZY = {("_backend.py", "_triton"), ("_cpu_kernels.py", "_cpu_nb")}
+LAZY = {("_backend.py", "_triton"), ("_cpu_kernels.py", "_cpu_nb"), ("__init__.py", "estimator")}
 
 
 def _run(cmd: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -92,3 +92,12 @@ def test_one_lloyd_loop():
                     if calls & {"update_centers", "update_assign"}:
                         loops.append(f"{path.name}:{fn.name}")
     assert loops == ["_engine.py:lloyd"]
+
+
+def test_import_does_not_load_scikit_learn():
+    """``import sqdist`` stays light: scikit-learn (~1.5 s to import) comes with ``sqdist.KMeans`` only."""
+    code = ("import sys, sqdist; a = 'sklearn' in sys.modules; sqdist.KMeans; "
+            "print(a, 'sklearn' in sys.modules, 'KMeans' in dir(sqdist))")
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = _run([sys.executable, "-c", code], ROOT, env)
+    assert r.stdout.split() == ["False", "True", "True"], r.stdout + r.stderr

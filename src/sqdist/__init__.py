@@ -11,8 +11,22 @@ from ._version import __version__
 from .broadcast import BroadcastError, broadcast_shapes, broadcast_table, explain_broadcast
 from .clustering import kmeans, kmeans_plusplus, kmeans_stream
 from .distances import nearest, sqdist, sqdist_chunks
-from .estimator import KMeans, NotFittedError
 from .kernels import rbf
+
+
+def __getattr__(name: str):
+    """``KMeans`` and ``NotFittedError`` on first use: the estimator imports scikit-learn (~1.5 s),
+    which the distance functions and ``sqdist.kmeans`` do not need."""
+    if name in ("KMeans", "NotFittedError"):
+        from . import estimator
+
+        return getattr(estimator, name)
+    raise AttributeError(f"module 'sqdist' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | {"KMeans", "NotFittedError"})
+
 
 __all__ = [
     "BroadcastError",

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.exceptions import ConvergenceWarning as _SklearnConvergenceWarning
 
 __all__ = ["SqdistError", "SqdistWarning", "ConvergenceWarning"]
 
@@ -29,9 +28,10 @@ class SqdistWarning(UserWarning):
     """Base class of the warnings sqdist emits."""
 
 
-class ConvergenceWarning(SqdistWarning, _SklearnConvergenceWarning):
-    """An iterative method (k-means) ended in a degenerate or unconverged state,
-    e.g. fewer distinct points than clusters; also scikit-learn's ConvergenceWarning."""
+class ConvergenceWarning(SqdistWarning):
+    """An iterative method (k-means) ended in a degenerate or unconverged state, e.g. fewer
+    distinct points than clusters.  :class:`sqdist.KMeans` emits it as a subclass that is
+    also scikit-learn's ``ConvergenceWarning`` (scikit-learn is imported only with the estimator)."""
 
 
 def describe(x: Any) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
+from sklearn.exceptions import ConvergenceWarning as _SklearnConvergenceWarning
 from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 from sklearn.utils.validation import validate_data
 
@@ -18,6 +19,7 @@ from ._results import KMeansResult
 from ._sources import is_out_of_core
 from ._step import assign_accumulate
 from ._validation import (
+    ConvergenceWarning,
     SqdistError,
     as_tensor,
     check_choice,
@@ -31,13 +33,17 @@ from ._validation import (
 from .clustering import kmeans, kmeans_stream, resolve_n_init
 from .distances import sqdist
 
-__all__ = ["KMeans", "NotFittedError"]
+__all__ = ["KMeans", "KMeansConvergenceWarning", "NotFittedError"]
 
 ALGORITHMS = ("lloyd", "elkan")
 
 
 class NotFittedError(SqdistError, _SklearnNotFittedError):
     """The estimator is used before ``fit``: both sqdist's error and scikit-learn's ``NotFittedError``."""
+
+
+class KMeansConvergenceWarning(ConvergenceWarning, _SklearnConvergenceWarning):
+    """The estimator's convergence warnings: sqdist's and scikit-learn's ``ConvergenceWarning`` at once."""
 
 
 def _check_fitted(est: KMeans, what: str) -> None:
@@ -200,13 +206,18 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         kw = dict(sample_weight=sample_weight, init=self.init, n_init=self.n_init, max_iter=self.max_iter,
                   tol=self.tol, tol_mode=self.tol_mode, random_state=self.random_state,
                   working_memory=self.working_memory, backend=self.backend)
-        if is_out_of_core(X):  # a path or chunks: streamed, each chunk moved to ``device``
-            dt = self._compute_dtype()
-            dtype = None if isinstance(dt, list) else {np.float32: torch.float32, np.float64: torch.float64}[dt]
-            r = kmeans_stream(X, self.n_clusters, device=resolve_device(self.device, "device"), dtype=dtype, **kw)
-            self.n_features_in_ = int(r.centers.shape[1])
-        else:
-            r = kmeans(self._validate(X, reset=True), self.n_clusters, **kw)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if is_out_of_core(X):  # a path or chunks: streamed, each chunk moved to ``device``
+                dt = self._compute_dtype()
+                dtype = None if isinstance(dt, list) else {np.float32: torch.float32, np.float64: torch.float64}[dt]
+                r = kmeans_stream(X, self.n_clusters, device=resolve_device(self.device, "device"), dtype=dtype, **kw)
+                self.n_features_in_ = int(r.centers.shape[1])
+            else:
+                r = kmeans(self._validate(X, reset=True), self.n_clusters, **kw)
+        for w in caught:  # again, from here: convergence warnings as scikit-learn's class too
+            cat = KMeansConvergenceWarning if issubclass(w.category, ConvergenceWarning) else w.category
+            warnings.warn(str(w.message), cat, stacklevel=2)
         self._set_result(r)
         if self.verbose:
             self._print_history(r)
