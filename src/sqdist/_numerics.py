@@ -44,6 +44,7 @@ import torch
 
 __all__ = [
     "RightOperand",
+    "block_moments",
     "merge_moments",
     "assign_margin",
     "centre",
@@ -189,6 +190,14 @@ def segment_add(out: torch.Tensor, index: torch.Tensor, src: torch.Tensor) -> to
     if out.device.type == "cpu":
         return out.index_add_(0, index, src)
     return out.index_put_((index,), src, accumulate=True)
+
+
+def block_moments(x: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """``(rows, mean (D,), sum of squared deviations (D,))`` of a row block, in float64: one term of
+    :func:`merge_moments`."""
+    p = x.to(torch.float64)  # (n, D)
+    m = p.mean(0)  # (D,)
+    return p.shape[0], m, ((p - m) ** 2).sum(0)
 
 
 def merge_moments(parts: list[tuple[int, torch.Tensor, torch.Tensor]]) -> float:

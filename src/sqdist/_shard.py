@@ -31,7 +31,7 @@ import torch
 
 from ._comm import Comm
 from ._files import open_npy
-from ._numerics import merge_moments
+from ._numerics import block_moments, merge_moments
 from ._sources import ArraySource, Source, chunk_rows
 from ._validation import SqdistError, compute_dtype
 
@@ -267,9 +267,8 @@ def feature_variance(shard: Shard, comm: Comm) -> float:
     D = shard.source.n_features
     rows = []
     for _, _, x in shard.chunks(torch.device("cpu")):
-        p = x.to(torch.float64)  # (n, D)
-        m = p.mean(0)  # (D,)
-        rows.append(torch.cat([torch.tensor([float(p.shape[0])], dtype=torch.float64), m, ((p - m) ** 2).sum(0)]))
+        n, m, m2 = block_moments(x)
+        rows.append(torch.cat([torch.tensor([float(n)], dtype=torch.float64), m, m2]))
     local = torch.stack(rows) if rows else torch.zeros((0, 1 + 2 * D), dtype=torch.float64)
     allc = torch.cat(comm.all_gather_rows(local, "the features' variance"))  # (chunks, 1 + 2D) in global order
     return merge_moments([(int(r[0]), r[1 : 1 + D], r[1 + D :]) for r in allc])

@@ -128,9 +128,7 @@ def _assign_torch(X: torch.Tensor, centers: torch.Tensor, budget: int):
             ones = torch.ones(lab.shape[0], dtype=torch.int64, device=X.device)
         segment_add(counts, lab, ones)
         segment_add(per_cluster, lab, md.to(torch.float64))
-    # K values: summed sequentially below the parallel grain size
-    inertia = segment_add(torch.zeros(1, dtype=torch.float64, device=X.device),
-                           torch.zeros(K, dtype=torch.int64, device=X.device), per_cluster)[0]
+    inertia = _ordered_sum(per_cluster)  # K values, summed in order
     return labels, mind, sums, counts, inertia
 
 

@@ -30,7 +30,7 @@ from ._comm import Comm, is_distributed
 from ._engine import FitOptions, InMemory, Streamed, fit
 from ._init import INITS, as_generator, n_clusters_of, parse_init
 from ._init import kmeans_plusplus as kmeans_plusplus_impl
-from ._numerics import merge_moments
+from ._numerics import block_moments, merge_moments
 from ._results import KMeansResult
 from ._shard import feature_variance, open_shard
 from ._sources import ArraySource, as_source, is_out_of_core, is_sparse
@@ -50,7 +50,8 @@ from ._validation import (
     resolve_device,
 )
 
-__all__ = ["INITS", "TOL_MODES", "KMeansResult", "kmeans", "kmeans_plusplus", "kmeans_stream", "resolve_n_init"]
+__all__ = ["INITS", "TOL_MODES", "KMeansResult", "kmeans", "kmeans_plusplus", "kmeans_stream", "resolve_n_init",
+           "check_sample_weight"]
 
 TOL_MODES = ("relative", "absolute")
 
@@ -143,7 +144,7 @@ def kmeans(
                              working_memory=working_memory, backend=backend)
     Xt, was_numpy = _check_points(X)
     N, D = Xt.shape
-    w = _check_weights(sample_weight, N, Xt.device)
+    w = check_sample_weight(sample_weight, N, Xt.device)
     gen = as_generator(random_state)
     init = _call_init(init, X, n_clusters, gen)
     init_k, K = parse_init(init, n_clusters, N, D, Xt.device)
@@ -211,7 +212,7 @@ def kmeans_plusplus(
     if x_squared_norms is not None and len(x_squared_norms) != N:
         raise SqdistError(f"x_squared_norms: The length of x_squared_norms ({len(x_squared_norms)}) should be equal to "
                           f"the length of n_samples ({N})")
-    w = _check_weights(sample_weight, N, Xt.device)
+    w = check_sample_weight(sample_weight, N, Xt.device)
     _check_positive_weights(w, 1, "k-means++")
     C, idx = kmeans_plusplus_impl(Xt, K, as_generator(random_state), _chunking.resolve_budget(working_memory),
                                   compute_dtype(Xt.dtype), w, n_local_trials)
@@ -359,7 +360,7 @@ def _check_points(X: Any) -> tuple[torch.Tensor, bool]:
     return Xt, was_numpy
 
 
-def _check_weights(sample_weight: Any, N: int, device: torch.device) -> torch.Tensor | None:
+def check_sample_weight(sample_weight: Any, N: int, device: torch.device) -> torch.Tensor | None:
     """(N,) float64 weights on ``device`` (finite, >= 0, positive sum), or None for unit weights."""
     if sample_weight is None:
         return None
@@ -401,12 +402,7 @@ def _mean_variance(X: torch.Tensor, budget: int) -> float:
     """Mean over the features of their (population) variance, float64, in row blocks within ``budget``."""
     N, D = X.shape
     rows = _chunking.rows_per_chunk(N, 3 * 8 * D, budget, what="the features' variance")
-    parts = []
-    for sl in _chunking.row_slices(N, rows):
-        p = X[sl].to(torch.float64)  # (n, D)
-        m = p.mean(0)  # (D,)
-        parts.append((p.shape[0], m, ((p - m) ** 2).sum(0)))
-    return merge_moments(parts)
+    return merge_moments([block_moments(X[sl]) for sl in _chunking.row_slices(N, rows)])
 
 
 def _caller_level() -> int:

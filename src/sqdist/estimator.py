@@ -30,7 +30,7 @@ from ._validation import (
     resolve_device,
     to_output,
 )
-from .clustering import kmeans, kmeans_stream, resolve_n_init
+from .clustering import check_sample_weight, kmeans, kmeans_stream, resolve_n_init
 from .distances import sqdist
 
 __all__ = ["KMeans", "KMeansConvergenceWarning", "NotFittedError"]
@@ -182,7 +182,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
             elif Xt.shape[1] != self.n_features_in_:
                 raise SqdistError(f"X has {Xt.shape[1]} features, but KMeans is expecting {self.n_features_in_} "
                                   f"features as input")
-            check_finite_rows(Xt, "X")
+            if not reset:  # fit: sqdist.kmeans checks the rows itself (one pass, not two)
+                check_finite_rows(Xt, "X")
             dt = self._compute_dtype()
             if not isinstance(dt, list):
                 Xt = Xt.to({np.float32: torch.float32, np.float64: torch.float64}[dt])
@@ -289,12 +290,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
 
     def _assign(self, X: Any, sample_weight: Any = None):
         Xt, was_numpy, C = self._centres_for(X)
-        w = None
-        if sample_weight is not None:
-            w = torch.as_tensor(np.asarray(sample_weight, dtype=np.float64) if not isinstance(sample_weight, torch.Tensor)
-                                else sample_weight)
-            if w.shape != (Xt.shape[0],):
-                raise SqdistError(f"sample_weight: expected shape ({Xt.shape[0]},), got {describe(sample_weight)}")
+        w = check_sample_weight(sample_weight, Xt.shape[0], Xt.device)
         budget = _chunking.resolve_budget(self.working_memory)
         st = assign_accumulate(Xt.to(C.dtype), C, budget=budget, backend=resolve_backend(self.backend, Xt.device),
                                weights=w)
