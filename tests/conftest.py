@@ -42,6 +42,47 @@ def run_cli():
 
 
 @pytest.fixture
+def run_python():
+    """Run ``python -c CODE ARGS...`` with this tree's ``src`` on the path; returns the CompletedProcess."""
+
+    def _run(code: str, *args: str, timeout: float = 300):
+        e = dict(os.environ)
+        e["PYTHONPATH"] = str(SRC) + os.pathsep + e.get("PYTHONPATH", "")
+        return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout, env=e)
+
+    return _run
+
+
+# ``python -m sqdist ARGS`` run through runpy, then the names of every module it imported on a last stderr line
+_MODULES_MARK = "sqdist-test-modules:"
+_RUN_MAIN_THEN_LIST_MODULES = f"""
+import runpy, sys
+try:
+    runpy.run_module("sqdist", run_name="__main__", alter_sys=True)
+    code = 0
+except SystemExit as exc:
+    code = exc.code
+print({_MODULES_MARK!r}, *sorted(sys.modules), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+@pytest.fixture
+def run_cli_modules(run_python):
+    """Run ``python -m sqdist ARGS...``; returns the CompletedProcess (its ``stderr`` without the
+    module list) and the set of every module the run imported (``sys.modules`` at exit)."""
+
+    def _run(*args: str, timeout: float = 300):
+        r = run_python(_RUN_MAIN_THEN_LIST_MODULES, *args, timeout=timeout)
+        err, _, mods = r.stderr.rpartition(_MODULES_MARK)
+        assert mods, r.stderr
+        r.stderr = err
+        return r, set(mods.split())
+
+    return _run
+
+
+@pytest.fixture
 def one_thread():
     """Run the test with one torch thread, restoring the count afterwards."""
     import torch

@@ -14,7 +14,7 @@ from hypothesis.extra.numpy import mutually_broadcastable_shapes
 
 import sqdist
 from sqdist import BroadcastError, SqdistError, broadcast_shapes, broadcast_table, explain_broadcast
-from sqdist.broadcast import EXERCISE_PAIRS, parse_shape
+from sqdist.broadcast import EXERCISE_PAIRS, LEGEND, parse_shape
 from sqdist.cli import main as cli_main
 
 # ---------------------------------------------------------------------------
@@ -413,16 +413,47 @@ def test_cli_malformed_input_exits_2_with_one_line(capsys, args, words):
         assert w in lines[0]
 
 
-def test_cli_exercise_prints_all_eight(capsys):
+def test_cli_exercise_prints_one_compact_table(capsys):
     assert cli_main(["broadcast", "--exercise"]) == 0
-    out = capsys.readouterr().out
-    finals = [b.splitlines()[-1] for b in out.strip().split("\n\n")]
-    assert len(finals) == 8
-    for (_pair, expected, conflict), final in zip(HAND_SOLVED, finals):
+    lines = capsys.readouterr().out.rstrip("\n").splitlines()
+    header, rows, summary, legend = lines[0], lines[1:9], lines[9], lines[10:]
+    assert header.split()[:4] == ["#", "shape", "A", "shape"]
+    assert len(lines) == 11 and len(legend) == 1 and legend[0].startswith("(") and "right" in legend[0]
+    n_ok = 0
+    for k, ((pair, expected, conflict), row) in enumerate(zip(HAND_SOLVED, rows), 1):
+        # columns are separated by two spaces (a shape has single spaces only)
+        cells = re.split(r"\s{2,}", row.strip())
+        assert cells[:3] == [str(k), str(pair[0]), str(pair[1])]
         if expected is not None:
-            assert final == f"result shape: {expected}"
+            n_ok += 1
+            assert cells[3:] == ["broadcasts", str(expected)]
         else:
-            assert final.startswith("incompatible:") and f"axis {conflict[0]}" in final
+            axis, a, b = conflict[:3]
+            assert cells[3:] == ["incompatible", f"axis {axis}: {a} vs {b}"]
+    assert n_ok == 4 and summary == "4 of 8 pairs broadcast"
+
+
+def test_cli_exercise_explain_prints_the_per_axis_tables_legend_once(capsys):
+    assert cli_main(["broadcast", "--exercise", "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(LEGEND) == 1
+    blocks = out.rstrip("\n").split("\n\n")
+    assert blocks[-1] == f"{LEGEND}\n4 of 8 pairs broadcast"
+    assert len(blocks) == 9
+    for k, ((pair, expected, conflict), block) in enumerate(zip(HAND_SOLVED, blocks), 1):
+        heading, body = block.split("\n", 1)
+        assert heading == f"# {k}. {pair[0]} and {pair[1]}"
+        # the table of explain_broadcast, without its legend line
+        assert body.splitlines() == [ln for ln in explain_broadcast(*pair).splitlines() if ln != LEGEND]
+        if expected is not None:
+            assert body.splitlines()[-1] == f"result shape: {expected}"
+        else:
+            assert body.splitlines()[-1].startswith("incompatible:") and f"axis {conflict[0]}" in body
+
+
+def test_cli_explain_without_exercise_keeps_the_table(capsys):
+    assert cli_main(["broadcast", "--explain", "(4,1)", "(3,1,1,5)"]) == 0
+    assert capsys.readouterr().out == explain_broadcast((4, 1), (3, 1, 1, 5)) + "\n"
 
 
 def test_cli_option_like_shape_is_a_usage_error(capsys):
@@ -445,7 +476,7 @@ def test_cli_help(capsys):
 
 
 def test_cli_subprocess_exit_codes(run_cli):
-    # real processes: python -m sqdist broadcast ... (each one imports torch, so only three)
+    # real processes: python -m sqdist broadcast ...
     ok = run_cli("broadcast", "(4,1)", "(3,1,1,5)")
     assert ok.returncode == 0 and ok.stdout == explain_broadcast((4, 1), (3, 1, 1, 5)) + "\n"
     bad = run_cli("broadcast", "(3)", "(3,1,1,5)")
@@ -453,3 +484,20 @@ def test_cli_subprocess_exit_codes(run_cli):
     malformed = run_cli("broadcast", "(3,1", "(3,)")
     assert malformed.returncode == 2 and malformed.stdout == ""
     assert len(malformed.stderr.strip().splitlines()) == 1 and "Traceback" not in malformed.stderr
+
+
+@pytest.mark.parametrize("args,code", [
+    (["broadcast", "(4,1)", "(3,1,1,5)"], 0),
+    (["broadcast", "(3)", "(3,1,1,5)"], 1),
+    (["broadcast", "(3,1", "(3,)"], 2),
+    (["broadcast", "--exercise"], 0),
+    (["broadcast", "--exercise", "--explain"], 0),
+])
+def test_cli_broadcast_does_not_import_torch(run_cli_modules, args, code):
+    """``python -m sqdist broadcast`` answers without torch or NumPy (importing torch takes seconds)."""
+    r, imported = run_cli_modules(*args)
+    assert r.returncode == code, r.stderr
+    assert {"sqdist.cli", "sqdist._cli_broadcast", "sqdist.broadcast"} <= imported
+    assert not {"torch", "numpy", "sqdist.distances", "sqdist._validation"} & imported
+    if args == ["broadcast", "--exercise"]:
+        assert r.stdout.splitlines()[-2] == "4 of 8 pairs broadcast"

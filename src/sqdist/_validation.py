@@ -17,21 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["SqdistError", "SqdistWarning", "ConvergenceWarning"]
+from ._errors import ConvergenceWarning, SqdistError, SqdistWarning
 
-
-class SqdistError(ValueError):
-    """The one error type of sqdist: bad input, named with what was given and expected."""
-
-
-class SqdistWarning(UserWarning):
-    """Base class of the warnings sqdist emits."""
-
-
-class ConvergenceWarning(SqdistWarning):
-    """An iterative method (k-means) ended in a degenerate or unconverged state, e.g. fewer
-    distinct points than clusters.  :class:`sqdist.KMeans` emits it as a subclass that is
-    also scikit-learn's ``ConvergenceWarning`` (scikit-learn is imported only with the estimator)."""
+__all__ = ["ConvergenceWarning", "SqdistError", "SqdistWarning"]  # defined in the torch-free bottom layer
 
 
 def describe(x: Any) -> str:
@@ -197,7 +185,7 @@ def reject_sparse(x: Any, name: str) -> None:
     >>> reject_sparse(torch.eye(2).to_sparse(), "X")
     Traceback (most recent call last):
     ...
-    sqdist._validation.SqdistError: X: sparse input is not supported yet (got a torch.sparse_coo tensor ...); densify ...
+    sqdist.SqdistError: X: sparse input is not supported yet (got a torch.sparse_coo tensor ...); densify ...
     """
     if isinstance(x, torch.Tensor) and x.layout != torch.strided:
         raise SqdistError(
@@ -231,7 +219,7 @@ def resolve_device(device: Any, name: str = "device") -> torch.device | None:
     >>> resolve_device("tpu")
     Traceback (most recent call last):
     ...
-    sqdist._validation.SqdistError: device: 'tpu' is not a device; expected 'cpu', 'cuda', 'cuda:N', 'mps' or 'xpu'
+    sqdist.SqdistError: device: 'tpu' is not a device; expected 'cpu', 'cuda', 'cuda:N', 'mps' or 'xpu'
     """
     if device is None:
         return None
@@ -368,7 +356,7 @@ def check_no_alias(outputs: Mapping[str, Any], inputs: Mapping[str, Any]) -> Non
     >>> check_no_alias({"out": X}, {"X": X})
     Traceback (most recent call last):
     ...
-    sqdist._validation.SqdistError: out: shares memory with X; the result would overwrite the input ...
+    sqdist.SqdistError: out: shares memory with X; the result would overwrite the input ...
     """
     outs = [(k, v) for k, v in outputs.items() if v is not None]
     ins = [(k, v) for k, v in inputs.items() if v is not None]

@@ -35,10 +35,11 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from ._validation import SqdistError
+from ._errors import SqdistError
 
 __all__ = [
     "EXERCISE_PAIRS",
+    "LEGEND",
     "BroadcastError",
     "broadcast_shapes",
     "broadcast_table",
@@ -62,7 +63,8 @@ EXERCISE_PAIRS: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...] = (
     ((2, 5, 1, 7), (9, 2, 3, 2, 1)),
 )
 
-_LEGEND = "('-' = missing axis, counts as 1; shapes are aligned on the right)"
+#: The legend under a table (:func:`render_table`).
+LEGEND = "('-' = missing axis, counts as 1; shapes are aligned on the right)"
 
 
 class BroadcastError(SqdistError):
@@ -295,7 +297,27 @@ def explain_broadcast(*shapes: Any) -> str:
     return render_table(broadcast_table(*shapes))
 
 
-def render_table(table: dict[str, Any]) -> str:
+def render_table(table: dict[str, Any], *, legend: bool = True) -> str:
+    """The text of :func:`explain_broadcast` from a :func:`broadcast_table` result.
+
+    Parameters
+    ----------
+    table : dict
+        What :func:`broadcast_table` returned.
+    legend : bool, default True
+        Include the legend line under the table; a caller printing several
+        tables prints :data:`LEGEND` once instead.
+
+    Examples
+    --------
+    >>> print(render_table(broadcast_table((2, 1), (3,)), legend=False))
+    axis                           -2              -1
+    operand 0  (2, 1)               2               1
+    operand 1  (3,)                 -               3
+    result                          2               3
+    verdict            stretch 1 -> 2  stretch 1 -> 3
+    result shape: (2, 3)
+    """
     shapes, axes = table["shapes"], table["axes"]
     labels = ["axis"] + [f"operand {i}  {format_shape(s)}" for i, s in enumerate(shapes)] + ["result", "verdict"]
     columns = []
@@ -316,7 +338,8 @@ def render_table(table: dict[str, Any]) -> str:
             w = max(len(x) for x in cells)
             row += "  " + cells[r].rjust(max(w, 2))
         lines.append(row.rstrip())
-    lines.append(_LEGEND)
+    if legend:
+        lines.append(LEGEND)
     if table["compatible"]:
         lines.append(f"result shape: {format_shape(table['result'])}")
     else:
