@@ -52,7 +52,7 @@ def test_loops_timed_on_subset_and_flagged(tiny_result):
         assert r.timed_rows * r.timed_cols <= 30 and (r.timed_rows, r.timed_cols) != (r.N, r.P)
     assert not any(r.extrapolated for r in tiny_result.rows if r.method != "loops")
     table = bench.format_table(tiny_result)
-    assert "two Python loops*" in table
+    assert "Python loops*" in table
     assert "NumPy broadcasting*" not in table
     assert "* timed on a leading block" in table
 
@@ -60,29 +60,123 @@ def test_loops_timed_on_subset_and_flagged(tiny_result):
 def test_validation_verdict_and_checks(tiny_result):
     assert tiny_result.validation_passed
     verdict = tiny_result.verdict()
-    assert verdict.startswith("validation passed: torch CPU (auto, broadcast, gemm) equals loops/NumPy within tolerance")
+    sq = next(r.label for r in tiny_result.rows if r.method == "sqdist")
+    # the sentence names what was compared, by the labels of the table
+    assert verdict.startswith(
+        f"validation passed: PyTorch CPU (broadcasting), {sq} equal Python loops / NumPy broadcasting within tolerance"
+    ), verdict
+    assert "PyTorch CPU (expansion, matmul): max relative error" in verdict
+    assert "torch CPU (" not in verdict and "auto" not in verdict
     assert verdict in bench.format_table(tiny_result)
     pairs = {(c.N, c.method, c.reference) for c in tiny_result.checks}
-    assert pairs == {(n, m, ref) for n in (12, 20) for m in ("broadcast", "gemm", "auto") for ref in ("loops", "numpy")}
-    assert all(c.passed and c.max_rel_diff < 1e-5 for c in tiny_result.checks)
+    assert pairs == {(n, m, ref) for n in (12, 20) for m in ("torch", "expansion", "sqdist") for ref in ("loops", "numpy")}
+    assert all(c.passed and c.max_rel_diff < 1e-4 for c in tiny_result.checks)
 
 
 def test_wrong_results_fail_validation(monkeypatch):
-    real = bench.sqdist
-
-    def wrong_gemm(X, T, *, method="auto", **kw):
-        d = real(X, T, method=method, **kw)
-        return d * 1.01 if method == "gemm" else d
-
-    monkeypatch.setattr(bench, "sqdist", wrong_gemm)
+    real = bench.EXERCISE_FUNCTIONS["torch"]
+    monkeypatch.setitem(bench.EXERCISE_FUNCTIONS, "torch", lambda X, T: real(X, T) * 1.01)
     res = bench.run_bench("9x8x2", **TINY)
     assert not res.validation_passed
     bad = [r.method for r in res.rows if not r.validated]
-    assert bad == ["gemm"]
+    assert bad == ["torch"]
     assert res.verdict().startswith("validation FAILED")
-    assert "gemm on cpu vs loops" in res.verdict()
+    assert "torch on cpu vs loops" in res.verdict()
     args = argparse.Namespace(sizes="9x8x2", device="cpu", methods=None, threads=1, out=None, quick=True, seed=0, quiet=True)
     assert bench.run(args) == 1
+
+
+def test_expansion_error_is_shown_not_required():
+    # D = 2: close pairs lose digits in ||x||^2 + ||t||^2 - 2 x.t (float32): outside the tolerance, honestly
+    res = bench.run_bench("256x256x2", methods="numpy,expansion", **TINY)
+    exp = next(r for r in res.rows if r.method == "expansion")
+    assert exp.label == "PyTorch CPU (expansion, matmul)"
+    assert exp.max_rel_err_vs_f64 > bench.TOLERANCE and not exp.validated
+    assert res.validation_passed
+    assert "(outside the tolerance: the expansion loses digits to cancellation" in res.verdict()
+    assert "no (approximate)" in bench.format_table(res)
+
+
+def test_rows_run_the_exercise_functions(monkeypatch):
+    # each labelled column runs the function the report shows: count the calls
+    calls = {m: 0 for m in bench.EXERCISE_FUNCTIONS}
+    for m, fn in list(bench.EXERCISE_FUNCTIONS.items()):
+        def counted(X, T, _fn=fn, _m=m):
+            calls[_m] += 1
+            return _fn(X, T)
+
+        monkeypatch.setitem(bench.EXERCISE_FUNCTIONS, m, counted)
+    res = bench.run_bench("6x5x2", **TINY)
+    assert [r.label for r in res.rows][:4] == [
+        "Python loops", "NumPy broadcasting", "PyTorch CPU (broadcasting)", "PyTorch CPU (expansion, matmul)"
+    ]
+    assert all(n >= 3 for n in calls.values()), calls  # warm-up, memory, timing
+
+
+def _spy(monkeypatch, module, counter, key):
+    for name in ("sqdist_direct", "sqdist_direct_serial"):
+        real = getattr(module, name)
+
+        def spy(*a, _real=real):
+            counter[key] += 1
+            return _real(*a)
+
+        monkeypatch.setattr(module, name, spy)
+
+
+@pytest.mark.parametrize("choice", ["auto", "numba", "torch"])
+def test_sqdist_label_names_the_engine_that_ran(monkeypatch, choice):
+    # the label of the sqdist column is checked against the kernel that really ran
+    from sqdist import _ckernels, _cpu_kernels
+
+    if choice == "numba":
+        pytest.importorskip("numba")
+    monkeypatch.setenv("SQDIST_CPU_KERNELS", choice)
+    ran = {"c": 0, "numba": 0}
+    _spy(monkeypatch, _ckernels, ran, "c")
+    if _cpu_kernels._numba_installed():
+        from sqdist import _cpu_nb
+
+        _spy(monkeypatch, _cpu_nb, ran, "numba")
+    res = bench.run_bench("16x12x3,8x6x40", methods="sqdist", **TINY)
+    small, wide = res.rows
+    assert wide.label == "sqdist (PyTorch)"  # 40 features: the exact product path, never a compiled direct kernel
+    if ran["c"]:
+        assert small.label == "sqdist (compiled C kernel)" and not ran["numba"]
+    elif ran["numba"]:
+        assert small.label == "sqdist (compiled numba kernel)"
+    else:
+        assert small.label == "sqdist (PyTorch)"
+    if choice == "torch":
+        assert ran == {"c": 0, "numba": 0} and small.label == "sqdist (PyTorch)"
+    if choice == "numba":
+        assert ran["numba"] and not ran["c"]
+    assert "torch" not in small.label.lower() or not (ran["c"] or ran["numba"])
+
+
+def test_warm_up_first_size_has_no_memory_spike(tmp_path):
+    # a fresh process (nothing compiled or loaded yet): the first size of every method records
+    # no more memory than the same size measured again.  With numba kernels the first sqdist
+    # call loads its compiled kernels (~20 MB of allocations) -- counted without the warm-up.
+    from sqdist import _cpu_kernels
+
+    code = (
+        "import json, sys\n"
+        "from sqdist.bench import run_bench\n"
+        "res = run_bench('64x64x8,64x64x8', device='cpu', threads=1, min_run_time=0.005)\n"
+        "json.dump([(r.method, r.peak_mem_bytes) for r in res.rows], sys.stdout)\n"
+    )
+    import subprocess
+    import sys as _sys
+
+    env = dict(os.environ, SQDIST_CPU_KERNELS="numba" if _cpu_kernels._numba_installed() else "auto")
+    out = subprocess.run([_sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True,
+                         env=env).stdout
+    rows = json.loads(out)
+    half = len(rows) // 2
+    for (m1, first), (m2, again) in zip(rows[:half], rows[half:]):
+        assert m1 == m2
+        assert first <= 1.05 * again + 4096, (m1, first, again)
 
 
 def test_max_rel_and_reference_by_hand():
@@ -126,7 +220,7 @@ def test_results_written_atomically_and_parse(tmp_path, tiny_result):
     bench.write_results(tiny_result, cs)
     assert sorted(os.listdir(tmp_path)) == ["r.csv", "r.json"]  # no temporary left behind
     data = json.loads(js.read_text())
-    assert data["schema"] == "sqdist.bench/1" and data["validation_passed"] is True
+    assert data["schema"] == "sqdist.bench/2" and data["validation_passed"] is True
     assert len(data["rows"]) == len(tiny_result.rows)
     assert data["rows"][0]["method"] == "loops" and data["rows"][0]["extrapolated"] is True
     back = bench.BenchResult.from_dict(data)
@@ -169,6 +263,7 @@ def test_parse_sizes_rejects_malformed(bad):
     "kwargs, match",
     [
         (dict(methods="loops,fast"), "methods"),
+        (dict(methods="gemm"), "methods"),
         (dict(device="tpu"), "device"),
         (dict(threads=0), "threads"),
         (dict(sizes=[(4, 4)]), "sizes"),
@@ -190,10 +285,13 @@ def test_cuda_required_but_missing():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_rows():
-    res = bench.run_bench("64x32x4", device="cuda", methods="numpy,gemm", threads=1, min_run_time=0.01)
+    res = bench.run_bench("64x32x4", device="cuda", methods="numpy,torch,sqdist", threads=1, min_run_time=0.01)
     assert [(r.method, r.device) for r in res.rows] == [
-        ("numpy", "cpu"), ("gemm", "cpu"), ("gemm", "cuda"), ("gemm+copies", "cuda")
+        ("numpy", "cpu"), ("torch", "cpu"), ("sqdist", "cpu"), ("torch", "cuda"), ("sqdist", "cuda"), ("torch+copies", "cuda")
     ]
+    assert [r.label for r in res.rows if r.device == "cuda"][0] == "PyTorch GPU (broadcasting)"
+    gpu_sq = next(r.label for r in res.rows if r.device == "cuda" and r.method == "sqdist")
+    assert gpu_sq in ("sqdist (Triton)", "sqdist (PyTorch, GPU)")
     assert res.validation_passed
 
 
@@ -217,10 +315,12 @@ def test_cli_bench_tiny(tmp_path, capsys):
     rc = cli.main(["bench", "--sizes", "8x6x2,5x5x3", "--threads", "1", "--quick", "--device", "cpu", "--out", str(out)])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
-    assert "validation passed: torch CPU" in captured.out
-    for label in ("two Python loops", "NumPy broadcasting", "torch broadcast", "torch gemm", "sqdist default (auto)"):
+    assert "validation passed: PyTorch CPU (broadcasting)" in captured.out
+    for label in ("Python loops", "NumPy broadcasting", "PyTorch CPU (broadcasting)", "PyTorch CPU (expansion, matmul)",
+                  "sqdist ("):
         assert label in captured.out
-    assert "8x6x2: two Python loops on cpu" in captured.err  # progress goes to stderr
+    assert "torch gemm" not in captured.out and "(auto)" not in captured.out
+    assert "8x6x2: Python loops" in captured.err  # progress goes to stderr
     data = json.loads(out.read_text())
     assert [(x["N"], x["method"]) for x in data["rows"]][:2] == [(8, "loops"), (8, "numpy")]
 

@@ -17,8 +17,6 @@ from typing import Any
 
 import torch
 
-from ._chunking import plain_allocations
-
 __all__ = ["err_vs_f64", "max_rel", "measure_cpu", "measure_cuda", "median_time", "pinned_threads", "reference_blocks"]
 
 
@@ -93,10 +91,7 @@ def measure_cpu(fn: Callable[[], Any]) -> tuple[Any, int | None]:
     The peak is tracemalloc's (NumPy, Python) plus torch's CPU allocator's
     (profiler memory events); None when the profiler gives no events.
     """
-    # Large results normally live on a huge-page mapping that torch's profiler does not see;
-    # here they come from torch.empty instead: the same bytes, counted by the profiler.
-    with plain_allocations():
-        return _measure_cpu_traced(fn)
+    return _measure_cpu_traced(fn)
 
 
 def _measure_cpu_traced(fn: Callable[[], Any]) -> tuple[Any, int | None]:

@@ -6,7 +6,7 @@ import html
 
 from ._report_context import Context, Section
 
-__all__ = ["figure_html", "figure_md", "page_html", "page_md", "table_html", "table_md"]
+__all__ = ["code_html", "code_md", "figure_html", "figure_md", "page_html", "page_md", "table_html", "table_md"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -27,12 +27,69 @@ def figure_md(name: str, caption: str) -> str:
     return f"![{caption}]({name})\n\n*{caption}*\n"
 
 
-def table_html(header: list[str], rows: list[list[str]], cls: str = "") -> str:
-    """A table whose cells are already HTML."""
-    head = "".join(f"<th>{h}</th>" for h in header)
+def table_html(header: list[str], rows: list[list[str]], cls: str = "", *, row_headers: bool = False) -> str:
+    """A table whose cells are already HTML, in a wrapper that scrolls sideways on a narrow screen.
+
+    Header cells get ``scope="col"``; with ``row_headers`` the first cell of each row is a
+    ``<th scope="row">``.
+    """
+    head = "".join(f'<th scope="col">{h}</th>' for h in header)
     thead = f"<thead><tr>{head}</tr></thead>" if any(header) else ""
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f'<table class="{cls}">{thead}<tbody>{body}</tbody></table>'
+
+    def tr(row: list[str]) -> str:
+        if row_headers and row:
+            return f'<tr><th scope="row">{row[0]}</th>' + "".join(f"<td>{c}</td>" for c in row[1:]) + "</tr>"
+        return "<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>"
+
+    body = "".join(tr(row) for row in rows)
+    return f'<div class="scroll"><table class="{cls}">{thead}<tbody>{body}</tbody></table></div>'
+
+
+def code_html(source: str, caption: str) -> str:
+    """A Python listing: highlighted by Pygments when installed (plain ``<pre>`` otherwise), with a copy button.
+
+    The highlighting is inline (classes styled by the page's CSS): the page stays offline.
+    """
+    try:
+        from pygments import highlight
+        from pygments.formatters import HtmlFormatter
+        from pygments.lexers import PythonLexer
+    except ImportError:
+        pre = f'<pre class="code"><code>{html.escape(source)}</code></pre>'
+    else:
+        pre = highlight(source, PythonLexer(), HtmlFormatter(nowrap=True))
+        pre = f'<pre class="code hl"><code>{pre}</code></pre>'
+    return (
+        f'<figure class="listing"><figcaption><span>{caption}</span>'
+        '<button type="button" class="copy" title="copy the code to the clipboard">copy</button></figcaption>'
+        f"{pre}</figure>"
+    )
+
+
+def code_md(source: str, caption: str) -> str:
+    """Markdown for a listing and its caption."""
+    return f"{html.unescape(_strip_tags(caption))}:\n\n```python\n{source.rstrip()}\n```\n"
+
+
+def _strip_tags(text: str) -> str:
+    out, inside = [], False
+    for ch in text:
+        if ch == "<":
+            inside = True
+        elif ch == ">":
+            inside = False
+        elif not inside:
+            out.append(ch)
+    return "".join(out)
+
+
+def _pygments_css() -> str:
+    """The Pygments classes' colours for ``pre.hl`` ('' without Pygments)."""
+    try:
+        from pygments.formatters import HtmlFormatter
+    except ImportError:
+        return ""
+    return HtmlFormatter(style="default").get_style_defs("pre.hl")
 
 
 def table_md(header: list[str], rows: list[list[str]]) -> str:
@@ -58,7 +115,7 @@ body { font: 15px/1.5 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial
 h1 { font-size: 28px; margin: 0 0 4px; } h2 { font-size: 21px; margin-top: 40px; padding-bottom: 4px;
      border-bottom: 2px solid var(--line); } h4 { margin: 0 0 6px; font-size: 15px; }
 h3 { font-size: 16.5px; margin: 22px 0 4px; }
-table.pivot td small { color: var(--muted); font-size: 12px; }
+table.pivot td small { color: var(--muted); font-size: 12px; } table.pivot th[scope=row] { white-space: nowrap; }
 .meta { color: var(--muted); margin: 0 0 16px; }
 nav ol { margin: 6px 0 0; padding-left: 22px; columns: 2; }
 a { color: var(--accent); }
@@ -81,7 +138,7 @@ table.bc td { text-align: center; vertical-align: middle; min-width: 40px; paddi
 table.bc td.why { font-size: 11px; color: var(--muted); white-space: nowrap; }
 table.bc td.stretch { background: #e8f1fb; } table.bc td.conflict { background: #fdecea; color: var(--bad); font-weight: 600; }
 table.bc tr.res td { font-weight: 600; } table.bc th small { font-weight: 400; }
-.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 12px; }
+.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(520px, 100%), 1fr)); gap: 12px; }
 .card { border: 1px solid var(--line); border-radius: 6px; padding: 10px 12px; overflow-x: auto; }
 .card p.verdict { margin: 4px 0 0; font-size: 14px; }
 .extra { display: inline-block; background: #eef2ff; color: #3949ab; border: 1px solid #c5cae9; border-radius: 3px;
@@ -89,23 +146,59 @@ table.bc tr.res td { font-weight: 600; } table.bc th small { font-weight: 400; }
 table.extra-table { border-left: 4px solid #c5cae9; }
 details { margin: 4px 0; } summary { cursor: pointer; color: var(--accent); }
 footer { margin-top: 40px; color: var(--muted); font-size: 13px; }
+.scroll { overflow-x: auto; max-width: 100%; } .scroll > table { margin: 6px 0 10px; }
+span.n { cursor: help; white-space: nowrap; } span.n:hover { background: #fff3c4; outline: 1px dotted #c9a400; }
+figure.listing { margin: 10px 0 16px; max-width: 100%; }
+figure.listing figcaption { display: flex; justify-content: space-between; align-items: baseline; gap: 8px;
+                            color: var(--fg); font-size: 13.5px; margin: 0 0 2px; }
+figure.listing pre { margin: 0; }
+button.copy { display: none; font: 12px sans-serif; padding: 1px 8px; border: 1px solid var(--line); border-radius: 4px;
+              background: #fff; color: var(--accent); cursor: pointer; }
+.js button.copy { display: inline-block; }
+.side { display: grid; grid-template-columns: repeat(auto-fit, minmax(min(720px, 100%), 1fr)); gap: 0 16px; }
+.side > * { min-width: 0; }
+@media (max-width: 820px) { body { padding: 14px 12px 40px; } nav ol { columns: 1; } }
+"""
+
+# The copy buttons: hidden without JavaScript; copy the listing's text (clipboard API, or a
+# hidden textarea and execCommand where the API is unavailable, as for some file:// pages).
+_SCRIPT = """
+document.documentElement.classList.add("js");
+function sqdistCopyFallback(text) {
+  var t = document.createElement("textarea"); t.value = text; t.style.position = "fixed"; t.style.opacity = "0";
+  document.body.appendChild(t); t.select(); var ok = false;
+  try { ok = document.execCommand("copy"); } catch (err) { ok = false; }
+  document.body.removeChild(t); return ok;
+}
+document.addEventListener("click", function (e) {
+  var b = e.target.closest ? e.target.closest("button.copy") : null;
+  if (!b) { return; }
+  var text = b.closest("figure").querySelector("pre").innerText;
+  function done(ok) { b.textContent = ok ? "copied" : "select the code and copy it";
+                      setTimeout(function () { b.textContent = "copy"; }, 1500); }
+  if (navigator.clipboard && window.isSecureContext) {
+    navigator.clipboard.writeText(text).then(function () { done(true); }, function () { done(sqdistCopyFallback(text)); });
+  } else { done(sqdistCopyFallback(text)); }
+});
 """
 
 
 def page_html(ctx: Context, sections: list[Section]) -> str:
-    """``index.html``: header, contents, the sections, footer; inline CSS, no scripts."""
+    """``index.html``: header, contents, the sections, footer; inline CSS and script, nothing fetched."""
     nav = "".join(f'<li><a href="#{s.id}">{html.escape(s.title)}</a></li>' for s in sections)
     body = "".join(f'<section id="{s.id}"><h2>{html.escape(s.title)}</h2>{s.html}</section>' for s in sections)
     meta = ctx.results["meta"]
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>sqdist report \u2014 {html.escape(meta['created'])}</title><style>{_CSS}</style></head><body>"
+        f"<title>sqdist report \u2014 {html.escape(meta['created'])}</title><style>{_CSS}{_pygments_css()}</style>"
+        f"<script>{_SCRIPT}</script></head><body>"
         "<header><h1>sqdist report</h1>"
         f'<p class="meta">The exercise\'s three tasks, measured on this machine. sqdist {html.escape(meta["version"])}, '
         f'mode <b>{html.escape(meta["mode"])}</b>, device <b>{html.escape(meta["device"])}</b>, '
         f'created {html.escape(meta["created"])}, built in {ctx.num("meta.total_seconds", "time")}. '
-        "Every number on this page is in <code>results.json</code> (hover a number: its <code>data-key</code> is the path).</p>"
+        "Every number on this page is in <code>results.json</code>: hover a number to see its path there "
+        "(its <code>data-key</code>).</p>"
         f"{_busy_warning(ctx)}<nav><b>Contents</b><ol>{nav}</ol></nav></header>{body}"
         "<footer>Generated by <code>sqdist report</code>. Figures: PNG files next to this page; "
         "data: <code>results.json</code>; text version: <code>report.md</code>.</footer></body></html>\n"

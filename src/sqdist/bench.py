@@ -16,17 +16,27 @@ data, for a grid of sizes (N, P, D), and reports per method and size:
 * **max relative error** against a float64 reference, and whether it is
   within the tolerance (1e-4, the accuracy contract of :func:`sqdist.sqdist`).
 
-Methods (``method`` column): ``"loops"`` -- the exercise's two Python
-for-loops (:func:`sqdist.sqdist` with ``method="loops"``); ``"numpy"`` --
-NumPy broadcasting; ``"broadcast"`` -- the same broadcasting in torch;
-``"gemm"`` -- the matrix-product path (``||x||^2 + ||t||^2 - 2 x.t``, made
-exact); ``"auto"`` -- what :func:`sqdist.sqdist` does by default (on the CPU
-with numba installed and small D a compiled direct-formula kernel, else the
-gemm path); with CUDA also ``"broadcast"`` and ``"gemm"`` on the GPU with the data already
-there (kernel time) and ``"gemm+copies"``: host-to-device copies of X and T,
-the computation and the copy of the result back.
+Methods (``method`` column), each labelled by what runs (:data:`LABELS`):
+the exercise's solutions of :mod:`sqdist.exercise` -- ``"loops"``, two
+Python for-loops ("Python loops", :func:`~sqdist.exercise.distances_loops`);
+``"numpy"``, NumPy broadcasting (:func:`~sqdist.exercise.distances_numpy`);
+``"torch"``, PyTorch broadcasting ("PyTorch CPU (broadcasting)",
+:func:`~sqdist.exercise.distances_torch`); ``"expansion"``, PyTorch with
+``||x||^2 + ||t||^2 - 2 x.t`` through one matrix product ("PyTorch CPU
+(expansion, matmul)", :func:`~sqdist.exercise.distances_torch_expansion`) --
+and ``"sqdist"``: :func:`sqdist.sqdist` with its default settings, labelled
+by the engine it really dispatches to (:func:`sqdist_engine`): "sqdist
+(compiled C kernel)" or "sqdist (compiled numba kernel)" on the CPU for small
+D (sqdist's C kernels when built, else numba when installed), "sqdist
+(PyTorch)" otherwise, "sqdist (Triton)" for CUDA tensors with Triton
+installed.  With CUDA, ``"torch"``, ``"expansion"`` and ``"sqdist"`` also run
+on the GPU with the data already there (kernel time), and ``"torch+copies"``
+adds the host-to-device copies of X and T and the copy of the result back.
+Every method is called once before it is measured (warm-up: first-call
+set-up such as compilation or allocator growth is neither timed nor counted
+as memory).
 
-**Subsets.**  The loops take about a microsecond per pair, so they are timed
+**Subsets.**  The loops take several microseconds per pair, so they are timed
 on the first rows of X only (at most ``loops_max_pairs`` pairs) and the time
 is scaled linearly to the full N x P: the cost per pair is constant.  The
 broadcasting methods are treated the same way when N * P * D exceeds
@@ -50,10 +60,10 @@ whether all agree within the tolerance (``sqdist bench`` exits 1 if not).
 Examples
 --------
 >>> from sqdist.bench import run_bench, format_table
->>> res = run_bench("64x48x3", methods=("loops", "numpy", "gemm"), device="cpu",
+>>> res = run_bench("64x48x3", methods=("loops", "numpy", "torch"), device="cpu",
 ...                 threads=1, min_run_time=0.01)
->>> [(r.method, r.N, r.P, r.D) for r in res.rows]
-[('loops', 64, 48, 3), ('numpy', 64, 48, 3), ('gemm', 64, 48, 3)]
+>>> [(r.label, r.N, r.P, r.D) for r in res.rows]
+[('Python loops', 64, 48, 3), ('NumPy broadcasting', 64, 48, 3), ('PyTorch CPU (broadcasting)', 64, 48, 3)]
 >>> res.validation_passed
 True
 >>> "validation passed" in format_table(res)
@@ -72,14 +82,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import _ckernels as c_kernels
+from ._backend import resolve_backend, resolve_method
 from ._bench_measure import err_vs_f64, max_rel, measure_cpu, measure_cuda, median_time, pinned_threads, reference_blocks
-from ._bench_result import LABELS, TOLERANCE, AgreementCheck, BenchResult, BenchRow, format_table, write_results
+from ._bench_result import APPROXIMATE, LABELS, TOLERANCE, AgreementCheck, BenchResult, BenchRow, format_table, write_results
+from ._cpu_kernels import kernels
 from ._machine import available_memory_bytes, machine_info, usable_cores
 from ._validation import SqdistError, check_choice, check_output_path, check_positive_int, check_positive_number
 from .distances import sqdist
+from .exercise import distances_loops, distances_numpy, distances_torch, distances_torch_expansion
 
 __all__ = [
+    "APPROXIMATE",
     "BENCH_METHODS",
+    "LABELS",
     "DEFAULT_SIZES",
     "QUICK_SIZES",
     "TOLERANCE",
@@ -89,12 +105,20 @@ __all__ = [
     "format_table",
     "parse_sizes",
     "run_bench",
+    "sqdist_engine",
     "write_results",
 ]
 
-#: Methods run on the CPU, in table order.  With CUDA, "broadcast" and "gemm"
-#: also run on the GPU and "gemm" adds the "gemm+copies" row.
-BENCH_METHODS = ("loops", "numpy", "broadcast", "gemm", "auto")
+#: Methods run on the CPU, in table order.  With CUDA, "torch", "expansion" and "sqdist"
+#: also run on the GPU and "torch" adds the "torch+copies" row.
+BENCH_METHODS = ("loops", "numpy", "torch", "expansion", "sqdist")
+#: The exercise's function behind each method (the report shows their source).
+EXERCISE_FUNCTIONS = {
+    "loops": distances_loops,
+    "numpy": distances_numpy,
+    "torch": distances_torch,
+    "expansion": distances_torch_expansion,
+}
 DEVICES = ("auto", "cpu", "cuda")
 #: Default grid (N, P, D): finishes in well under a minute on 2 cores.
 DEFAULT_SIZES: tuple[tuple[int, int, int], ...] = ((1024, 1024, 2), (1024, 1024, 128), (4096, 4096, 2))
@@ -124,7 +148,7 @@ def parse_sizes(sizes: Any) -> list[tuple[int, int, int]]:
     >>> parse_sizes("256x256")
     Traceback (most recent call last):
     ...
-    sqdist._validation.SqdistError: sizes: expected N x P x D triples of positive integers separated by commas,
+    sqdist.SqdistError: sizes: expected N x P x D triples of positive integers separated by commas,
     like '1024x1024x16', got '256x256' in '256x256'
     """
     if isinstance(sizes, str):
@@ -187,6 +211,35 @@ def _check_memory(grid: list[tuple[int, int, int]]) -> None:
                 f"sizes: {N}x{P}x{D} needs about {need / 2**30:.3g} GiB of memory (its N x P distance matrices and "
                 f"copies of the data), this machine has {avail / 2**30:.3g} GiB available; choose smaller sizes"
             )
+
+
+def sqdist_engine(X: torch.Tensor, T: torch.Tensor) -> str:
+    """The engine that ``sqdist.sqdist(X, T)`` (default settings) dispatches to for these tensors.
+
+    ``"compiled C kernel"`` or ``"compiled numba kernel"`` (CPU, small D: the
+    direct-formula kernel of :mod:`sqdist._cpu_kernels`, C when built, else numba),
+    ``"Triton"`` (CUDA tensors, Triton installed) or ``"PyTorch"`` (the exact
+    matrix-product path).
+
+    Examples
+    --------
+    >>> import torch
+    >>> sqdist_engine(torch.zeros(4, 300), torch.zeros(3, 300))  # many features: the product path
+    'PyTorch'
+    """
+    backend = resolve_backend("auto", X.device)
+    if backend == "triton":
+        return "Triton"
+    if resolve_method("auto", X, T, backend) != "_direct":
+        return "PyTorch"
+    return "compiled C kernel" if kernels() is c_kernels else "compiled numba kernel"
+
+
+def _label(method: str, dev: str, X: torch.Tensor, T: torch.Tensor) -> str:
+    if method != "sqdist":
+        return LABELS[(method, dev)]
+    engine = sqdist_engine(X.to(dev) if dev != "cpu" else X, T.to(dev) if dev != "cpu" else T)
+    return f"sqdist ({engine}{', GPU' if dev != 'cpu' and engine == 'PyTorch' else ''})"
 
 
 def _resolve_devices(device: str) -> tuple[str, ...]:
@@ -269,8 +322,9 @@ def run_bench(
         for N, P, D in grid:
             _bench_cell(N, P, D, chosen, devices, threads, loops_max_pairs, broadcast_max_elements,
                         min_run_time, seed, say, rows, checks)
-    if "cuda" in devices and "gemm" in chosen:
-        notes.append("GPU rows use backend='torch' (cuBLAS); 'gemm+copies' includes host<->device copies of X, T and the result")
+    if "cuda" in devices and "torch" in chosen:
+        notes.append("GPU rows: the data are on the GPU before the clock starts; "
+                     "'+ copies' includes the host<->device copies of X, T and the result")
     return BenchResult(rows=rows, checks=checks, machine=info, threads=threads, seed=seed, notes=notes)
 
 
@@ -293,19 +347,21 @@ def _bench_cell(
 
     plan: list[tuple[str, str]] = [(m, "cpu") for m in chosen]
     if "cuda" in devices:
-        plan += [(m, "cuda") for m in ("broadcast", "gemm") if m in chosen]
-        if "gemm" in chosen:
-            plan.append(("gemm+copies", "cuda"))
+        plan += [(m, "cuda") for m in ("torch", "expansion", "sqdist") if m in chosen]
+        if "torch" in chosen:
+            plan.append(("torch+copies", "cuda"))
 
     for method, dev in plan:
         if method == "loops":
             r, c = _subset(N, P, loops_max_pairs)
-        elif method in ("numpy", "broadcast") and N * P * D > broadcast_max_elements:
+        elif method in ("numpy", "torch", "torch+copies") and N * P * D > broadcast_max_elements:
             r, c = _subset(N, P, max(1, broadcast_max_elements // D))
         else:
             r, c = N, P
-        say(f"{N}x{P}x{D}: {LABELS[(method, dev)]} on {dev}" + (f" ({r}x{c} subset)" if (r, c) != (N, P) else ""))
+        label = _label(method, dev, X[:r], T[:c])
+        say(f"{N}x{P}x{D}: {label}" + (f" ({r}x{c} subset)" if (r, c) != (N, P) else ""))
         fn, measure = _make_call(method, dev, X[:r], T[:c], Xn[:r], Tn[:c])
+        fn()  # warm-up: first-call set-up (compilation, allocator growth) is neither timed nor measured
         res, peak = measure(fn)
         res = _as_cpu_tensor(res)
         t = median_time(fn, threads, min_run_time) * (N * P) / (r * c)
@@ -313,7 +369,7 @@ def _bench_cell(
         row = BenchRow(
             method=method, device=dev, N=N, P=P, D=D, time_s=t, extrapolated=(r, c) != (N, P),
             timed_rows=r, timed_cols=c, speedup_vs_loops=None, gflops=3.0 * N * P * D / t / 1e9,
-            peak_mem_bytes=peak, max_rel_err_vs_f64=err, validated=err <= TOLERANCE,
+            peak_mem_bytes=peak, max_rel_err_vs_f64=err, validated=err <= TOLERANCE, label=label,
         )
         cell_rows.append(row)
         if method in ("loops", "numpy"):
@@ -334,22 +390,24 @@ def _make_call(
 ) -> tuple[Callable[[], Any], Callable[[Callable[[], Any]], tuple[Any, int | None]]]:
     """The timed callable of one method and how to measure its memory."""
     if method in ("loops", "numpy"):
-        return (lambda: sqdist(Xn, Tn, method=method)), measure_cpu
+        f_np = EXERCISE_FUNCTIONS[method]
+        return (lambda: f_np(Xn, Tn)), measure_cpu
+    f = sqdist if method == "sqdist" else EXERCISE_FUNCTIONS[method.removesuffix("+copies")]
     if dev == "cpu":
-        return (lambda: sqdist(X, T, method=method)), measure_cpu
+        return (lambda: f(X, T)), measure_cpu
     cuda = torch.device("cuda")
-    if method == "gemm+copies":
+    if method == "torch+copies":
 
         def fn() -> torch.Tensor:
-            return sqdist(X.to(cuda), T.to(cuda), method="gemm", backend="torch").cpu()
+            return f(X.to(cuda), T.to(cuda)).cpu()
 
     else:
         Xd, Td = X.to(cuda), T.to(cuda)
 
         def fn() -> torch.Tensor:
-            return sqdist(Xd, Td, method=method, backend="torch")
+            return f(Xd, Td)
 
-    return fn, (lambda f: measure_cuda(f, cuda))
+    return fn, (lambda fn_: measure_cuda(fn_, cuda))
 
 
 def _as_cpu_tensor(res: Any) -> torch.Tensor:

@@ -3,19 +3,25 @@
 ``sqdist report`` runs every task of the exercise on this machine and writes a
 self-contained folder (default ``./sqdist-report/``):
 
-* ``index.html`` -- opens offline in any browser: inline CSS, no scripts,
-  no external styles or fonts; figures are relative links to the PNG files;
+* ``index.html`` -- opens offline in any browser: inline CSS and one small
+  inline script (the "copy" buttons of the code listings), nothing fetched
+  (no external scripts, styles or fonts); figures are relative links to the
+  PNG files;
 * the figures as PNG files;
 * ``results.json`` -- every number the page shows (each number on the page
   carries a ``data-key`` attribute: its dotted path in this file);
 * ``report.md`` -- the same content as Markdown.
 
-Sections: the machine; Task 1 (timings of loops, NumPy broadcasting, torch
-broadcast and gemm, torch on the GPU when present; peak memory; validation
-against float64; the RBF kernel as a heat map); Task 2 (the eight shape
-pairs with their aligned tables); Task 3 (k-means on five blobs with fixed
-initial indices for P = 2, 5, 8); extra comparisons with scikit-learn and
-SciPy when they are installed.
+Sections: the machine; Task 1 (the exercise's solutions of
+:mod:`sqdist.exercise` -- Python loops, NumPy broadcasting, PyTorch
+broadcasting and expansion, on the GPU when present -- and ``sqdist.sqdist``
+labelled by the engine it dispatched to: times, peak memory, validation
+against float64, the code that was timed; the RBF kernel as a heat map);
+Task 2 (the eight shape pairs with their aligned tables, NumPy's
+``np.broadcast_shapes`` beside them, and the code); Task 3 (k-means on five
+blobs from fixed initial rows for P = 2, 5, 8: the exercise's PyTorch loop,
+``sqdist.kmeans`` and scikit-learn's Lloyd, equal, with the code); the
+cross-checks of the distances with SciPy and scikit-learn.
 
 The folder is written atomically: the report is built in a temporary folder
 next to the target and renamed into place only when complete, so an
@@ -23,8 +29,9 @@ interrupted run leaves any previous report untouched.
 
 This module runs the report: the modes, the order of the sections, the
 progress bar's weights, the atomic install and the ``sqdist report`` command.
-The sections are built in :mod:`sqdist._report_task1` (Task 1) and
-:mod:`sqdist._report_sections` (the others), from the build context of
+The sections are built in :mod:`sqdist._report_task1` (Task 1),
+:mod:`sqdist._report_task3` (Task 3) and :mod:`sqdist._report_sections` (the
+others), from the build context of
 :mod:`sqdist._report_context`; :mod:`sqdist._report_page` renders the page.
 """
 
@@ -47,8 +54,9 @@ from ._atomic import sweep_stale
 from ._machine import usable_cores
 from ._report_context import Config, Context, Progress, Section, jsonable
 from ._report_page import page_html, page_md
-from ._report_sections import section_extras, section_machine, section_task2, section_task3
+from ._report_sections import section_extras, section_machine, section_task2
 from ._report_task1 import section_rbf, section_task1
+from ._report_task3 import section_task3
 from ._validation import SqdistError, check_choice
 from ._version import __version__
 
@@ -63,9 +71,11 @@ _GENERATOR = "sqdist report"
 _CONFIGS = {
     "quick": Config(
         mode="quick",
-        bench_sizes=((64, 64, 8), (128, 128, 8), (256, 256, 8)),
+        bench_sizes=((64, 64, 8), (256, 256, 8)),
         extra_size=(256, 256, 8),
         bench_min_run_time=0.01,
+        loops_max_pairs=1024,
+        kmeans_grid=False,
         dpi=80,
     ),
     "default": Config(
@@ -98,7 +108,7 @@ _SECTIONS: tuple[tuple[str, Callable[[Context], Section]], ...] = (
     ("extras", section_extras),
 )
 # rough share of the run time of each section, for the progress bar
-_WEIGHTS = {"machine": 1, "task1": 60, "rbf": 4, "task2": 1, "task3": 14, "extras": 20}
+_WEIGHTS = {"machine": 1, "task1": 50, "rbf": 6, "task2": 1, "task3": 34, "extras": 8}
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,8 +186,8 @@ def write_report(
         replaced only when it holds a previous sqdist report (or is empty), and
         only once the new report is complete.
     mode : {"quick", "default", "full"}
-        Problem sizes: ``"quick"`` (seconds, for tests), ``"default"`` (under a
-        minute on two CPU cores), ``"full"`` (larger benchmark sizes).
+        Problem sizes: ``"quick"`` (small sizes, for tests; docs/report.md
+        gives the measured times), ``"default"``, ``"full"`` (larger benchmark sizes).
     device : {"auto", "cpu", "cuda"}
         Where the torch computations run; ``"auto"`` picks CUDA when available.
     progress : bool, optional
