@@ -117,11 +117,14 @@ print(h.hexdigest())
 """
 
 
-def test_deterministic_across_thread_counts():
+@pytest.mark.parametrize("kernels", ["auto", "numba"])  # auto: the C kernels where built (tests/test_ckernels.py)
+def test_deterministic_across_thread_counts(kernels):
     src = os.path.join(os.path.dirname(__file__), "..", "src")
+    env = dict(os.environ, SQDIST_CPU_KERNELS=kernels)
     digests = []
     for t in (1, 2):
-        r = subprocess.run([sys.executable, "-c", DETERMINISM, src, str(t)], capture_output=True, text=True, timeout=300)
+        r = subprocess.run([sys.executable, "-c", DETERMINISM, src, str(t)], capture_output=True, text=True, timeout=300,
+                           env=env)
         assert r.returncode == 0, r.stderr
         digests.append(r.stdout.strip())
     assert digests[0] == digests[1]
@@ -257,6 +260,7 @@ def test_chunked_gemm_path_equals_block_path_and_brute_force(monkeypatch):
     equidistant from two centres) follow the direct formula."""
     if ck._one_thread_blas() is None:
         pytest.skip("needs scipy + threadpoolctl")
+    monkeypatch.setenv("SQDIST_CPU_KERNELS", "numba")  # the chunked kernel is numba's (the C path uses blocks)
     g = torch.Generator().manual_seed(3)
     n, D, K = 9000, 50, 70  # 3 row groups, chunks of 1 MiB / (K * 4 B) rows, a partial last chunk
     X = torch.randn(n, D, generator=g) + 100.0

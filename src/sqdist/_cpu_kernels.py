@@ -1,12 +1,18 @@
-"""Compiled CPU fast paths (numba, the optional ``fast`` extra).
+"""Compiled CPU fast paths: C kernels on torch's thread pool, else numba, else none.
 
-Everything here is optional: :func:`available` says whether numba is
-installed, and callers fall back to the torch code otherwise.  The kernels
-themselves live in :mod:`sqdist._cpu_nb` and are imported lazily, so this
-module imports cleanly without numba.  They are compiled on first use and
-cached on disk (``cache=True``): the first call in a fresh environment pays
-the compilation (about a second per kernel and dtype), later processes load
-the cached machine code.
+Everything here is optional: :func:`available` says whether compiled kernels
+can run, and callers fall back to the torch code otherwise.  Two
+implementations take the same arguments (:func:`kernels` picks one):
+
+* :mod:`sqdist._ckernels` -- C compiled at install time (setup.py), loaded
+  after torch so that its OpenMP regions share torch's libgomp and intra-op
+  thread pool (one pool of threads; Linux).  Preferred when usable.
+* :mod:`sqdist._cpu_nb` -- numba (the optional ``fast`` extra), imported
+  lazily, compiled on first use and cached on disk (about a second per kernel
+  and dtype in a fresh environment); runs on numba's workqueue pool.
+
+The environment variable ``SQDIST_CPU_KERNELS`` (``auto``, the default;
+``c``; ``numba``; ``torch``) forces one of them, for tests and benchmarks.
 
 Fast paths
 ----------
@@ -23,14 +29,16 @@ Fast paths
       again an element-wise (min, second min, index) pass, then, while the
       chunk is hot, the direct-formula re-check of near ties (so the labels
       and distances are those of the direct formula) and the float64
-      accumulation.  Without SciPy or threadpoolctl: NumPy's BLAS on large
+      accumulation.  Without SciPy or threadpoolctl: torch.mm on large
       row blocks, then one compiled pass.
 ``sqdist_small`` -- the direct-formula distance matrix for small ``D`` (faster
     than any product there, exact, never negative).
 ``gemm_fixup`` -- one pass over a gemm block replacing the threshold tensor,
     mask and ``nonzero`` of the torch path by a test + direct recomputation.
 ``prepare_right`` / ``augment`` / ``gemm_product`` -- the distance matrix's
-    product path in three compiled passes (the same values as the torch path).
+    product path: two compiled passes around one ``torch.mm`` (the same values
+    as the torch path).  Every matrix product goes through torch, on torch's
+    thread pool.
 
 Determinism: row groups are fixed from the shape alone and combined in order
 (see :mod:`sqdist._cpu_nb`), so results are bit-identical for any thread count.
@@ -46,10 +54,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import _ckernels
+from ._errors import SqdistError
 from ._numerics import RightOperand, assign_margin, tau
 
 __all__ = [
     "available",
+    "kernels",
     "supports",
     "assign_accumulate",
     "sqdist_small",
@@ -89,6 +100,19 @@ _SUBGROUPS = 4
 # milliseconds: 64 MiB blocks measured 1.2-1.5x the bare product there, 1 MiB
 # blocks 3.5-5.7x (docs/performance.md).
 BLOCK_BYTES = 64 << 20
+# the C kernels' large-D path: bytes of one block of transposed products (the
+# product and the argmin pass run on the same pool, so a hand-over is cheap and
+# the block can stay in the last-level cache), rows per subgroup
+C_BLOCK_BYTES = 16 << 20  # 1, 4, 16, 64 MiB measured alike (+-10%, loaded 2-core EPYC); 16 MiB the best there
+_C_SUBGROUP_ROWS = 2048
+# up to this many features the C kernels' large-K step computes its products itself, a
+# cache-resident chunk of rows at a time (registers hold 2 vectors of rows x 4 centres; the
+# products are never stored); beyond, torch.mm blocks win on one thread.  Loaded 2-core EPYC,
+# float32, ms fused / torch.mm blocks / numba chunked, 1 thread: (8192, 16, 1024) 32.5 / 46.5 /
+# 32.6, (2e4, 32, 256) 40.1 / 44.1 / 35.0, (2e4, 64, 64) 25.6 / 29.1 / 18.8, (2e4, 128, 256)
+# 141 / 114 / 99; 2 threads: 43.7 / 184 / 36.1, 36.8 / 108 / 37.5, 23.4 / 66.3 / 20.0,
+# 172 / 208 / 142 (one parallel region against two per block)
+_C_FUSED_MAX_D = 64
 # chunked large-D path: bytes of one thread's (chunk, K) product block (stays
 # in L2), rows per group (fixed by N), cap on the groups' float64 partial sums
 _CHUNK_BYTES = 1 << 20
@@ -97,10 +121,43 @@ _GEMM_GROUP_ROWS = 4096
 _PSUM_BYTES = 16 << 20
 
 
-@functools.cache
+_CHOICES = ("auto", "c", "numba", "torch")
+
+
 def available() -> bool:
-    """Whether numba is installed, so the compiled kernels can run (looked up once)."""
+    """Whether compiled kernels can run (C or numba; see :func:`kernels`)."""
+    return kernels() is not None
+
+
+def kernels() -> Any:
+    """The kernel module in use: :mod:`sqdist._ckernels`, :mod:`sqdist._cpu_nb` or None (torch code).
+
+    ``SQDIST_CPU_KERNELS`` chooses: ``auto`` (default: C when built and sharing
+    torch's OpenMP runtime, else numba when installed, else torch), ``c``,
+    ``numba`` or ``torch``.
+    """
+    return _kernels_for(os.environ.get("SQDIST_CPU_KERNELS", "auto").strip().lower())
+
+
+@functools.cache
+def _numba_installed() -> bool:
     return importlib.util.find_spec("numba") is not None
+
+
+@functools.cache
+def _kernels_for(choice: str) -> Any:
+    if choice not in _CHOICES:
+        raise SqdistError(f"SQDIST_CPU_KERNELS: got {choice!r}, expected one of {', '.join(_CHOICES)}")
+    if choice in ("auto", "c") and _ckernels.library() is not None:
+        return _ckernels
+    if choice == "c":
+        raise SqdistError("SQDIST_CPU_KERNELS: got 'c', but sqdist's C kernels are not built or do not share "
+                          "torch's OpenMP runtime (expected a Linux install that compiled src/sqdist/_ckernels.c)")
+    if choice in ("auto", "numba") and _numba_installed():
+        return _nb()
+    if choice == "numba":
+        raise SqdistError("SQDIST_CPU_KERNELS: got 'numba', but numba is not installed (expected `pip install numba`)")
+    return None
 
 
 @functools.cache
@@ -138,7 +195,7 @@ def supports(X: torch.Tensor, C: torch.Tensor) -> bool:
     """Whether :func:`assign_accumulate` runs for these inputs.
 
     CPU, float32 or float64 (both the same), 2-D, no autograd, at least one
-    feature and one centre, numba installed.  Every shape is covered: small D
+    feature and one centre, compiled kernels available.  Every shape is covered: small D
     by the direct kernel, larger D by blocked products + a compiled argmin.
     """
     return (
@@ -157,16 +214,17 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``a @ b`` into ``out`` through NumPy's BLAS.
+    """``a @ b`` into ``out`` through torch's BLAS (``torch.mm`` on views of the arrays).
 
-    On the AMD EPYC test machine NumPy's OpenBLAS ran float32 products 1.5-4x
-    faster than ``torch.mm`` (MKL) on the same shapes (docs/performance.md), and
-    the compiled passes work on NumPy views anyway.  NaN/Inf rows give NaN
-    products here without a warning: the callers recompute those rows by the
-    direct formula (IEEE semantics, see distances.py).
+    Products run on torch's own thread pool, the one the caller's torch code
+    uses: NumPy's OpenBLAS (used here until 2026-11-29) brings a second pool
+    that keeps spinning after each call and takes the cores from the
+    caller's next torch operation (issue 14).  NaN/Inf rows give NaN products
+    here: the callers recompute those rows by the direct formula (IEEE
+    semantics, see distances.py).
     """
-    with np.errstate(invalid="ignore", over="ignore"):
-        return np.matmul(a, b, out=out)
+    torch.mm(torch.from_numpy(a), torch.from_numpy(b), out=torch.from_numpy(out))
+    return out
 
 
 def _groups(n: int, size: int, max_groups: int) -> np.ndarray:
@@ -255,7 +313,7 @@ def update_assign(X: np.ndarray, C: np.ndarray, sums: np.ndarray, counts: np.nda
     :func:`sqdist._step.max_shift` and :func:`assign_accumulate` give one after
     the other.
     """
-    return _nb().update_assign_direct(X, C, sums, counts, _direct_chunk(X.shape[1]), labels, mind)
+    return kernels().update_assign_direct(X, C, sums, counts, _direct_chunk(X.shape[1]), labels, mind)
 
 
 def _group_cap(K: int, D: int, budget: int) -> int:
@@ -280,7 +338,7 @@ def _assign_direct(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, min
     psums = np.zeros((G, K, D), dtype=np.float64)
     pcounts = np.zeros((G, K), dtype=np.int64)
     pinert = np.zeros(G, dtype=np.float64)
-    kern = _nb().assign_accumulate_direct if G > 1 else _nb().assign_accumulate_direct_serial
+    kern = kernels().assign_accumulate_direct if G > 1 else kernels().assign_accumulate_direct_serial
     kern(Xn, Cn, bounds, _direct_chunk(D), labels, mind, psums, pcounts, pinert)
     sums, counts, inertia = _combine(psums, pcounts, pinert)
     return labels_t, mind_t, sums, counts, inertia
@@ -327,8 +385,12 @@ def _chunk_rows(K: int, item: int) -> int:
 
 
 def _assign_gemm(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor, budget: int):
+    if kernels() is _ckernels:
+        if X.shape[1] <= _C_FUSED_MAX_D:
+            return _assign_fused(X, C, labels_t, mind_t, budget)
+        return _assign_gemm_transposed(X, C, labels_t, mind_t, budget)
     limit = _one_thread_blas()
-    if limit is not None:
+    if limit is not None:  # numba: per-thread products through SciPy's BLAS
         return _assign_gemm_chunked(X, C, labels_t, mind_t, limit, budget)
     return _assign_gemm_blocks(X, C, labels_t, mind_t, budget)
 
@@ -387,7 +449,7 @@ def _assign_gemm_blocks(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor
     gbuf = np.empty((nb, K), dtype=Xn.dtype)  # (nb, K) products, reused
     xbuf = np.empty((nb, D + 1), dtype=Xn.dtype)  # (nb, D+1) rows [x_c, 1], reused
     xbuf[:, D] = 1
-    kern = _nb().argmin_accumulate_gemm
+    kern = kernels().argmin_accumulate_gemm
     for s in range(0, n, nb):
         e = min(n, s + nb)
         r = e - s
@@ -395,6 +457,61 @@ def _assign_gemm_blocks(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor
         g = _matmul(xbuf[:r], Ca, gbuf[:r])  # (r, K)
         sub = np.linspace(0, r, _SUBGROUPS + 1).round().astype(np.int64)
         kern(g, Xn[s:e], mn, Cn, ncmax, gamma, sub, labels[s:e], mind[s:e], psums, pcounts, pinert)
+    sums, counts, inertia = _combine(psums, pcounts, pinert)
+    return labels_t, mind_t, sums, counts, inertia
+
+
+def _assign_fused(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor, budget: int):
+    """The C kernels' large-D step in one parallel region: every thread takes fixed row
+    groups and, a cache-resident chunk of rows at a time, computes the products with the
+    centres in C (four centres per sweep, never stored), the running (min, second min,
+    index) and the exact near-tie re-check (see :func:`sqdist._ckernels.assign_accumulate_fused`)."""
+    n, D = X.shape
+    K = C.shape[0]
+    Xn = _np(X)
+    Cn, mn, Ca, ncmax, gamma = _gemm_prep(X, C)  # Ca (D+1, K)
+    bounds = _groups(n, _GEMM_GROUP_ROWS, _group_cap(K, D, budget))
+    G = bounds.shape[0] - 1
+    psums = np.zeros((G, K, D), dtype=np.float64)
+    pcounts = np.zeros((G, K), dtype=np.int64)
+    pinert = np.zeros(G, dtype=np.float64)
+    _ckernels.assign_accumulate_fused(Xn, mn, np.ascontiguousarray(Ca.T), Cn, ncmax, gamma, bounds, labels_t.numpy(),
+                                      mind_t.numpy(), psums, pcounts, pinert)
+    sums, counts, inertia = _combine(psums, pcounts, pinert)
+    return labels_t, mind_t, sums, counts, inertia
+
+
+def _assign_gemm_transposed(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor,
+                            budget: int):
+    """The C kernels' large-D step: per block of rows, the transposed products
+    ``[-2 c_c, |c_c|^2] @ [x_c, 1].T`` (K, r) by one ``torch.mm`` on torch's
+    pool, then one parallel C pass on the same pool: an element-wise running
+    (min, second min, index) over the rows (as numba's chunked kernel) and the
+    exact near-tie re-check.  Subgroups (fixed by the shape and budget) keep
+    the result independent of the thread count."""
+    n, D = X.shape
+    K = C.shape[0]
+    Xn = _np(X)
+    Cn, mn, Ca, ncmax, gamma = _gemm_prep(X, C)  # Ca (D+1, K)
+    CaT = torch.from_numpy(np.ascontiguousarray(Ca.T))  # (K, D+1)
+    nb = max(1, min(n, min(C_BLOCK_BYTES, budget // 2) // max(1, (K + D + 1) * Xn.itemsize)))
+    S = max(1, min(_group_cap(K, D, budget), -(-nb // _C_SUBGROUP_ROWS)))
+    labels, mind = labels_t.numpy(), mind_t.numpy()
+    psums = np.zeros((S, K, D), dtype=np.float64)
+    pcounts = np.zeros((S, K), dtype=np.int64)
+    pinert = np.zeros(S, dtype=np.float64)
+    gflat = torch.empty(K * nb, dtype=X.dtype)  # (K, r) transposed products of a block, reused
+    xbuf = torch.empty((nb, D + 1), dtype=X.dtype)  # (nb, D+1) rows [x_c, 1], reused
+    xbuf[:, D] = 1
+    Xt, mt = torch.from_numpy(Xn), torch.from_numpy(mn)
+    for s in range(0, n, nb):
+        e = min(n, s + nb)
+        r = e - s
+        torch.sub(Xt[s:e], mt, out=xbuf[:r, :D])
+        g = torch.mm(CaT, xbuf[:r].T, out=gflat[: K * r].view(K, r))  # (K, r)
+        sub = np.linspace(0, r, S + 1).round().astype(np.int64)
+        _ckernels.argmin_accumulate_gemm_t(g.numpy(), Xn[s:e], mn, Cn, ncmax, gamma, sub, labels[s:e], mind[s:e],
+                                           psums, pcounts, pinert)
     sums, counts, inertia = _combine(psums, pcounts, pinert)
     return labels_t, mind_t, sums, counts, inertia
 
@@ -411,7 +528,7 @@ def sqdist_small(X: torch.Tensor, T: torch.Tensor, out: torch.Tensor) -> torch.T
     """
     TT = np.ascontiguousarray(_np(T).T)  # (D, P)
     small = X.shape[0] * T.shape[0] * X.shape[1] < _SERIAL_WORK
-    (_nb().sqdist_direct_serial if small else _nb().sqdist_direct)(_np(X), TT, out.numpy())
+    (kernels().sqdist_direct_serial if small else kernels().sqdist_direct)(_np(X), TT, out.numpy())
     return out
 
 
@@ -421,7 +538,7 @@ def augment(X: torch.Tensor, c: torch.Tensor):
     n, D = X.shape
     Xa = torch.empty((n, D + 2), dtype=X.dtype)  # (n, D+2)
     nx = torch.empty(n, dtype=X.dtype)  # (n,)
-    bad = _nb().augment(_np(X), _np(c), Xa.numpy(), nx.numpy())
+    bad = kernels().augment(_np(X), _np(c), Xa.numpy(), nx.numpy())
     return Xa, nx, int(bad)
 
 
@@ -434,20 +551,22 @@ def prepare_right(T: torch.Tensor) -> RightOperand:
     Ta = torch.empty((P, D + 2), dtype=T.dtype)  # (P, D+2)
     nt = torch.empty(P, dtype=T.dtype)  # (P,)
     finite = np.empty(P, dtype=np.bool_)
-    nf = _nb().prepare_right(_np(T), c.numpy(), Ta.numpy(), nt.numpy(), finite)
+    nf = kernels().prepare_right(_np(T), c.numpy(), Ta.numpy(), nt.numpy(), finite)
     bad = torch.from_numpy(np.flatnonzero(~finite)) if nf < P else torch.empty(0, dtype=torch.int64)
     return RightOperand(T, c, Ta, nt, tau(T.dtype, D), bad)
 
 
 def gemm_product(Xa: torch.Tensor, Ta: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
-    """``Xa @ Ta.T`` (n, P) through NumPy's BLAS (see :func:`_matmul`), into ``out`` when given."""
+    """``Xa @ Ta.T`` (n, P) through torch's BLAS on torch's thread pool, into ``out`` (contiguous) when given.
+
+    ``out=None`` allocates the result with ``torch.mm`` itself (the ordinary allocator).
+    """
     if out is None:
-        out = torch.empty((Xa.shape[0], Ta.shape[0]), dtype=Xa.dtype)
-    _matmul(_np(Xa), _np(Ta).T, out.numpy())
-    return out
+        return torch.mm(Xa, Ta.T)
+    return torch.mm(Xa, Ta.T, out=out)
 
 
 def gemm_fixup(d: torch.Tensor, nx: torch.Tensor, tnt: torch.Tensor, tau: float, X: torch.Tensor, T: torch.Tensor) -> int:
     """Recompute, in place, the entries of a gemm block ``d`` (n, P) that are
     below ``tau * nx[i] + tnt[j]`` (``tnt = tau * nt``); returns how many were recomputed."""
-    return int(_nb().gemm_fixup(d.numpy(), _np(nx), _np(tnt), float(tau), _np(X), _np(T)))
+    return int(kernels().gemm_fixup(d.numpy(), _np(nx), _np(tnt), float(tau), _np(X), _np(T)))

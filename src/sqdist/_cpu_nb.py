@@ -1,9 +1,10 @@
 """Numba kernels behind :mod:`sqdist._cpu_kernels` (the optional ``fast`` extra).
 
 Import this module only through :mod:`sqdist._cpu_kernels`, which checks that
-numba is installed.  Without numba the decorators below fall back to no-ops so
-that the module still imports (pytest collects every module for doctests); the
-functions are then plain, slow Python and are never called by sqdist.
+numba is installed.  Without numba the decorators are :mod:`sqdist._jit`'s
+no-op stand-ins, so that the module still imports (pytest collects every module
+for doctests); the functions are then plain, slow Python and are never called
+by sqdist.
 
 Determinism: every kernel that reduces over rows splits the rows into a fixed
 number of contiguous groups chosen from the *shape only* (never from the thread
@@ -18,17 +19,7 @@ import math
 
 import numpy as np
 
-try:
-    from numba import njit, prange
-except ImportError:  # pragma: no cover - only the doctest collector gets here without numba
-
-    def njit(*args, **kwargs):
-        if args and callable(args[0]):
-            return args[0]
-        return lambda f: f
-
-    prange = range
-
+from ._jit import njit, prange
 
 # The kernels keep the GIL (no ``nogil``): the workqueue layer must not be
 # entered by two Python threads at once, and the GIL guarantees that.

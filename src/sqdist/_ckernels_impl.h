@@ -1,0 +1,681 @@
+/* One dtype's kernels; included twice by _ckernels.c with REAL = float / double.
+ *
+ * Every function mirrors the numba kernel of the same name in
+ * src/sqdist/_cpu_nb.py (same formulas, same order of the additions that
+ * reach a result, same tie rule: strict "<", so the smallest index wins).
+ * Row-reducing kernels take row groups fixed by the caller from the shape
+ * only; a group is summed sequentially in float64 by one thread and the
+ * caller adds the group partials in group order, so the bytes never depend
+ * on the thread count.  Hot loops live in SQ_CLONES functions (one copy per
+ * instruction set, chosen at load time); the OpenMP regions only hand out
+ * groups, so the outlined region bodies need no vector code of their own.
+ */
+
+/* ---------------------------------------------------------------------- */
+/* small D: direct formula, fused assign + accumulate                      */
+/* ---------------------------------------------------------------------- */
+
+/* Rows lo:hi of the direct assign + accumulate; returns their float64 inertia.
+ * chunk rows at a time are transposed into xt (D, chunk); every loop then runs
+ * element-wise over the chunk's rows (vectorised): the distance to centre k
+ * (features added in order, in REAL) and the running (min, index). */
+SQ_CLONES static double FN(assign_rows)(const REAL *restrict X, const REAL *restrict C, int64_t D, int64_t K,
+                                        int64_t lo, int64_t hi, int64_t chunk, int64_t *restrict labels,
+                                        REAL *restrict mind, double *restrict psums, int64_t *restrict pcounts,
+                                        REAL *restrict xt, REAL *restrict d, REAL *restrict m1, IDX *restrict ix)
+{
+    double acc = 0.0;
+    for (int64_t s = lo; s < hi; s += chunk) {
+        const int64_t r = hi - s < chunk ? hi - s : chunk;
+        for (int64_t i = 0; i < r; i++)
+            for (int64_t j = 0; j < D; j++)
+                xt[j * chunk + i] = X[(s + i) * D + j];
+        for (int64_t k = 0; k < K; k++) {
+            const REAL *c = C + k * D;
+            const REAL c0 = c[0];
+            for (int64_t i = 0; i < r; i++) {
+                const REAL t = xt[i] - c0;
+                d[i] = t * t;
+            }
+            for (int64_t j = 1; j < D; j++) {
+                const REAL cj = c[j];
+                const REAL *restrict xj = xt + j * chunk;
+                for (int64_t i = 0; i < r; i++) {
+                    const REAL t = xj[i] - cj;
+                    d[i] += t * t;
+                }
+            }
+            if (k == 0) {
+                for (int64_t i = 0; i < r; i++) {
+                    m1[i] = d[i];
+                    ix[i] = 0;
+                }
+            } else {
+                const IDX kk = (IDX)k;
+                for (int64_t i = 0; i < r; i++) {
+                    const REAL v = d[i];
+                    const int lt = v < m1[i];
+                    m1[i] = lt ? v : m1[i];
+                    ix[i] = lt ? kk : ix[i];
+                }
+            }
+        }
+        for (int64_t i = 0; i < r; i++) {
+            const int64_t bk = ix[i];
+            const REAL best = m1[i];
+            labels[s + i] = bk;
+            mind[s + i] = best;
+            acc += best;
+            pcounts[bk] += 1;
+            double *ps = psums + bk * D;
+            const REAL *x = X + (s + i) * D;
+            for (int64_t j = 0; j < D; j++)
+                ps[j] += x[j];
+        }
+    }
+    return acc;
+}
+
+/* Scratch of one assign_rows caller: xt (D, chunk), d, m1 (chunk,), ix (chunk,). */
+static REAL *FN(scratch)(int64_t D, int64_t chunk)
+{
+    return (REAL *)malloc((size_t)chunk * ((size_t)D + 2) * sizeof(REAL) + (size_t)chunk * sizeof(IDX));
+}
+
+static double FN(assign_group)(const REAL *X, const REAL *C, int64_t D, int64_t K, int64_t lo, int64_t hi, int64_t chunk,
+                               int64_t *labels, REAL *mind, double *psums, int64_t *pcounts, REAL *buf)
+{
+    REAL *xt = buf, *d = buf + D * chunk, *m1 = d + chunk;
+    IDX *ix = (IDX *)(m1 + chunk);
+    return FN(assign_rows)(X, C, D, K, lo, hi, chunk, labels, mind, psums, pcounts, xt, d, m1, ix);
+}
+
+/* Nearest centre of every row by the direct formula and per-group partials:
+ * X (n, D), C (K, D), bounds (G+1,), psums (G, K, D), pcounts (G, K), pinert (G,).
+ * Returns 0, or -1 when scratch memory could not be allocated. */
+SQ_EXPORT int FN(assign_direct)(const REAL *X, const REAL *C, int64_t D, int64_t K, const int64_t *bounds, int64_t G,
+                                int64_t chunk, int64_t *labels, REAL *mind, double *psums, int64_t *pcounts,
+                                double *pinert, int nthreads)
+{
+    int err = 0;
+    if (nthreads > 1 && G > 1) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) reduction(| : err)
+        for (int64_t g = 0; g < G; g++) {
+            REAL *buf = FN(scratch)(D, chunk);
+            if (!buf) {
+                err = 1;
+                continue;
+            }
+            pinert[g] = FN(assign_group)(X, C, D, K, bounds[g], bounds[g + 1], chunk, labels, mind, psums + g * K * D,
+                                         pcounts + g * K, buf);
+            free(buf);
+        }
+    } else {
+        REAL *buf = FN(scratch)(D, chunk);
+        if (!buf)
+            return -1;
+        for (int64_t g = 0; g < G; g++)
+            pinert[g] = FN(assign_group)(X, C, D, K, bounds[g], bounds[g + 1], chunk, labels, mind, psums + g * K * D,
+                                         pcounts + g * K, buf);
+        free(buf);
+    }
+    return err ? -1 : 0;
+}
+
+/* One Lloyd iteration of a small problem (numba's update_assign_direct): Cn = sums / counts
+ * (every count > 0), stats = (largest move, sum of squared moves, inertia), then the
+ * assignment of X (n, D) to Cn as one group into labels/mind and psums (K, D) / pcounts (K,)
+ * (zeroed here).  Returns the number of empty clusters, or -1 on allocation failure. */
+SQ_EXPORT int64_t FN(update_assign)(const REAL *X, int64_t n, const REAL *C, int64_t K, int64_t D, const double *sums,
+                                    const int64_t *counts, int64_t chunk, int64_t *labels, REAL *mind, REAL *Cn,
+                                    double *psums, int64_t *pcounts, double *stats)
+{
+    double s2max = 0.0, s2sum = 0.0;
+    for (int64_t k = 0; k < K; k++) {
+        double s2 = 0.0;
+        for (int64_t j = 0; j < D; j++) {
+            Cn[k * D + j] = (REAL)(sums[k * D + j] / (double)counts[k]);
+            const double t = (double)Cn[k * D + j] - (double)C[k * D + j];
+            s2 += t * t;
+        }
+        s2sum += s2;
+        if (s2 > s2max)
+            s2max = s2;
+    }
+    memset(psums, 0, (size_t)(K * D) * sizeof(double));
+    memset(pcounts, 0, (size_t)K * sizeof(int64_t));
+    REAL *buf = FN(scratch)(D, chunk);
+    if (!buf)
+        return -1;
+    const double inertia = FN(assign_group)(X, Cn, D, K, 0, n, chunk, labels, mind, psums, pcounts, buf);
+    free(buf);
+    int64_t empty = 0;
+    for (int64_t k = 0; k < K; k++)
+        empty += pcounts[k] == 0;
+    stats[0] = sqrt(s2max);
+    stats[1] = s2sum;
+    stats[2] = inertia;
+    return empty;
+}
+
+/* ---------------------------------------------------------------------- */
+/* large D: argmin of a gemm block with the exact re-check of near ties     */
+/* ---------------------------------------------------------------------- */
+
+/* sum_j (x_j - c_j)^2 with the squares in REAL added in float64 over 8 fixed
+ * lanes (the same bits on every instruction set, vectorised). */
+SQ_CLONES static double FN(dist_row)(const REAL *restrict x, const REAL *restrict c, int64_t D)
+{
+    double l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    const int64_t D8 = D - D % 8;
+    for (int64_t j = 0; j < D8; j += 8)
+        for (int u = 0; u < 8; u++) {
+            const REAL t = x[j + u] - c[j + u];
+            l[u] += (double)(t * t);
+        }
+    double acc = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+    for (int64_t j = D8; j < D; j++) {
+        const REAL t = x[j] - c[j];
+        acc += (double)(t * t);
+    }
+    return acc;
+}
+
+/* sum_j (x_j - m_j)^2 in float64 (only the near-tie bound uses it). */
+SQ_CLONES static double FN(centred_norm)(const REAL *restrict x, const REAL *restrict m, int64_t D)
+{
+    double l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    const int64_t D8 = D - D % 8;
+    for (int64_t j = 0; j < D8; j += 8)
+        for (int u = 0; u < 8; u++) {
+            const REAL t = x[j + u] - m[j + u];
+            l[u] += (double)t * (double)t;
+        }
+    double acc = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+    for (int64_t j = D8; j < D; j++) {
+        const double t = (double)x[j] - (double)m[j];
+        acc += t * t;
+    }
+    return acc;
+}
+
+/* Smallest entry of e (K,) over 16 lanes (any order gives the same minimum of finite values). */
+SQ_CLONES static REAL FN(row_min)(const REAL *restrict e, int64_t K)
+{
+    REAL a[16];
+    for (int u = 0; u < 16; u++)
+        a[u] = e[0];
+    const int64_t K16 = K - K % 16;
+    for (int64_t k = 0; k < K16; k += 16)
+        for (int u = 0; u < 16; u++) {
+            const REAL v = e[k + u];
+            a[u] = v < a[u] ? v : a[u];
+        }
+    REAL m = a[0];
+    for (int u = 1; u < 16; u++)
+        m = a[u] < m ? a[u] : m;
+    for (int64_t k = K16; k < K; k++)
+        m = e[k] < m ? e[k] : m;
+    return m;
+}
+
+/* How many e_k are <= lim (count[0]) and the sum of their indices (count[1]); branch-free. */
+SQ_CLONES static void FN(candidates)(const REAL *restrict e, int64_t K, double lim, int64_t *count)
+{
+    int64_t cnt = 0, isum = 0;
+    for (int64_t k = 0; k < K; k++) {
+        const int64_t h = (double)e[k] <= lim;
+        cnt += h;
+        isum += k * h;
+    }
+    count[0] = cnt;
+    count[1] = isum;
+}
+
+/* Subgroup rows lo:hi of one gemm block: Gm (n, K) products e_k, X (n, D) the block's rows. */
+static double FN(gemm_rows)(const REAL *Gm, const REAL *X, const REAL *m, const REAL *C, int64_t K, int64_t D,
+                            double ncmax, double gamma, int64_t lo, int64_t hi, int64_t *labels, REAL *mind,
+                            double *psums, int64_t *pcounts)
+{
+    double acc = 0.0;
+    for (int64_t i = lo; i < hi; i++) {
+        const REAL *x = X + i * D, *e = Gm + i * K;
+        const double nx = FN(centred_norm)(x, m, D);
+        const double lim = (double)FN(row_min)(e, K) + 2.0 * gamma * (nx + ncmax);
+        int64_t cand[2];
+        FN(candidates)(e, K, lim, cand);
+        int64_t bk;
+        double best;
+        if (cand[0] == 1) {
+            bk = cand[1];
+            best = FN(dist_row)(x, C + bk * D, D);
+        } else { /* a near tie or a non-finite product: the direct formula decides */
+            const int every = !(lim < INFINITY);
+            bk = -1;
+            best = 0.0;
+            for (int64_t k = 0; k < K; k++)
+                if (every || (double)e[k] <= lim) {
+                    const double dk = FN(dist_row)(x, C + k * D, D);
+                    if (bk < 0 || dk < best) {
+                        best = dk;
+                        bk = k;
+                    }
+                }
+        }
+        labels[i] = bk;
+        mind[i] = (REAL)best;
+        acc += best;
+        pcounts[bk] += 1;
+        double *ps = psums + bk * D;
+        for (int64_t j = 0; j < D; j++)
+            ps[j] += x[j];
+    }
+    return acc;
+}
+
+/* One block's assignment from its products (numba's argmin_accumulate_gemm): sub (S+1,)
+ * fixed subgroup boundaries; psums (S, K, D), pcounts (S, K), pinert (S,) persist across blocks. */
+SQ_EXPORT void FN(argmin_gemm)(const REAL *Gm, const REAL *X, const REAL *m, const REAL *C, int64_t K, int64_t D,
+                               double ncmax, double gamma, const int64_t *sub, int64_t S, int64_t *labels, REAL *mind,
+                               double *psums, int64_t *pcounts, double *pinert, int nthreads)
+{
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (nthreads > 1 && S > 1)
+    for (int64_t s = 0; s < S; s++)
+        pinert[s] += FN(gemm_rows)(Gm, X, m, C, K, D, ncmax, gamma, sub[s], sub[s + 1], labels, mind,
+                                   psums + s * K * D, pcounts + s * K);
+}
+
+/* ---------------------------------------------------------------------- */
+/* distance matrices                                                       */
+/* ---------------------------------------------------------------------- */
+
+/* out[i, j] = sum_d (X[i, d] - TT[d, j])^2 for rows lo:hi, features in order, vectorised over j. */
+SQ_CLONES static void FN(sqdist_rows)(const REAL *restrict X, const REAL *restrict TT, REAL *restrict out, int64_t lo,
+                                      int64_t hi, int64_t P, int64_t D)
+{
+    for (int64_t i = lo; i < hi; i++) {
+        REAL *restrict o = out + i * P;
+        const REAL x0 = X[i * D];
+        for (int64_t j = 0; j < P; j++) {
+            const REAL t = x0 - TT[j];
+            o[j] = t * t;
+        }
+        for (int64_t d = 1; d < D; d++) {
+            const REAL xd = X[i * D + d];
+            const REAL *restrict td = TT + d * P;
+            for (int64_t j = 0; j < P; j++) {
+                const REAL t = xd - td[j];
+                o[j] += t * t;
+            }
+        }
+    }
+}
+
+SQ_EXPORT void FN(sqdist_direct)(const REAL *X, const REAL *TT, REAL *out, int64_t n, int64_t P, int64_t D, int nthreads)
+{
+    if (nthreads > 1 && n > 1) {
+        const int64_t step = 8;
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+        for (int64_t lo = 0; lo < n; lo += step)
+            FN(sqdist_rows)(X, TT, out, lo, lo + step < n ? lo + step : n, P, D);
+    } else {
+        FN(sqdist_rows)(X, TT, out, 0, n, P, D);
+    }
+}
+
+/* Centre T (P, D) on the mean of its finite rows; Ta = [-2 (T - c), 1, |T - c|^2] (P, D+2),
+ * nt (P,), finite (P,) = rows whose 4 nt is finite.  Returns how many are. */
+SQ_EXPORT int64_t FN(prepare_right)(const REAL *T, int64_t P, int64_t D, REAL *c, REAL *Ta, REAL *nt, uint8_t *finite,
+                                    double *acc)
+{
+    int64_t nf = 0;
+    for (int64_t j = 0; j < D; j++)
+        acc[j] = 0.0;
+    for (int64_t i = 0; i < P; i++) {
+        int ok = 1;
+        for (int64_t j = 0; j < D; j++)
+            ok &= isfinite(T[i * D + j]) != 0;
+        finite[i] = (uint8_t)ok;
+        if (ok) {
+            nf++;
+            for (int64_t j = 0; j < D; j++)
+                acc[j] += T[i * D + j];
+        }
+    }
+    for (int64_t j = 0; j < D; j++)
+        c[j] = nf ? (REAL)(acc[j] / (double)nf) : (REAL)0;
+    int64_t count = 0;
+    for (int64_t i = 0; i < P; i++) {
+        double s = 0.0;
+        REAL *ta = Ta + i * (D + 2);
+        for (int64_t j = 0; j < D; j++) {
+            const REAL v = T[i * D + j] - c[j];
+            ta[j] = -2 * v;
+            s += v * v;
+        }
+        ta[D] = 1;
+        ta[D + 1] = (REAL)s;
+        nt[i] = ta[D + 1];
+        const REAL q = nt[i] + nt[i];
+        finite[i] = isfinite(q + q) != 0;
+        count += finite[i];
+    }
+    return count;
+}
+
+/* Xa[:, :D] = X - c, Xa[:, D] = nx = |X - c|^2, Xa[:, D+1] = 1; returns the rows whose 4 nx is not finite. */
+SQ_EXPORT int64_t FN(augment)(const REAL *X, const REAL *c, REAL *Xa, REAL *nx, int64_t n, int64_t D)
+{
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double s = 0.0;
+        REAL *xa = Xa + i * (D + 2);
+        for (int64_t j = 0; j < D; j++) {
+            const REAL v = X[i * D + j] - c[j];
+            xa[j] = v;
+            s += v * v;
+        }
+        xa[D] = (REAL)s;
+        xa[D + 1] = 1;
+        nx[i] = xa[D];
+        const REAL q = nx[i] + nx[i];
+        bad += !isfinite(q + q);
+    }
+    return bad;
+}
+
+/* Rows lo:hi of gemm_fixup; returns the number of recomputed entries. */
+SQ_CLONES static int64_t FN(fixup_rows)(REAL *restrict d, const REAL *restrict nx, const REAL *restrict tnt, double tau,
+                                        const REAL *restrict X, const REAL *restrict T, int64_t lo, int64_t hi,
+                                        int64_t P, int64_t D)
+{
+    int64_t cnt = 0;
+    for (int64_t i = lo; i < hi; i++) {
+        REAL *restrict row = d + i * P;
+        const double ti = tau * (double)nx[i];
+        int64_t hits = 0;
+        for (int64_t j = 0; j < P; j++)
+            hits += (double)row[j] < ti + (double)tnt[j];
+        if (!hits)
+            continue;
+        for (int64_t j = 0; j < P; j++)
+            if ((double)row[j] < ti + (double)tnt[j]) {
+                double v = 0.0;
+                for (int64_t k = 0; k < D; k++) {
+                    const REAL t = X[i * D + k] - T[j * D + k];
+                    v += t * t;
+                }
+                row[j] = (REAL)v;
+            }
+        cnt += hits;
+    }
+    return cnt;
+}
+
+/* Recompute, in place, the entries of a gemm block d (n, P) below tau * nx[i] + tnt[j]
+ * by the direct formula; returns how many. */
+SQ_EXPORT int64_t FN(gemm_fixup)(REAL *d, const REAL *nx, const REAL *tnt, double tau, const REAL *X, const REAL *T,
+                                 int64_t n, int64_t P, int64_t D, int nthreads)
+{
+    int64_t cnt = 0;
+    if (nthreads > 1 && n > 1) {
+        const int64_t step = 16;
+#pragma omp parallel for schedule(static) num_threads(nthreads) reduction(+ : cnt)
+        for (int64_t lo = 0; lo < n; lo += step)
+            cnt += FN(fixup_rows)(d, nx, tnt, tau, X, T, lo, lo + step < n ? lo + step : n, P, D);
+    } else {
+        cnt = FN(fixup_rows)(d, nx, tnt, tau, X, T, 0, n, P, D);
+    }
+    return cnt;
+}
+
+/* ---------------------------------------------------------------------- */
+/* large D, transposed products: element-wise running (min, second, index) */
+/* ---------------------------------------------------------------------- */
+
+#define SQ_TCHUNK 256
+
+/* Running (smallest, second smallest with multiplicity, index of the first smallest) of the
+ * columns c0:c0+r of GT (K, ld), element-wise over the columns (vectorised), centres in order. */
+SQ_CLONES static void FN(col_min2)(const REAL *restrict GT, int64_t ld, int64_t K, int64_t c0, int64_t r,
+                                   REAL *restrict m1, REAL *restrict m2, IDX *restrict ix)
+{
+    const REAL *g0 = GT + c0;
+    for (int64_t i = 0; i < r; i++) {
+        m1[i] = g0[i];
+        m2[i] = (REAL)INFINITY;
+        ix[i] = 0;
+    }
+    for (int64_t k = 1; k < K; k++) {
+        const REAL *restrict gk = GT + k * ld + c0;
+        const IDX kk = (IDX)k;
+        for (int64_t i = 0; i < r; i++) {
+            const REAL v = gk[i], a = m1[i];
+            const int lt = v < a;
+            const REAL hi = v > a ? v : a;
+            m2[i] = m2[i] < hi ? m2[i] : hi;
+            m1[i] = lt ? v : a;
+            ix[i] = lt ? kk : ix[i];
+        }
+    }
+}
+
+/* Rows lo:hi (columns of GT) of one block: the winner by the products when the second
+ * smallest is beyond the near-tie bound, else by the direct formula among the candidates. */
+static double FN(gemm_rows_t)(const REAL *GT, int64_t ld, const REAL *X, const REAL *m, const REAL *C, int64_t K,
+                              int64_t D, double ncmax, double gamma, int64_t lo, int64_t hi, int64_t *labels,
+                              REAL *mind, double *psums, int64_t *pcounts, REAL *m1, REAL *m2, IDX *ix)
+{
+    double acc = 0.0;
+    for (int64_t c0 = lo; c0 < hi; c0 += SQ_TCHUNK) {
+        const int64_t r = hi - c0 < SQ_TCHUNK ? hi - c0 : SQ_TCHUNK;
+        FN(col_min2)(GT, ld, K, c0, r, m1, m2, ix);
+        for (int64_t i = 0; i < r; i++) {
+            const int64_t xi = c0 + i;
+            const REAL *x = X + xi * D;
+            const double lim = (double)m1[i] + 2.0 * gamma * (FN(centred_norm)(x, m, D) + ncmax);
+            int64_t bk;
+            double best;
+            if ((double)m2[i] > lim) { /* one candidate (almost every row) */
+                bk = ix[i];
+                best = FN(dist_row)(x, C + bk * D, D);
+            } else { /* a near tie or a non-finite product: the direct formula decides */
+                const int every = !(lim < INFINITY);
+                bk = -1;
+                best = 0.0;
+                for (int64_t k = 0; k < K; k++)
+                    if (every || (double)GT[k * ld + xi] <= lim) {
+                        const double dk = FN(dist_row)(x, C + k * D, D);
+                        if (bk < 0 || dk < best) {
+                            best = dk;
+                            bk = k;
+                        }
+                    }
+            }
+            labels[xi] = bk;
+            mind[xi] = (REAL)best;
+            acc += best;
+            pcounts[bk] += 1;
+            double *ps = psums + bk * D;
+            for (int64_t j = 0; j < D; j++)
+                ps[j] += x[j];
+        }
+    }
+    return acc;
+}
+
+/* One block's assignment from its transposed products GT (K, ld) (rows of the block are
+ * the columns 0..n-1); sub (S+1,) fixed subgroup boundaries; partials persist across blocks. */
+SQ_EXPORT int FN(argmin_gemm_t)(const REAL *GT, int64_t ld, const REAL *X, const REAL *m, const REAL *C, int64_t K,
+                                int64_t D, double ncmax, double gamma, const int64_t *sub, int64_t S, int64_t *labels,
+                                REAL *mind, double *psums, int64_t *pcounts, double *pinert, int nthreads)
+{
+    int err = 0;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (nthreads > 1 && S > 1) reduction(| : err)
+    for (int64_t s = 0; s < S; s++) {
+        REAL *buf = (REAL *)malloc(SQ_TCHUNK * (2 * sizeof(REAL) + sizeof(IDX)));
+        if (!buf) {
+            err = 1;
+            continue;
+        }
+        pinert[s] += FN(gemm_rows_t)(GT, ld, X, m, C, K, D, ncmax, gamma, sub[s], sub[s + 1], labels, mind,
+                                     psums + s * K * D, pcounts + s * K, buf, buf + SQ_TCHUNK,
+                                     (IDX *)(buf + 2 * SQ_TCHUNK));
+        free(buf);
+    }
+    return err ? -1 : 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* large D, fused: products of a cache-resident chunk, never stored        */
+/* ---------------------------------------------------------------------- */
+
+#define SQ_FCHUNK 128
+/* 32-byte vectors of REAL (GCC vector extensions; element alignment, so loads may be unaligned) */
+typedef REAL FN(vec) __attribute__((vector_size(32), aligned(sizeof(REAL))));
+static const int64_t FN(VL) = 32 / sizeof(REAL);
+
+/* e_k of row i of a chunk: sum_j A[k, j] * xt[j, i] over j = 0..D (xt[D, i] = 1), in the
+ * order of the fused loop below (the same bits). */
+static REAL FN(e_of)(const REAL *A, int64_t D, int64_t k, const REAL *xt, int64_t i)
+{
+    const REAL *a = A + k * (D + 1);
+    REAL e = a[0] * xt[i];
+    for (int64_t j = 1; j <= D; j++)
+        e += a[j] * xt[j * SQ_FCHUNK + i];
+    return e;
+}
+
+/* One chunk of r rows, transposed and centred in xt (D+1, SQ_FCHUNK): the running
+ * (min, second min, index) of e_k over the centres, four centres per sweep. */
+SQ_CLONES static void FN(fused_min2)(const REAL *restrict A, int64_t K, int64_t D, const REAL *restrict xt, int64_t r,
+                                     REAL *restrict acc, REAL *restrict m1, REAL *restrict m2, IDX *restrict ix)
+{
+    for (int64_t i = 0; i < r; i++) {
+        m1[i] = (REAL)INFINITY;
+        m2[i] = (REAL)INFINITY;
+        ix[i] = -1;
+    }
+    REAL *restrict a0 = acc, *restrict a1 = acc + SQ_FCHUNK, *restrict a2 = acc + 2 * SQ_FCHUNK,
+                   *restrict a3 = acc + 3 * SQ_FCHUNK;
+    for (int64_t k0 = 0; k0 < K; k0 += 4) {
+        const int64_t nk = K - k0 < 4 ? K - k0 : 4;
+        const REAL *c0 = A + k0 * (D + 1);
+        const REAL *c1 = nk > 1 ? c0 + (D + 1) : c0, *c2 = nk > 2 ? c0 + 2 * (D + 1) : c0,
+                   *c3 = nk > 3 ? c0 + 3 * (D + 1) : c0;
+        /* 2 vectors of rows x 4 centres of accumulators stay in registers over the features */
+        for (int64_t i0 = 0; i0 < r; i0 += 2 * FN(VL)) {
+            FN(vec) xa = *(const FN(vec) *)(xt + i0), xb = *(const FN(vec) *)(xt + i0 + FN(VL));
+            FN(vec) p0 = c0[0] * xa, q0 = c0[0] * xb, p1 = c1[0] * xa, q1 = c1[0] * xb;
+            FN(vec) p2 = c2[0] * xa, q2 = c2[0] * xb, p3 = c3[0] * xa, q3 = c3[0] * xb;
+            for (int64_t j = 1; j <= D; j++) {
+                const REAL *xj = xt + j * SQ_FCHUNK + i0;
+                xa = *(const FN(vec) *)xj;
+                xb = *(const FN(vec) *)(xj + FN(VL));
+                p0 += c0[j] * xa;
+                q0 += c0[j] * xb;
+                p1 += c1[j] * xa;
+                q1 += c1[j] * xb;
+                p2 += c2[j] * xa;
+                q2 += c2[j] * xb;
+                p3 += c3[j] * xa;
+                q3 += c3[j] * xb;
+            }
+            *(FN(vec) *)(a0 + i0) = p0;
+            *(FN(vec) *)(a0 + i0 + FN(VL)) = q0;
+            *(FN(vec) *)(a1 + i0) = p1;
+            *(FN(vec) *)(a1 + i0 + FN(VL)) = q1;
+            *(FN(vec) *)(a2 + i0) = p2;
+            *(FN(vec) *)(a2 + i0 + FN(VL)) = q2;
+            *(FN(vec) *)(a3 + i0) = p3;
+            *(FN(vec) *)(a3 + i0 + FN(VL)) = q3;
+        }
+        for (int64_t u = 0; u < nk; u++) {
+            const REAL *restrict au = acc + u * SQ_FCHUNK;
+            const IDX kk = (IDX)(k0 + u);
+            for (int64_t i = 0; i < r; i++) {
+                const REAL v = au[i], a = m1[i];
+                const int lt = v < a;
+                const REAL hi = v > a ? v : a;
+                m2[i] = m2[i] < hi ? m2[i] : hi;
+                m1[i] = lt ? v : a;
+                ix[i] = lt ? kk : ix[i];
+            }
+        }
+    }
+}
+
+/* Rows lo:hi of one group; returns their float64 inertia. */
+static double FN(fused_rows)(const REAL *X, const REAL *m, const REAL *A, const REAL *C, int64_t K, int64_t D,
+                             double ncmax, double gamma, int64_t lo, int64_t hi, int64_t *labels, REAL *mind,
+                             double *psums, int64_t *pcounts, REAL *buf)
+{
+    REAL *xt = buf, *acc = xt + (D + 1) * SQ_FCHUNK, *m1 = acc + 4 * SQ_FCHUNK, *m2 = m1 + SQ_FCHUNK;
+    IDX *ix = (IDX *)(m2 + SQ_FCHUNK);
+    double nxs[SQ_FCHUNK];
+    double total = 0.0;
+    for (int64_t s = lo; s < hi; s += SQ_FCHUNK) {
+        const int64_t r = hi - s < SQ_FCHUNK ? hi - s : SQ_FCHUNK;
+        for (int64_t i = 0; i < r; i++) {
+            const REAL *x = X + (s + i) * D;
+            for (int64_t j = 0; j < D; j++)
+                xt[j * SQ_FCHUNK + i] = x[j] - m[j];
+            xt[D * SQ_FCHUNK + i] = 1;
+            nxs[i] = FN(centred_norm)(x, m, D);
+        }
+        FN(fused_min2)(A, K, D, xt, r, acc, m1, m2, ix);
+        for (int64_t i = 0; i < r; i++) {
+            const int64_t xi = s + i;
+            const REAL *x = X + xi * D;
+            const double lim = (double)m1[i] + 2.0 * gamma * (nxs[i] + ncmax);
+            int64_t bk;
+            double best;
+            if ((double)m2[i] > lim && ix[i] >= 0) { /* one candidate (almost every row) */
+                bk = ix[i];
+                best = FN(dist_row)(x, C + bk * D, D);
+            } else { /* a near tie or a non-finite product: the direct formula decides */
+                const int every = !(lim < INFINITY);
+                bk = -1;
+                best = 0.0;
+                for (int64_t k = 0; k < K; k++)
+                    if (every || (double)FN(e_of)(A, D, k, xt, i) <= lim) {
+                        const double dk = FN(dist_row)(x, C + k * D, D);
+                        if (bk < 0 || dk < best) {
+                            best = dk;
+                            bk = k;
+                        }
+                    }
+            }
+            labels[xi] = bk;
+            mind[xi] = (REAL)best;
+            total += best;
+            pcounts[bk] += 1;
+            double *ps = psums + bk * D;
+            for (int64_t j = 0; j < D; j++)
+                ps[j] += x[j];
+        }
+    }
+    return total;
+}
+
+/* Large-D assign + accumulate without a stored product matrix: X (n, D), m (D,) centring
+ * vector, A (K, D+1) = [-2 c_c, |c_c|^2], C (K, D) original centres; groups as assign_direct. */
+SQ_EXPORT int FN(assign_fused)(const REAL *X, const REAL *m, const REAL *A, const REAL *C, int64_t K, int64_t D,
+                               double ncmax, double gamma, const int64_t *bounds, int64_t G, int64_t *labels,
+                               REAL *mind, double *psums, int64_t *pcounts, double *pinert, int nthreads)
+{
+    const size_t bytes = (size_t)SQ_FCHUNK * (((size_t)D + 1 + 6) * sizeof(REAL) + sizeof(IDX));
+    int err = 0;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (nthreads > 1 && G > 1) reduction(| : err)
+    for (int64_t g = 0; g < G; g++) {
+        REAL *buf = (REAL *)calloc(1, bytes); /* zeroed: the padding columns of a short chunk stay finite */
+        if (!buf) {
+            err = 1;
+            continue;
+        }
+        pinert[g] = FN(fused_rows)(X, m, A, C, K, D, ncmax, gamma, bounds[g], bounds[g + 1], labels, mind,
+                                   psums + g * K * D, pcounts + g * K, buf);
+        free(buf);
+    }
+    return err ? -1 : 0;
+}

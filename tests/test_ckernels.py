@@ -1,0 +1,325 @@
+"""The C kernels on torch's OpenMP pool (sqdist._ckernels): exactness against float64
+references and the numba kernels, bit-identical results across thread counts, one
+OpenMP runtime (torch's) and no extra threads, and the fallbacks when the library
+is missing or stale."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import sqdist
+from sqdist import _ckernels, _cpu_kernels
+
+pytestmark = pytest.mark.skipif(_ckernels.library() is None,
+                                reason="C kernels not built or not on torch's OpenMP runtime (see setup.py)")
+HAS_NUMBA = importlib.util.find_spec("numba") is not None
+SRC = os.path.join(os.path.dirname(__file__), "..", "src")
+
+
+@pytest.fixture
+def use(monkeypatch):
+    """Force a kernel implementation: use("c"), use("numba"), use("torch")."""
+    def set_kind(kind: str):
+        if kind == "numba":
+            pytest.importorskip("numba")
+        monkeypatch.setenv("SQDIST_CPU_KERNELS", kind)
+    return set_kind
+
+
+def brute(X: torch.Tensor, C: torch.Tensor):
+    d = ((X.double()[:, None, :] - C.double()[None, :, :]) ** 2).sum(-1)  # (n, K)
+    return d, d.argmin(1)
+
+
+def assign(kind: str, X, C, monkeypatch, **kw):
+    monkeypatch.setenv("SQDIST_CPU_KERNELS", kind)
+    return _cpu_kernels.assign_accumulate(X, C, **kw)
+
+
+def test_dispatch_follows_the_environment(use):
+    use("c")
+    assert _cpu_kernels.kernels() is _ckernels and _cpu_kernels.available()
+    use("auto")
+    assert _cpu_kernels.kernels() is _ckernels  # preferred when built
+    use("torch")
+    assert _cpu_kernels.kernels() is None and not _cpu_kernels.available()
+    use("numba")
+    assert _cpu_kernels.kernels().__name__ == "sqdist._cpu_nb"
+    use("fastest")
+    with pytest.raises(sqdist.SqdistError, match="SQDIST_CPU_KERNELS.*'fastest'.*auto, c, numba, torch"):
+        _cpu_kernels.kernels()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n,D,K,offset", [(40000, 2, 8, 0.0), (3000, 3, 17, 1e3), (2000, 16, 40, 0.0),
+                                          (5000, 64, 100, 1e3), (700, 40, 33, 0.0), (333, 37, 700, -50.0),
+                                          (9000, 12, 100, 1e3), (1200, 16, 300, 0.0), (100, 7, 2000, 5.0),
+                                          (600, 130, 90, 1e3)])
+def test_assign_matches_float64_and_numba(n, D, K, offset, dtype, monkeypatch):
+    g = torch.Generator().manual_seed(n + D + K)
+    X = (torch.randn(n, D, generator=g, dtype=torch.float64) * 3 + offset).to(dtype)
+    C = X[torch.randperm(n, generator=g)[:K]].clone() if K <= n else (torch.randn(K, D, generator=g) * 3 + offset).to(dtype)
+    labels, mind, sums, counts, inertia = assign("c", X, C, monkeypatch)
+    d, lab = brute(X, C)
+    rows = torch.arange(n)
+    dl = d[rows, labels]
+    eps = torch.finfo(dtype).eps
+    # the chosen centre is the nearest up to the direct formula's rounding; its distance is the direct one
+    assert bool((dl <= d.min(1).values * (1 + 8 * D * eps) + 1e-300).all())
+    assert (labels != lab).float().mean() <= 1e-3
+    assert torch.allclose(mind.double(), dl, rtol=4 * D * eps, atol=0)
+    assert torch.equal(counts, torch.bincount(labels, minlength=K))
+    ref_sums = torch.zeros(K, D, dtype=torch.float64).index_add_(0, labels, X.double())
+    assert torch.allclose(sums, ref_sums, rtol=1e-12, atol=1e-9 * (1 + abs(offset)))
+    assert inertia == pytest.approx(float(mind.double().sum()), rel=1e-6)
+    if HAS_NUMBA:
+        nl, nm, ns, nc, ni = assign("numba", X, C, monkeypatch)
+        assert torch.equal(labels, nl) and torch.equal(counts, nc)
+        if D <= 4 or K * D <= 768:  # the direct kernel: the same additions in the same order
+            assert torch.equal(mind, nm) and torch.equal(sums, ns) and inertia == ni
+        else:  # product path: direct-formula distances, float64 squares added in another order
+            assert torch.allclose(mind, nm, rtol=4 * D * eps, atol=0)
+
+
+@pytest.mark.parametrize("D,path", [(2, "_assign_direct"), (12, "_assign_fused"), (130, "_assign_gemm_transposed")])
+def test_ties_go_to_the_smallest_index_and_identical_rows_give_zero(D, path, monkeypatch):
+    calls = []
+    real = getattr(_cpu_kernels, path)
+    monkeypatch.setattr(_cpu_kernels, path, lambda *a: calls.append(1) or real(*a))
+    X = torch.zeros(6, D)
+    X[:, 0] = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    C = torch.zeros(4, D)
+    C[:, 0] = torch.tensor([1.0, -1.0, 1.0, 5.0])  # centre 2 duplicates centre 0; x=0 ties 0/1/2
+    labels, mind, sums, counts, _ = assign("c", X, C, monkeypatch)
+    assert labels.tolist() == [0, 0, 0, 0, 3, 3]
+    assert mind.tolist() == [1.0, 0.0, 1.0, 4.0, 1.0, 0.0]
+    assert counts.tolist() == [4, 0, 0, 2]
+    C = torch.cat([C, torch.full((96, D), 1e3)])  # K = 100: the product paths for D > 4
+    labels, mind, sums, counts, _ = assign("c", X, C, monkeypatch)
+    assert labels.tolist() == [0, 0, 0, 0, 3, 3] and mind.tolist() == [1.0, 0.0, 1.0, 4.0, 1.0, 0.0]
+    Y = torch.randn(300, D) + 1000
+    labels, mind, *_ = assign("c", Y, torch.cat([Y[[3, 50, 150]], Y[[3, 50, 150]] + 0.5] * 25), monkeypatch)
+    assert labels[[3, 50, 150]].tolist() == [0, 1, 2] and mind[[3, 50, 150]].tolist() == [0.0] * 3
+    assert len(calls) == {2: 3, 12: 2, 130: 3}[D]  # the path under test served its calls (K = 4 at D = 12: direct)
+
+
+def test_near_ties_follow_the_direct_formula(monkeypatch):
+    """Rows exactly between two centres far from the origin: the product cannot rank them."""
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(3000, 50, generator=g) + 100.0
+    C = X[:70].clone()
+    mid = (C[torch.arange(0, 40, 2)] + C[torch.arange(1, 40, 2)]) / 2
+    X[70:90] = mid
+    labels, mind, *_ = assign("c", X, C, monkeypatch)
+    direct = ((X[:, None, :] - C[None, :, :]) ** 2).sum(-1)  # (n, K) float32 direct formula
+    d, _ = brute(X, C)
+    dl = d[torch.arange(3000), labels]
+    assert bool((dl <= d.min(1).values * (1 + 8 * 50 * 2**-23)).all())
+    assert torch.allclose(mind, direct[torch.arange(3000), labels], rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("N,P,D,offset", [(300, 200, 2, 0.0), (500, 300, 16, 100.0), (400, 350, 64, 1e3),
+                                          (1100, 70, 5, -3.0)])
+def test_sqdist_and_nearest_meet_the_accuracy_contract(N, P, D, offset, dtype, use):
+    g = torch.Generator().manual_seed(N + D)
+    X = (torch.randn(N, D, generator=g, dtype=torch.float64) + offset).to(dtype)
+    T = (torch.randn(P, D, generator=g, dtype=torch.float64) + offset).to(dtype)
+    T[:5] = X[:5]  # identical rows: exact zeros
+    ref, _ = brute(X, T)
+    use("c")
+    d = sqdist.sqdist(X, T)
+    assert d.dtype == dtype and bool((d >= 0).all())
+    assert bool(((d.double() - ref).abs() <= 1e-4 * ref + 1e-300).all())
+    assert d[torch.arange(5), torch.arange(5)].tolist() == [0.0] * 5
+    dist, idx = sqdist.nearest(X, T)  # (N, 1) each
+    assert bool((ref[torch.arange(N), idx[:, 0]] <= ref.min(1).values * (1 + 1e-4)).all())
+    assert bool(((dist[:, 0].double() - ref.min(1).values).abs() <= 1e-4 * ref.min(1).values + 1e-300).all())
+    if not HAS_NUMBA:
+        return
+    use("numba")
+    dn = sqdist.sqdist(X, T)
+    assert torch.allclose(d, dn, rtol=1e-5, atol=0)
+    if D <= 16:  # the direct kernels: the same bits
+        assert torch.equal(d, dn)
+
+
+def test_nonfinite_rows_propagate_like_the_numba_path(use):
+    X = torch.randn(300, 40)
+    T = torch.randn(200, 40)
+    X[7, 3] = float("nan")
+    T[11, 0] = float("inf")
+    X[9] = 1e20  # the expansion would overflow: direct formula
+    use("c")
+    d = sqdist.sqdist(X, T)
+    use("numba")
+    dn = sqdist.sqdist(X, T)
+    assert torch.equal(torch.isnan(d), torch.isnan(dn)) and torch.equal(torch.isinf(d), torch.isinf(dn))
+    ok = torch.isfinite(d)
+    assert torch.allclose(d[ok], dn[ok], rtol=1e-5, atol=0)
+    assert bool(torch.isnan(d[7]).all()) and bool(torch.isinf(d[9]).all())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_prepare_right_and_augment_equal_numba_bit_for_bit(dtype):
+    nb = pytest.importorskip("sqdist._cpu_nb")
+    rng = np.random.default_rng(0)
+    T = (rng.standard_normal((77, 9)) * 5 + 3).astype(dtype)
+    T[3, 0], T[8, 2] = np.nan, np.inf
+    T[12] = 1e19 if dtype == np.float32 else 3e153  # 4 |t - c|^2 overflows (the centre moves far less)
+    X = rng.standard_normal((500, 9)).astype(dtype)
+    out = []
+    for mod in (_ckernels, nb):
+        c = np.empty(9, dtype)
+        Ta, nt, fin = np.empty((77, 11), dtype), np.empty(77, dtype), np.empty(77, np.bool_)
+        k = mod.prepare_right(T, c, Ta, nt, fin)
+        Xa, nx = np.empty((500, 11), dtype), np.empty(500, dtype)
+        bad = mod.augment(X, c, Xa, nx)
+        out.append((k, c, Ta, nt, fin, bad, Xa, nx))
+    for a, b in zip(*out):
+        np.testing.assert_array_equal(a, b)
+    assert out[0][0] == 74 and out[0][5] == 0
+
+
+DETERMINISM = r"""
+import sys, hashlib, torch, numpy as np
+sys.path.insert(0, sys.argv[1])
+import sqdist
+from sqdist import _cpu_kernels as ck
+assert ck.kernels().__name__ == "sqdist._ckernels"
+torch.set_num_threads(int(sys.argv[2]))
+g = torch.Generator().manual_seed(0)
+h = hashlib.sha256()
+for n, D, K in [(70000, 2, 8), (20000, 12, 200), (9000, 48, 40), (30000, 96, 300)]:  # direct, fused x2, blocks
+    X = torch.randn(n, D, generator=g) * 3 + 7
+    lab, mind, s, c, inert = ck.assign_accumulate(X, X[:K].clone())
+    for a in (lab, mind, s, c):
+        h.update(a.numpy().tobytes())
+    h.update(repr(inert).encode())
+X = torch.randn(3000, 8, generator=g)
+h.update(sqdist.sqdist(X, X[:2000]).numpy().tobytes())
+rng = np.random.default_rng(1)
+Y = rng.normal(size=(50000, 3)) * np.arange(1, 4)
+r = sqdist.kmeans(Y, 6, random_state=3, max_iter=5, tol=0)
+h.update(r.centers.tobytes() + r.labels.tobytes() + np.float64(r.inertia).tobytes())
+print(h.hexdigest())
+"""
+
+
+def test_bit_identical_across_thread_counts():
+    env = dict(os.environ, SQDIST_CPU_KERNELS="c")
+    digests = []
+    for t in ("1", "2"):
+        r = subprocess.run([sys.executable, "-c", DETERMINISM, SRC, t], capture_output=True, text=True, timeout=300,
+                           env=env)
+        assert r.returncode == 0, r.stderr
+        digests.append(r.stdout.strip())
+    assert len(digests[0]) == 64 and digests[0] == digests[1]
+
+
+ONE_POOL = r"""
+import os, sys
+sys.path.insert(0, sys.argv[1])
+import torch
+torch.set_num_threads(2)
+from sqdist import _ckernels, _cpu_kernels as ck
+torch.mm(torch.randn(512, 512), torch.randn(512, 512))  # torch's pool is up
+tasks = len(os.listdir("/proc/self/task"))
+X = torch.randn(60000, 3)
+ck.assign_accumulate(X, X[:9].clone())  # parallel C kernel (4 row groups)
+ck.sqdist_small(X[:3000], X[:500], torch.empty(3000, 500))
+print(_ckernels.library().sq_team_size(2), tasks, len(os.listdir("/proc/self/task")))
+print(sorted(_ckernels.omp_runtimes()))
+print(_ckernels.torch_omp_runtime(_ckernels.library()))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self")
+def test_one_openmp_runtime_and_no_extra_threads():
+    """After C kernel calls, the process maps one OpenMP runtime -- torch's own
+    -- and has no thread beyond those torch's matrix product started."""
+    env = dict(os.environ, SQDIST_CPU_KERNELS="c")
+    r = subprocess.run([sys.executable, "-c", ONE_POOL, SRC], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    sizes, runtimes, torch_rt = r.stdout.strip().splitlines()
+    team, before, after = map(int, sizes.split())
+    assert team == 2
+    assert after == before, "the C kernels started threads of their own"
+    assert eval(runtimes) == [torch_rt] and "libgomp" in torch_rt
+
+
+def test_fallback_when_the_library_is_missing_or_stale(monkeypatch):
+    lib_cache = [_ckernels.library, _cpu_kernels._kernels_for]
+    try:
+        for f in lib_cache:
+            f.cache_clear()
+        monkeypatch.setattr(_ckernels, "library_path", lambda: None)
+        assert _ckernels.library() is None
+        monkeypatch.setenv("SQDIST_CPU_KERNELS", "auto")
+        fallback = _cpu_kernels.kernels()
+        assert fallback is None or fallback.__name__ == "sqdist._cpu_nb"
+        monkeypatch.setenv("SQDIST_CPU_KERNELS", "c")
+        with pytest.raises(sqdist.SqdistError, match="SQDIST_CPU_KERNELS.*'c'.*not built"):
+            _cpu_kernels.kernels()
+        monkeypatch.setenv("SQDIST_CPU_KERNELS", "auto")
+        X = torch.randn(500, 3)
+        d = sqdist.sqdist(X, X[:40])  # still correct on the fallback path
+        assert torch.allclose(d.double(), brute(X, X[:40])[0], rtol=1e-5, atol=1e-6)
+        monkeypatch.undo()
+        for f in lib_cache:
+            f.cache_clear()
+        monkeypatch.setattr(_ckernels, "ABI", _ckernels.ABI + 1)  # a library built from an older source
+        assert _ckernels.library() is None
+    finally:
+        monkeypatch.undo()
+        for f in lib_cache:
+            f.cache_clear()
+    assert _ckernels.library() is not None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_small_problem_entry_point_equals_the_ctypes_call_and_numba(dtype, monkeypatch):
+    """The CPython entry point of the fused small-problem iteration gives the ctypes call's
+    bits (and numba's), and refuses arrays of the wrong dtype or shape."""
+    rng = np.random.default_rng(5)
+    X = (rng.normal(scale=4.0, size=(5, 2))[rng.integers(0, 5, 250)] + rng.normal(size=(250, 2))).astype(dtype)
+    C = X[:5].copy()
+    sums = np.zeros((5, 2))
+    counts = np.zeros(5, np.int64)
+    np.add.at(sums, np.arange(250) % 5, X)
+    np.add.at(counts, np.arange(250) % 5, 1)
+    runs = []
+    for entry in (True, False):
+        if not entry:
+            monkeypatch.setattr(_ckernels, "entry_point", lambda: None)
+        labels, mind = np.empty(250, np.int64), np.empty(250, dtype)
+        runs.append((*_ckernels.update_assign_direct(X, C, sums, counts, 64, labels, mind), labels, mind))
+    if HAS_NUMBA:
+        from sqdist import _cpu_nb
+        labels, mind = np.empty(250, np.int64), np.empty(250, dtype)
+        runs.append((*_cpu_nb.update_assign_direct(X, C, sums, counts, 64, labels, mind), labels, mind))
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            np.testing.assert_array_equal(a, b)
+    Cn = runs[0][0]
+    np.testing.assert_array_equal(Cn, (sums / counts[:, None]).astype(dtype))  # the centres' means
+    d = ((X[:, None, :].astype(np.float64) - Cn[None].astype(np.float64)) ** 2).sum(-1)
+    assert (runs[0][-2] == d.argmin(1)).mean() >= 0.99
+    monkeypatch.undo()
+    mod = _ckernels.entry_point()
+    if mod is None:
+        pytest.skip("library built without the CPython entry point")
+    outs = (np.empty((5, 2), dtype), np.empty((5, 2)), np.empty(5, np.int64))
+    with pytest.raises(ValueError, match="counts has the wrong dtype"):
+        mod.update_assign(X, C, sums, counts.astype(np.float64), 64, labels, mind, *outs)
+    with pytest.raises(ValueError, match="C has the wrong dtype or shape"):
+        mod.update_assign(X, C[:, :1].copy(), sums, counts, 64, labels, mind, *outs)
+    with pytest.raises(ValueError, match="not C-contiguous"):
+        mod.update_assign(X, C, sums, counts, 64, labels[::2], mind, *outs)
