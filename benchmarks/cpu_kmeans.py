@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 sys.path.insert(0, os.path.dirname(__file__))
 
-from _common import interleaved, median, pin_threads, table, write_json  # noqa: E402
+from _common import cpu_line, interleaved, median, pin_threads, table, write_json  # noqa: E402
 from sqdist import _cpu_kernels  # noqa: E402
 
 SHAPES = [(250, 2, 5), (1_000_000, 2, 8), (200_000, 64, 256), (100_000, 128, 1024)]
@@ -224,9 +224,6 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default="cpu_kmeans.json")
     ap.add_argument("--budget", type=float, default=90.0, help="seconds of timing rounds per shape")
     ap.add_argument("--memory", action="store_true", help="also measure peak memory at N = 1e7, D = 2")
-    ap.add_argument("--settle", type=float, default=0.1,
-                    help="seconds of pause before each timed call, "
-                         "so spinning BLAS/OpenMP threads of the previous candidate go idle")
     args = ap.parse_args(argv)
     env = pin_threads(args.threads)
     shapes = SHAPES if not args.shapes else [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
@@ -263,48 +260,58 @@ def main(argv=None) -> int:
                  "inertia_rel": abs(inert - ref_inertia) / ref_inertia, "n_iter": n_it}
             a["ok"] = a["step1_labels_equal"] >= 0.999 and a["inertia_rel"] <= 1e-5
             agree[k] = a
-        # sub-millisecond fits: blocks of back-to-back calls (steady state), no pause
+        # sub-millisecond fits: blocks of back-to-back calls; no pause anywhere
         small = N * K * D <= 10**5
-        t = interleaved({k: (lambda f=f: f(X, C0, iters)) for k, f in fns.items()}, args.rounds, warmup=0, budget_s=args.budget,
-                        settle_s=0.0 if small else args.settle, number=50 if small else 1)
+        st = interleaved({k: (lambda f=f: f(X, C0, iters)) for k, f in fns.items()}, args.rounds, warmup=0,
+                         budget_s=args.budget, number=50 if small else 1)
+        t = {k: v["min"] for k, v in st.items()}
         per_iter = {k: t[k] / max(1, outs[k][1]) for k in t}
+        per_iter_med = {k: st[k]["median"] / max(1, outs[k][1]) for k in st}
         # the matrix-product floor of one iteration: X @ C.T
         Xt, Ct = torch.from_numpy(X), torch.from_numpy(C0).T.contiguous()
         Cn = Ct.numpy()
-        fl = interleaved({"torch.mm": lambda: torch.mm(Xt, Ct), "np.matmul": lambda: np.matmul(X, Cn)},
-                         max(5, args.rounds), settle_s=args.settle)
-        mmt = min(fl.values())  # the faster of the two BLAS products
+        fl = interleaved({"torch.mm": lambda: torch.mm(Xt, Ct), "np.matmul": lambda: np.matmul(X, Cn)}, max(5, args.rounds))
+        mmt = min(v["min"] for v in fl.values())  # the faster of the two BLAS products
         peers = [per_iter[k] for k in ("sklearn", "faiss") if k in per_iter]
         best_peer = min(peers) if peers else float("nan")
+        peers_med = [per_iter_med[k] for k in ("sklearn", "faiss") if k in per_iter_med]
+        best_peer_med = min(peers_med) if peers_med else float("nan")
         # the public sqdist.kmeans end to end (it runs one more assignment than
         # iterations, as scikit-learn does); the kernel alone for reference
         ours = per_iter.get("sqdist.kmeans", per_iter["ours (kernel)"])
+        ours_med = per_iter_med.get("sqdist.kmeans", per_iter_med["ours (kernel)"])
         kern = per_iter["ours (kernel)"]
         results["shapes"][f"{N}x{D}x{K}"] = {
-            "iters": iters, "per_iter_s": per_iter, "mm_floor_s": mmt, "floors_s": fl, "agreement": agree,
+            "iters": iters, "per_iter_s": per_iter, "per_iter_median_s": per_iter_med,
+            "ours_over_best_peer_median": ours_med / best_peer_med, "mm_floor_s": mmt, "floors_s": fl, "agreement": agree,
             "ours_over_best_peer": ours / best_peer, "ours_over_mm": ours / mmt,
             "kernel_over_best_peer": kern / best_peer, "kernel_over_mm": kern / mmt,
         }
         results["shapes"][f"{N}x{D}x{K}"]["whole_fit_s"] = t
+        results["shapes"][f"{N}x{D}x{K}"]["whole_fit_median_s"] = {k: v["median"] for k, v in st.items()}
         if N > 1000:
-            best_ratios.append(ours / best_peer)
+            best_ratios.append(ours_med / best_peer_med)
         else:
-            print(f"whole fit (at most {iters} iterations, stops on unchanged labels) at {N}x{D}x{K}: "
-                  + ", ".join(f"{k} {v * 1e3:.3f} ms ({outs[k][1]} it)" for k, v in t.items()), flush=True)
+            print(f"whole fit (at most {iters} iterations, stops on unchanged labels) at {N}x{D}x{K}, median (min): "
+                  + ", ".join(f"{k} {st[k]['median'] * 1e3:.3f} ({v * 1e3:.3f}) ms ({outs[k][1]} it)" for k, v in t.items()),
+                  flush=True)
             if "sqdist.kmeans" in t and "sklearn" in t:
                 # scikit-learn counts the iteration that finds the labels unchanged, sqdist does not
                 # (same centres): the whole fit is the like-for-like comparison here
                 results["shapes"][f"{N}x{D}x{K}"]["whole_fit_sqdist_over_sklearn"] = t["sqdist.kmeans"] / t["sklearn"]
                 print(f"  whole fit sqdist.kmeans / sklearn: {t['sqdist.kmeans'] / t['sklearn']:.2f}x", flush=True)
-        rows.append([f"{N}x{D}x{K}", f"{mmt * 1e3:.3f}"] + [f"{per_iter[k] * 1e3:.3f}" if k in per_iter else "-" for k in names]
-                    + [f"{ours / best_peer:.3g}x", f"{kern / best_peer:.3g}x", f"{ours / mmt:.3g}x", f"{kern / mmt:.3g}x"])
+        rows.append([f"{N}x{D}x{K}", f"{mmt * 1e3:.3f}"]
+                    + [f"{per_iter_med[k] * 1e3:.3f} ({per_iter[k] * 1e3:.3f})" if k in per_iter else "-" for k in names]
+                    + [f"{ours_med / best_peer_med:.3g}x ({ours / best_peer:.3g}x)", f"{kern / best_peer:.3g}x",
+                       f"{ours / mmt:.3g}x", f"{kern / mmt:.3g}x"])
         print(f"done {N}x{D}x{K}", file=sys.stderr, flush=True)
-    print(f"float32, {args.threads} threads: ms per Lloyd iteration (min of interleaved rounds), same data and initial centres")
+    print(f"float32, {args.threads} threads, {cpu_line(env['cpu'])}: ms per Lloyd iteration, median of interleaved rounds "
+          "(minimum), no pauses, same data and initial centres; the last three ratios use minimums")
     print(table(rows, ["N x D x K", "mm floor"] + names + ["kmeans/best(sk,faiss)", "kernel/best", "kmeans/mm", "kernel/mm"]))
     print("mm floor = the faster of torch.mm and np.matmul computing X @ C.T; kmeans = sqdist.kmeans end to end, "
           "kernel = the assignment kernel + centre division alone")
     if best_ratios:
-        print(f"median sqdist.kmeans / best(sklearn, faiss) over the large shapes: {median(best_ratios):.2f}x")
+        print(f"median over the large shapes of sqdist.kmeans / best(sklearn, faiss) (medians): {median(best_ratios):.2f}x")
     print()
     arows = [[shp, k, f"{a['step1_labels_equal'] * 100:.3f}%", f"{a['inertia_rel']:.1e}", f"{a['labels_equal'] * 100:.3f}%",
               str(a["n_iter"]), "yes" if a["ok"] else "NO"]

@@ -122,3 +122,48 @@ def test_issue_memory_contract_20000_squared():
     assert m["output"] == 20000 * 20000 * 4
     assert m["growth"] <= m["output"] + 300 * MiB, (
         f"grew {m['growth'] / MiB:.0f} MiB for a {m['output'] / MiB:.0f} MiB output ({m['seconds']:.1f} s)")
+
+
+GRAD_PROBE = r"""
+import json, sys
+import torch
+torch.set_num_threads(2)
+import sqdist
+
+def status(key):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+
+N, D, wm = json.loads(sys.argv[1])
+X = torch.randn(N, D, generator=torch.Generator().manual_seed(0), requires_grad=True)
+x = torch.randn(50, D, requires_grad=True)
+sqdist.sqdist(x, x.detach(), working_memory=wm).sum().backward()  # warm up libraries and kernels
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset VmHWM to the current RSS
+base = status("VmRSS")
+d = sqdist.sqdist(X, X.detach(), working_memory=wm)
+forward = status("VmHWM") - base
+d.sum().backward()  # the upstream gradient is an expanded scalar: only sqdist's backward allocates
+both = status("VmHWM") - base
+print(json.dumps(dict(forward=forward, both=both, output=d.numel() * d.element_size())))
+"""
+
+
+def test_gradient_path_stays_within_the_budget():
+    """Issue 14: sqdist(X, X.detach(), working_memory=4) with requires_grad on 4000 x 4 rows
+    peaked at ~870 MiB for a 61 MiB result (autograd kept every row block's temporaries).
+    The autograd Function keeps none: forward and backward grow the peak by the result plus
+    the budget (+ allocator slack)."""
+    if not sys.platform.startswith("linux") or not os.access("/proc/self/clear_refs", os.W_OK):
+        pytest.skip("needs Linux /proc/self/clear_refs to reset the peak RSS")
+    env = dict(os.environ, PYTHONPATH=str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OMP_NUM_THREADS="2", MKL_NUM_THREADS="2", MALLOC_MMAP_THRESHOLD_=str(2**20))
+    r = subprocess.run([sys.executable, "-c", GRAD_PROBE, json.dumps([4000, 4, 4])],
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout.strip().splitlines()[-1])
+    assert m["output"] == 4000 * 4000 * 4
+    assert m["forward"] <= m["output"] + (4 + 8) * MiB, f"forward grew {m['forward'] / MiB:.0f} MiB"
+    assert m["both"] <= m["output"] + (4 + 8) * MiB, f"forward + backward grew {m['both'] / MiB:.0f} MiB"

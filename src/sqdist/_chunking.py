@@ -8,7 +8,6 @@ Every function that could build a large temporary takes ``working_memory``
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import threading
 import warnings
 from collections.abc import Iterator
@@ -106,49 +105,18 @@ def row_slices(n_rows: int, chunk: int) -> Iterator[slice]:
         yield slice(start, min(start + chunk, n_rows))
 
 
-_HUGEPAGE_MIN_BYTES = 4 * 2**20
-_huge_pages: contextvars.ContextVar[bool] = contextvars.ContextVar("sqdist_huge_pages", default=True)
-
-
-@contextlib.contextmanager
-def plain_allocations() -> Iterator[None]:
-    """Within the block, results come from ``torch.empty`` (no huge-page mapping).
-
-    Same bytes, ordinary 4 KiB pages: used by ``sqdist bench`` so that torch's
-    memory profiler, which only sees its own allocator, counts the result.
-    """
-    token = _huge_pages.set(False)
-    try:
-        yield
-    finally:
-        _huge_pages.reset(token)
-
-
 def empty_output(shape: tuple[int, ...], dtype, device) -> torch.Tensor:
-    """Uninitialised result tensor; large CPU results are backed by transparent huge pages.
+    """Uninitialised result tensor from torch's ordinary allocator (``torch.empty``).
 
-    A fresh N x P result is written exactly once, so on the CPU the kernel's
-    page faults (one per 4 KiB page, each zeroing the page) can cost more than
-    computing the distances: a fresh 64 MiB ``torch.empty`` at 4096 x 4096
-    took ~28 ms to fault in and fill here.  On Linux, a private anonymous
-    mapping advised with ``MADV_HUGEPAGE`` faults in 2 MiB at a time (~3.5 ms).  Falls back to
-    ``torch.empty`` elsewhere or for small results.  The mapping is freed with
-    the tensor (and any NumPy view of it).
+    Until 2026-11-29 large CPU results were placed on a private anonymous
+    mapping advised ``MADV_HUGEPAGE``.  Back to back it won only while each
+    result was freed before the next one was made; with results kept alive
+    the kernel's huge-page compaction stalled calls for 130-240 ms, 2-4x
+    ``torch.empty`` (``benchmarks/realistic.py --sections alloc``;
+    docs/performance.md), and torch's memory profiler did not see those
+    results.  The ordinary allocator pays the same 4 KiB faults as any fresh
+    torch result, predictably.
     """
     import torch
 
-    numel = 1
-    for s in shape:
-        numel *= int(s)
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    nbytes = numel * itemsize
-    if torch.device(device).type != "cpu" or nbytes < _HUGEPAGE_MIN_BYTES or not _huge_pages.get():
-        return torch.empty(shape, dtype=dtype, device=device)
-    try:
-        import mmap
-
-        buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)  # private: THP applies
-        buf.madvise(mmap.MADV_HUGEPAGE)
-    except (AttributeError, OSError, ValueError):  # not Linux, or THP unavailable
-        return torch.empty(shape, dtype=dtype, device=device)
-    return torch.frombuffer(buf, dtype=dtype, count=numel).view(shape)
+    return torch.empty(shape, dtype=dtype, device=device)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import _chunking, _cpu_kernels
+from . import _autograd, _chunking, _cpu_kernels
 from ._backend import differentiable, resolve_method, triton_kernels
 from ._numerics import RightOperand, direct_rows, prepare_right, unsafe_norms
 from ._validation import SqdistError, as_tensor, check_pair, common_dtype, compute_dtype, describe, to_output
@@ -138,8 +138,9 @@ def bytes_per_row(method: str, P: int, D: int, itemsize: int) -> int:
 
 
 def sqdist_2d(X: torch.Tensor, T: torch.Tensor, method: str, backend: str, out: torch.Tensor, budget: int) -> torch.Tensor:
-    """Fill ``out`` (N, P) with the distances between X (N, D) and T (P, D); returns ``out``
-    (or a new tensor when autograd needs an out-of-place result)."""
+    """Fill ``out`` (N, P) with the distances between X (N, D) and T (P, D); returns ``out``,
+    or, when autograd records X or T (methods "gemm" and "broadcast"), a new tensor whose
+    backward runs in row blocks within ``budget`` (:mod:`sqdist._autograd`)."""
     N, D = X.shape
     P = T.shape[0]
     if N == 0 or P == 0:
@@ -152,8 +153,14 @@ def sqdist_2d(X: torch.Tensor, T: torch.Tensor, method: str, backend: str, out: 
         return out.copy_(_cpu_kernels.sqdist_small(Xd, Td, torch.empty(out.shape, dtype=out.dtype)))
     if method == "loops":
         return out.copy_(torch.from_numpy(_loops(X.detach().to(cdtype).numpy(), T.detach().to(cdtype).numpy())))
-    grad = differentiable(X, T)
-    if backend == "triton" and method == "gemm" and not grad:  # Triton has no backward: torch with the budget
+    if differentiable(X, T) and method in ("gemm", "broadcast"):
+        # one autograd operation: the exact no-autograd forward below (compiled, Triton, ...) into a
+        # new result, and a backward in row blocks within the budget (sqdist._autograd)
+        def forward(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return sqdist_2d(a, b, method, backend, torch.empty(out.shape, dtype=out.dtype, device=out.device), budget)
+
+        return _autograd.sqdist_function(X, T, forward, budget)
+    if backend == "triton" and method == "gemm":
         return triton_kernels().sqdist_triton(X, T, out)
     item = torch.finfo(cdtype).bits // 8
     chunk = _chunking.rows_per_chunk(N, bytes_per_row(method, P, D, item), budget, what=f"{method} distances")
@@ -168,8 +175,6 @@ def sqdist_2d(X: torch.Tensor, T: torch.Tensor, method: str, backend: str, out: 
             out[sl] = _broadcast_block(X[sl].to(cdtype), Tc)
         return out
     prep = prepare(T, cdtype)  # gemm
-    if grad:
-        return torch.cat([gemm_rows(X[sl], prep, None, budget) for sl in _chunking.row_slices(N, chunk)]).to(out.dtype)
     if _compiled(prep.T, cdtype):
         # blocks of ~_cpu_kernels.BLOCK_BYTES of output (still capped by the
         # budget): each block hands the cores between thread pools (BLAS,

@@ -21,7 +21,8 @@ from . import _chunking
 from ._backend import BACKENDS, METHODS, resolve_backend, resolve_method
 from ._dense import check_out, chunks, nearest_rows, prepare_inputs, sqdist_2d
 from ._sources import as_source, chunk_rows, is_out_of_core
-from ._validation import SqdistError, as_tensor, check_no_alias, compute_dtype, describe, to_output
+from ._sparse import is_sparse, pair_nearest, pair_sqdist, prepare_pair
+from ._validation import SqdistError, as_tensor, check_choice, check_no_alias, compute_dtype, describe, to_output
 
 __all__ = ["BACKENDS", "METHODS", "nearest", "sqdist", "sqdist_chunks"]
 
@@ -58,7 +59,9 @@ def sqdist(
     working_memory : float, optional
         Budget in MiB for temporaries beyond the output (default:
         :func:`sqdist.get_working_memory`, 256 MiB).  The broadcast paths are
-        processed in row blocks so the (n, P, D) intermediate fits it.
+        processed in row blocks so the (n, P, D) intermediate fits it; so is
+        the backward when autograd records ``X`` or ``T`` (the gradient is
+        ``2 * sum_j G[i, j] * (x_i - t_j)``, exactly 0 for a coincident pair).
     backend : {"auto", "torch", "triton"}
         ``"triton"`` uses the fused GPU kernels (``pip install 'sqdist[gpu]'``);
         ``"auto"`` picks it for CUDA tensors when Triton is installed.
@@ -82,6 +85,8 @@ def sqdist(
     >>> sqdist.sqdist([[512695.0]], [[512804.0]])  # exact far from the origin
     array([[11881.]])
     """
+    if is_sparse(X) or is_sparse(T):  # sparse rows: dense output, never densified whole (sqdist._sparse)
+        return _sqdist_sparse(X, T, method, out, working_memory, backend)
     Xt, Tt, was_numpy, dtype = prepare_inputs(X, T)
     backend = resolve_backend(backend, Xt.device)
     method = resolve_method(method, Xt, Tt, backend)
@@ -114,6 +119,21 @@ def sqdist(
         else:
             out_t.copy_(stacked)  # autograd records the copy into the caller's buffer
     return out if (out is not None and was_numpy) else to_output(out_t, was_numpy)
+
+
+def _sqdist_sparse(X: Any, T: Any, method: str, out: Any, working_memory: float | None, backend: str) -> Any:
+    """:func:`sqdist` with a sparse X and/or T: every method gives the sparse product path's exact values."""
+    check_choice(method, "method", METHODS)
+    check_choice(backend, "backend", BACKENDS)
+    pair = prepare_pair(X, T)
+    shape = (pair.X.shape[0], pair.T.shape[0])
+    if out is None:
+        out_t = _chunking.empty_output(shape, pair.dtype, pair.X.device)
+    else:
+        out_t = check_out(out, shape, pair.dtype, pair.X.device, pair.was_numpy)
+        check_no_alias({"out": out_t}, {k: v for k, v in (("X", pair.X), ("T", pair.T)) if isinstance(v, torch.Tensor)})
+    pair_sqdist(pair, out_t, _chunking.resolve_budget(working_memory))
+    return out if (out is not None and pair.was_numpy) else to_output(out_t, pair.was_numpy)
 
 
 def sqdist_chunks(
@@ -190,6 +210,12 @@ def nearest(
     """
     if is_out_of_core(X):  # .npy path, memory map or chunks: streamed, outputs in memory
         return _nearest_stream(X, T, k, working_memory, backend)
+    if is_sparse(X) or is_sparse(T):  # sparse rows (sqdist._sparse); k = 1: the exact argmin
+        pair = prepare_pair(X, T)
+        k = _check_k(k, pair.T.shape[0])
+        check_choice(backend, "backend", BACKENDS)
+        dist, idx = pair_nearest(pair, k, _chunking.resolve_budget(working_memory))
+        return to_output(dist, pair.was_numpy), to_output(idx, pair.was_numpy)
     Xt, Tt, was_numpy, _ = prepare_inputs(X, T)
     if Xt.ndim != 2 or Tt.ndim != 2:
         raise SqdistError(f"X and T: nearest takes 2-D inputs (N, D) and (P, D), got X {describe(Xt)} and T {describe(Tt)}")
