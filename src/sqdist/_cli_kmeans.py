@@ -23,7 +23,7 @@ from ._comm import Comm, destroy, init_from_env, launched_by_torchrun
 from ._files import read_points
 from ._init import INITS
 from ._results import KMeansResult
-from ._sources import as_source
+from ._sources import STREAMED_SUFFIXES, as_source
 from ._validation import SqdistError, check_finite_rows, check_no_alias, check_output_path, resolve_device
 from .clustering import kmeans_stream
 from .estimator import KMeans
@@ -45,7 +45,8 @@ def _parse_init_arg(text: str) -> Any:
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``sqdist kmeans``."""
     parser.add_argument("--data", metavar="FILE",
-                        help="points as .npy or .csv (with or without a header); default: the exercise's 5 blobs x 50 points")
+                        help="points as .npy, .csv (with or without a header), .parquet or .arrow/.feather (these two need "
+                             "pyarrow); default: the exercise's 5 blobs x 50 points")
     parser.add_argument("-k", "--n-clusters", type=int, default=None, metavar="K",
                         help="number of clusters (default 5, or the number of --init indices)")
     parser.add_argument("--init", default=None,
@@ -158,7 +159,7 @@ def _add_streaming_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``sqdist kmeans`` for streamed / distributed / checkpointed runs."""
     g = parser.add_argument_group(
         "out-of-core and distributed runs",
-        "A .npy --data file is streamed chunk by chunk (memory bounded by --working-memory); under "
+        "A .npy, .parquet or .arrow --data file is streamed chunk by chunk (memory bounded by --working-memory); under "
         "torchrun --nproc_per_node=N each rank reads its slice and rank 0 writes the outputs.",
     )
     g.add_argument("--checkpoint", metavar="NPZ", help="write a checkpoint (centres, iteration, seed state) here")
@@ -170,17 +171,17 @@ def _add_streaming_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _wants_streaming(args: argparse.Namespace) -> bool:
-    """The streamed path serves .npy data, torchrun launches and checkpointed runs."""
-    npy = args.data is not None and str(args.data).lower().endswith(".npy")
+    """The streamed path serves .npy / Parquet / Arrow data, torchrun launches and checkpointed runs."""
+    npy = args.data is not None and str(args.data).lower().endswith(STREAMED_SUFFIXES)
     multi = launched_by_torchrun() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     return npy or multi or args.checkpoint is not None or args.resume is not None
 
 
 def _run_streamed(args: argparse.Namespace, device: torch.device | None) -> int:
     """``sqdist kmeans`` on a .npy file, streamed; distributed when launched by torchrun."""
-    if args.data is None or not str(args.data).lower().endswith(".npy"):
+    if args.data is None or not str(args.data).lower().endswith(STREAMED_SUFFIXES):
         raise SqdistError(
-            f"--data: distributed, checkpointed and resumed runs read a .npy file, got {args.data!r}"
+            f"--data: distributed, checkpointed and resumed runs read a .npy, .parquet or .arrow file, got {args.data!r}"
         )
     if not (math.isfinite(args.timeout) and 0 < args.timeout <= 1e9):
         raise SqdistError(f"--timeout: expected a number of seconds in (0, 1e9], got {args.timeout!r}")
