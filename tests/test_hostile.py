@@ -866,8 +866,8 @@ CALLS = {
     "sqdist_X": lambda S, D: sqdist.sqdist(S, D), "sqdist_T": lambda S, D: sqdist.sqdist(D, S),
     "nearest_X": lambda S, D: sqdist.nearest(S, D), "nearest_T": lambda S, D: sqdist.nearest(D, S),
     "rbf_X": lambda S, D: sqdist.rbf(S, D, 1.0), "rbf_T": lambda S, D: sqdist.rbf(D, S, 1.0),
-    "sqdist_chunks": lambda S, D: sqdist.sqdist_chunks(S, D), "kmeans": lambda S, D: sqdist.kmeans(S, 2),
-    "KMeans": lambda S, D: sqdist.KMeans(2).fit(S),
+    "sqdist_chunks": lambda S, D: sqdist.sqdist_chunks(S, D), "kmeans": lambda S, D: sqdist.kmeans(S, 2, random_state=0),
+    "KMeans": lambda S, D: sqdist.KMeans(2, random_state=0).fit(S),
 }
 
 
@@ -875,11 +875,23 @@ CALLS = {
 @pytest.mark.parametrize("kind", ["torch_coo", "torch_csr", "scipy_csr_matrix", "scipy_csr_array", "scipy_coo",
                                   "scipy_csc"])
 @pytest.mark.parametrize("call", sorted(CALLS))
-def test_sparse_input_is_a_clear_error(kind, call):
+def test_sparse_input_gives_the_dense_result(kind, call):
+    """Sparse input is computed sparse (issue 13) and gives the densified input's result; only
+    sqdist_chunks (dense row blocks of the matrix) still refuses it, with a clear error."""
     S = _sparse_kinds()[kind]
     D = np.ones((2, 3)) if kind.startswith("scipy") else torch.ones(2, 3, dtype=torch.float64)
-    with pytest.raises(SqdistError, match="sparse input is not supported yet"):
-        CALLS[call](S, D)
+    if call == "sqdist_chunks":
+        with pytest.raises(SqdistError, match="sparse input is not supported yet"):
+            CALLS[call](S, D)
+        return
+    dense = torch.from_numpy(np.eye(4)[:, :3] + 1.0)
+    dense = dense.numpy() if kind.startswith("scipy") else dense
+    got, want = CALLS[call](S, D), CALLS[call](dense, D)
+    if call.startswith("kmeans") or call == "KMeans":
+        got, want = (got.labels, want.labels) if call == "kmeans" else (got.labels_, want.labels_)
+    for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+        assert type(g) is type(w)
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-12, atol=1e-12)
 
 
 # ------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from ._comm import Comm
 from ._init import initial_centers
 from ._results import Iteration, KMeansResult
 from ._shard import Shard, gather_rows, quantise, sample_indices
+from ._sparse import CSR
 from ._step import Stats, assign_accumulate, max_shift, order_far, relocation_pending, update_centers, with_far
 
 __all__ = ["FitOptions", "InMemory", "Streamed", "fit", "lloyd"]
@@ -73,7 +74,8 @@ class FitOptions:
 
 
 class InMemory:
-    """Data held as one tensor (N, D) on one process: one chunk, label buffers reused."""
+    """Data held as one tensor (N, D) -- or sparse rows (:class:`~sqdist._sparse.CSR`) -- on one process:
+    one chunk, label buffers reused."""
 
     is_root = True
 
@@ -89,9 +91,10 @@ class InMemory:
     def begin_run(self, C: torch.Tensor) -> None:
         """Fresh (labels, mind) buffers for a run: the compiled CPU kernel writes into them every iteration."""
         n = self.n_rows
+        dense = not isinstance(self.X, CSR)  # sparse rows: sqdist._sparse assigns them (no buffers, no fused step)
         self._bufs = (torch.empty(n, dtype=torch.int64), torch.empty(n, dtype=C.dtype)) \
-            if _cpu_kernels.supports(self.X, C) else None
-        self._fused = (self.weights is None and self.opts.backend == "torch"
+            if dense and _cpu_kernels.supports(self.X, C) else None
+        self._fused = (dense and self.weights is None and self.opts.backend == "torch"
                        and _cpu_kernels.update_assign_supports(self.X, C))
         if self._fused:  # NumPy views and empty candidate tensors made once per run, not per iteration
             self._views = tuple(_cpu_kernels.numpy_view(t) for t in (self.X, *self._bufs))

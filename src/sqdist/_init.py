@@ -12,6 +12,7 @@ import torch
 from . import _chunking
 from ._dense import bytes_per_row, gemm_rows, prepare
 from ._numerics import segment_add
+from ._sparse import CSR, sqdist_into
 from ._validation import SqdistError, check_positive_int, describe, make_generator
 
 __all__ = ["INITS", "as_generator", "initial_centers", "kmeans_plusplus", "n_clusters_of", "parse_init"]
@@ -106,6 +107,12 @@ def _dist_to_rows(X: torch.Tensor, C: torch.Tensor, budget: int) -> Iterator[tup
     cdtype = C.dtype
     item = torch.finfo(cdtype).bits // 8
     N, D = X.shape
+    if isinstance(X, CSR):  # sparse rows: the sparse product path, C dense (never X densified)
+        chunk = _chunking.rows_per_chunk(N, C.shape[0] * (item + 8) * 2, budget, what="k-means++")
+        for sl in _chunking.row_slices(N, chunk):
+            yield sl, sqdist_into(X[sl], C, torch.empty((sl.stop - sl.start, C.shape[0]), dtype=cdtype,
+                                                        device=C.device), budget)
+        return
     chunk = _chunking.rows_per_chunk(N, C.shape[0] * (item + 8) + bytes_per_row("gemm", C.shape[0], D, item), budget,
                                      what="k-means++")
     prep = prepare(C, cdtype)

@@ -25,9 +25,10 @@ from typing import NamedTuple
 
 import torch
 
-from . import _chunking, _cpu_kernels
+from . import _chunking, _cpu_kernels, _sparse
 from ._backend import triton_kernels
 from ._numerics import assign_margin, centre, segment_add
+from ._sparse import CSR
 from ._validation import compute_dtype
 
 __all__ = ["Stats", "assign_accumulate", "max_shift", "order_far", "plan_relocation", "relocation_pending",
@@ -146,6 +147,12 @@ def assign_accumulate(X: torch.Tensor, centers: torch.Tensor, *, budget: int, ba
     float64 pass over the chunk); labels and distances do not depend on them.
     Trusts its inputs: 2-D, same device, finite, ``centers`` in the compute dtype.
     """
+    if isinstance(X, CSR):  # sparse rows (sqdist._sparse): never densified, weights applied in its ordered sums
+        labels, mind, sums, counts, inertia = _sparse.assign(X, centers, budget, weights)
+        weight = None if weights is None else segment_add(
+            torch.zeros(centers.shape[0], dtype=torch.float64, device=X.device), labels,
+            weights.to(device=X.device, dtype=torch.float64))
+        return with_far(X, centers, labels, mind, sums, counts, inertia, offset, weight=weight, weights=weights)
     if backend == "triton":
         labels, mind, sums, counts, inertia = triton_kernels().assign_accumulate_triton(X, centers)
     elif _cpu_kernels.supports(X, centers):

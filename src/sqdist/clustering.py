@@ -34,6 +34,9 @@ from ._numerics import block_moments, merge_moments
 from ._results import KMeansResult
 from ._shard import feature_variance, open_shard
 from ._sources import ArraySource, as_source, is_out_of_core, is_sparse
+from ._sparse import CSR
+from ._sparse import check_points as sparse_points
+from ._sparse import mean_variance as sparse_mean_variance
 from ._validation import (
     ConvergenceWarning,
     SqdistError,
@@ -77,9 +80,10 @@ def kmeans(
     X : array-like or Tensor of shape (N, D), or out-of-core data
         Data, float32 / float64 (half precision is computed in float32).
         Rows must be finite.  Arrays and memory maps are data in memory.  A
-        ``.npy`` path or a re-iterable of (n_i, D) chunks is streamed chunk by
-        chunk (see :func:`sqdist.kmeans_stream`; ``labels`` is then None), and
-        so is any data when a ``torch.distributed`` process group is initialised.
+        ``.npy`` / ``.parquet`` / ``.arrow`` path, a ``DataLoader`` or another
+        re-iterable of (n_i, D) batches is streamed chunk by chunk (see
+        :func:`sqdist.kmeans_stream`; ``labels`` is then None), and so is any
+        data when a ``torch.distributed`` process group is initialised.
     n_clusters : int, optional
         Number of clusters K, ``1 <= K <= N``.  May be omitted when ``init``
         gives the indices or centres.
@@ -249,10 +253,20 @@ def kmeans_stream(
 
     Parameters
     ----------
-    X : str, os.PathLike, np.memmap, re-iterable of arrays of shape (n_i, D), or array of shape (N, D)
-        A ``.npy`` path or memory map is read chunk by chunk: resident memory
-        is bounded by ``working_memory``, not by N.  Under ``torch.distributed``
-        a path, memory map or array is the *global* data (each rank reads its
+    X : path, np.memmap, ParquetSource, FeatherSource, DataLoader, re-iterable of batches, or array of shape (N, D)
+        A ``.npy``, ``.parquet`` or ``.arrow``/``.feather`` path (the last two
+        need ``pyarrow``; :class:`sqdist.ParquetSource` chooses the columns) or
+        a memory map is read chunk by chunk: resident memory is bounded by
+        ``working_memory``, not by N.  A re-iterable of batches -- a
+        ``torch.utils.data.DataLoader``, a list of blocks -- yields (n_i, D)
+        arrays or tensors, or ``(x, y, ...)`` tuples whose ``x`` is taken;
+        a one-shot generator is refused.  A DataLoader with ``shuffle=True``
+        yields another order every pass: sums are then added in another
+        order (equal to ~1e-12, not bit for bit), a sampled init depends on
+        the loader's shuffling and ``labels_out`` is refused (see
+        docs/scaling.md); with ``shuffle=False`` the fit is bit-identical to
+        the same rows in an array.  Under ``torch.distributed`` a path,
+        memory map or array is the *global* data (each rank reads its
         contiguous slice of whole chunks), a re-iterable is *this rank's*
         shard (the ranks' shards in rank order make the global data).
     n_clusters, init, n_init, max_iter, tol, tol_mode, random_state, working_memory, backend
@@ -323,6 +337,9 @@ def _fit_streamed(X: Any, n_clusters: Any, *, sample_weight: Any, init: Any, n_i
     if "labels_out" in outputs:  # a checkpoint may be resumed from and written again; the labels may not
         check_no_alias({"labels_out": outputs["labels_out"]}, {"resume": resume, "checkpoint": checkpoint})
     source = as_source(X)
+    if labels_out is not None and getattr(source, "reorders", False):
+        raise SqdistError("labels_out: the DataLoader draws a new order every pass (shuffle=True or a random "
+                          "sampler), so labels in pass order would match no row; use shuffle=False for labels")
     in_memory = isinstance(source, ArraySource)
     dev = resolve_device(device, "device")
     dev = dev if dev is not None else (source.t.device if in_memory else torch.device("cpu"))
@@ -349,8 +366,9 @@ def _fit_streamed(X: Any, n_clusters: Any, *, sample_weight: Any, init: Any, n_i
 
 def _check_points(X: Any) -> tuple[torch.Tensor, bool]:
     """X as a 2-D tensor with at least one point and one feature, every row finite."""
-    if is_sparse(X):
-        raise SqdistError(f"X: sparse input is not supported yet, got {type(X).__name__}; densify it with .toarray()")
+    if is_sparse(X) or isinstance(X, CSR):  # sparse rows (sqdist._sparse): kept sparse, never densified
+        Xs = sparse_points(X, "X")
+        return Xs, Xs.was_numpy
     Xt, was_numpy = as_tensor(X, "X")
     if Xt.ndim != 2:
         raise SqdistError(f"X: expected shape (N, D), got {describe(Xt)}")
@@ -400,6 +418,8 @@ def _call_init(init: Any, X: Any, n_clusters: Any, gen: torch.Generator) -> Any:
 
 def _mean_variance(X: torch.Tensor, budget: int) -> float:
     """Mean over the features of their (population) variance, float64, in row blocks within ``budget``."""
+    if isinstance(X, CSR):
+        return sparse_mean_variance(X)
     N, D = X.shape
     rows = _chunking.rows_per_chunk(N, 3 * 8 * D, budget, what="the features' variance")
     return merge_moments([block_moments(X[sl]) for sl in _chunking.row_slices(N, rows)])

@@ -9,6 +9,7 @@ import torch
 from . import _chunking
 from ._backend import resolve_backend, resolve_method
 from ._dense import prepare_inputs, sqdist_2d
+from ._sparse import is_sparse, pair_sqdist, prepare_pair
 from ._validation import SqdistError, check_positive_number, describe, to_output
 
 __all__ = ["rbf"]
@@ -42,6 +43,11 @@ def rbf(X: Any, T: Any, gamma: float, *, working_memory: float | None = None) ->
     array([[1.        , 0.36787944]])
     """
     gamma = check_positive_number(gamma, "gamma")
+    if is_sparse(X) or is_sparse(T):  # sparse rows: the sparse product path (sqdist._sparse), dense output
+        pair = prepare_pair(X, T)
+        d = _chunking.empty_output((pair.X.shape[0], pair.T.shape[0]), pair.dtype, pair.X.device)
+        return to_output(pair_sqdist(pair, d, _chunking.resolve_budget(working_memory)).div_(-gamma).exp_(),
+                         pair.was_numpy)
     Xt, Tt, was_numpy, dtype = prepare_inputs(X, T)
     if Xt.ndim != 2 or Tt.ndim != 2:
         raise SqdistError(f"X and T: rbf takes 2-D inputs (N, D) and (P, D), got X {describe(Xt)} and T {describe(Tt)}")
