@@ -5,6 +5,7 @@ RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT when they are set.  Rank 0
 writes centres, labels, inertia and n_iter to OUT (.npz).  ``--die-rank R
 --die-at-pass P`` makes rank R exit abruptly (os._exit) when it starts its
 P-th pass over the data -- a crashed process, for the fault tests.
+``--minibatch array|file`` fits ``MiniBatchKMeans`` instead (tests/test_minibatch.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ def main() -> int:
     p.add_argument("--weights", help="a .npy of sample weights, one per row")
     p.add_argument("--die-rank", type=int, default=-1)
     p.add_argument("--die-at-pass", type=int, default=-1)
+    p.add_argument("--minibatch", choices=["array", "file"],
+                   help="fit sqdist's MiniBatchKMeans instead (on the loaded array or on the .npy path); every "
+                        "rank writes OUT.RANK.npz")
+    p.add_argument("--batch-size", type=int, default=256)
     a = p.parse_args()
 
     import numpy as np
@@ -51,6 +56,16 @@ def main() -> int:
             return real_pass(*args, **kw)
 
         _engine.Streamed.assign = dying_pass
+    if a.minibatch:
+        from sqdist.minibatch import MiniBatchKMeans
+
+        X = np.load(a.data) if a.minibatch == "array" else a.data
+        m = MiniBatchKMeans(a.k, random_state=a.seed, batch_size=a.batch_size, max_iter=a.max_iter).fit(X)
+        np.savez(f"{a.out}.{rank}.npz", centers=m.cluster_centers_, counts=m.counts_, inertia=m.inertia_,
+                 n_steps=m.n_steps_, n_iter=m.n_iter_, labels=np.asarray(m.labels_ if m.labels_ is not None else []))
+        if created:
+            _comm.destroy()
+        return 0
     try:
         r = sqdist.kmeans_stream(
             a.data, a.k, init=a.init, random_state=a.seed, max_iter=a.max_iter, tol=a.tol, working_memory=a.working_memory,

@@ -25,8 +25,9 @@ from sqdist import KMeans
 # the same settings and expected failure scikit-learn uses for its own KMeans
 # (sklearn/utils/_test_common/instance_generator.py): with a random init, weights
 # are not equivalent to repeated rows because the draws differ
-_XFAIL = {"check_sample_weight_equivalence_on_dense_data":
-          "sample_weight is not equivalent to removing/repeating samples (random init), as in sklearn.cluster.KMeans"}
+_XFAIL = {f"check_sample_weight_equivalence_on_{kind}_data":
+          "sample_weight is not equivalent to removing/repeating samples (random init), as in sklearn.cluster.KMeans"
+          for kind in ("dense", "sparse")}
 
 
 @parametrize_with_checks([KMeans(n_init=2, n_clusters=2, max_iter=5)], expected_failed_checks=lambda est: _XFAIL)
@@ -178,13 +179,13 @@ def test_fewer_distinct_points_warns_like_scikit_learn():
         KMeans(4, random_state=0).fit(X)
 
 
-def test_sparse_input_is_a_clear_error():
+def test_sparse_input_fits_like_dense():
     sp = pytest.importorskip("scipy.sparse")
     X = sp.random(20, 5, density=0.3, format="csr", random_state=0)
-    with pytest.raises(ValueError, match="sparse input is not supported yet"):
-        KMeans(2).fit(X)
-    with pytest.raises(ValueError, match="sparse"):
-        sqdist.kmeans(X, 2)
+    km, kd = KMeans(2, random_state=0).fit(X), KMeans(2, random_state=0).fit(X.toarray())
+    np.testing.assert_array_equal(km.labels_, kd.labels_)
+    np.testing.assert_allclose(km.cluster_centers_, kd.cluster_centers_, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(sqdist.kmeans(X, 2, random_state=0).labels, kd.labels_)
 
 
 def test_streamed_weights_equal_in_memory(tmp_path):

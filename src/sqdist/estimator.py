@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,8 @@ from . import _chunking, _model_io
 from ._backend import resolve_backend
 from ._results import KMeansResult
 from ._sources import is_out_of_core
+from ._sparse import CSR, as_csr, is_sparse
+from ._sparse import check_points as sparse_points
 from ._step import assign_accumulate
 from ._validation import (
     ConvergenceWarning,
@@ -26,7 +29,6 @@ from ._validation import (
     check_finite_rows,
     compute_dtype,
     describe,
-    reject_sparse,
     resolve_device,
     to_output,
 )
@@ -51,7 +53,101 @@ def _check_fitted(est: KMeans, what: str) -> None:
         raise NotFittedError(f"{what}: this {type(est).__name__} instance is not fitted yet; call 'fit' first")
 
 
-class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator):
+class _BaseKMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator):
+    """What :class:`KMeans` and :class:`sqdist.MiniBatchKMeans` share: input validation and the use of
+    fitted centres (``predict``, ``transform``, ``score``: sqdist's exact assignment), dense or sparse."""
+
+    # -- input ----------------------------------------------------------------
+    def _compute_dtype(self) -> Any:
+        if self.dtype is None:
+            return [np.float64, np.float32]
+        names = {"float32": np.float32, "float64": np.float64, torch.float32: np.float32, torch.float64: np.float64,
+                 np.float32: np.float32, np.float64: np.float64}
+        try:
+            return names[self.dtype]
+        except (KeyError, TypeError):
+            raise SqdistError(f"dtype: expected None, 'float32' or 'float64', got {self.dtype!r}") from None
+
+    def _validate(self, X: Any, reset: bool) -> Any:
+        """scikit-learn's validation for array-likes (feature names, n_features_in_); tensors stay tensors."""
+        if isinstance(X, torch.Tensor):
+            Xt = as_csr(X, "X") if X.layout != torch.strided else as_tensor(X, "X")[0]  # sparse rows stay sparse
+            if Xt.ndim != 2:
+                raise SqdistError(f"X: expected shape (N, D), got {describe(Xt)}")
+            if reset:
+                self.n_features_in_ = int(Xt.shape[1])
+                if hasattr(self, "feature_names_in_"):
+                    del self.feature_names_in_
+            elif Xt.shape[1] != self.n_features_in_:
+                raise SqdistError(f"X has {Xt.shape[1]} features, but {type(self).__name__} is expecting {self.n_features_in_} "
+                                  f"features as input")
+            if not reset:  # fit: sqdist.kmeans checks the rows itself (one pass, not two)
+                sparse_points(Xt, "X") if isinstance(Xt, CSR) else check_finite_rows(Xt, "X")
+            dt = self._compute_dtype()
+            if not isinstance(dt, list):
+                Xt = Xt.to({np.float32: torch.float32, np.float64: torch.float64}[dt])
+        else:
+            Xt = validate_data(self, X, accept_sparse=("csr", "csc"), dtype=self._compute_dtype(), order="C",
+                               copy=False, reset=reset)
+        device = resolve_device(self.device, "device")
+        if device is None:
+            return Xt
+        return replace(as_csr(Xt).to(device), was_numpy=False) if is_sparse(Xt) else as_tensor(Xt, "X")[0].to(device)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True  # scipy.sparse CSR/CSC (and torch sparse): computed sparse, never densified
+        return tags
+
+    @property
+    def _n_features_out(self) -> int:
+        """Number of transformed output features (one distance per centre)."""
+        return int(self.cluster_centers_.shape[0])
+
+    # -- using the fit ------------------------------------------------------------
+    def _centres_for(self, X: Any) -> tuple[Any, bool, torch.Tensor]:
+        _check_fitted(self, "X")
+        Xv = self._validate(X, reset=False)
+        if is_sparse(Xv):  # sparse rows (scipy.sparse, torch sparse): never densified
+            Xt = as_csr(Xv)
+            was_numpy = Xt.was_numpy
+        else:
+            Xt, was_numpy = as_tensor(Xv, "X")
+        C = self.cluster_centers_
+        C = torch.as_tensor(np.require(C, requirements='W')) if isinstance(C, np.ndarray) else C  # read-only: a copy
+        C = C.to(device=Xt.device, dtype=compute_dtype(torch.promote_types(Xt.dtype, C.dtype)))
+        return Xt, was_numpy, C
+
+    def _assign(self, X: Any, sample_weight: Any = None):
+        Xt, was_numpy, C = self._centres_for(X)
+        w = check_sample_weight(sample_weight, Xt.shape[0], Xt.device)
+        budget = _chunking.resolve_budget(self.working_memory)
+        st = assign_accumulate(Xt.to(C.dtype), C, budget=budget, backend=resolve_backend(self.backend, Xt.device),
+                               weights=w)
+        return st, was_numpy
+
+    def predict(self, X: Any) -> Any:
+        """Index of the nearest centre of every row of X (ties: lowest index)."""
+        st, was_numpy = self._assign(X)
+        return to_output(st.labels, was_numpy)
+
+    def transform(self, X: Any) -> Any:
+        """Euclidean distances of X (n, D) to the centres: (n, K) (scikit-learn's meaning)."""
+        d = self.transform_squared(X)
+        return np.sqrt(d) if isinstance(d, np.ndarray) else d.sqrt()
+
+    def transform_squared(self, X: Any) -> Any:
+        """Exact squared Euclidean distances of X (n, D) to the centres: (n, K)."""
+        Xt, was_numpy, C = self._centres_for(X)
+        return to_output(sqdist(Xt.to(C.dtype), C, working_memory=self.working_memory), was_numpy)
+
+    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
+        """Minus the (weighted) inertia of X with respect to the fitted centres."""
+        st, _ = self._assign(X, sample_weight)
+        return -float(st.inertia)
+
+
+class KMeans(_BaseKMeans):
     """k-means clustering with exact distances: a scikit-learn estimator, a thin shell over :func:`sqdist.kmeans`.
 
     It drops into ``Pipeline``, ``GridSearchCV``, ``cross_val_score`` and
@@ -72,7 +168,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
     max_iter : int, default 300
     tol : float, default 1e-4
     verbose : int, default 0
-        > 0 prints the run's history after ``fit`` (initialisation, inertia
+        A positive value prints the run's history after ``fit`` (initialisation, inertia
         per iteration, why it stopped), in scikit-learn's words.
     random_state : None, int, numpy.random.Generator, numpy.random.RandomState or torch.Generator
         The only source of randomness.
@@ -158,42 +254,6 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         self.device = device
         self.dtype = dtype
 
-    # -- input ----------------------------------------------------------------
-    def _compute_dtype(self) -> Any:
-        if self.dtype is None:
-            return [np.float64, np.float32]
-        names = {"float32": np.float32, "float64": np.float64, torch.float32: np.float32, torch.float64: np.float64,
-                 np.float32: np.float32, np.float64: np.float64}
-        try:
-            return names[self.dtype]
-        except (KeyError, TypeError):
-            raise SqdistError(f"dtype: expected None, 'float32' or 'float64', got {self.dtype!r}") from None
-
-    def _validate(self, X: Any, reset: bool) -> Any:
-        """scikit-learn's validation for array-likes (feature names, n_features_in_); tensors stay tensors."""
-        if isinstance(X, torch.Tensor):
-            Xt, _ = as_tensor(X, "X")
-            if Xt.ndim != 2:
-                raise SqdistError(f"X: expected shape (N, D), got {describe(Xt)}")
-            if reset:
-                self.n_features_in_ = int(Xt.shape[1])
-                if hasattr(self, "feature_names_in_"):
-                    del self.feature_names_in_
-            elif Xt.shape[1] != self.n_features_in_:
-                raise SqdistError(f"X has {Xt.shape[1]} features, but KMeans is expecting {self.n_features_in_} "
-                                  f"features as input")
-            if not reset:  # fit: sqdist.kmeans checks the rows itself (one pass, not two)
-                check_finite_rows(Xt, "X")
-            dt = self._compute_dtype()
-            if not isinstance(dt, list):
-                Xt = Xt.to({np.float32: torch.float32, np.float64: torch.float64}[dt])
-        else:
-            reject_sparse(X, "X")
-            Xt = validate_data(self, X, accept_sparse=False, dtype=self._compute_dtype(), order="C", copy=False,
-                               reset=reset)
-        device = resolve_device(self.device, "device")
-        return Xt if device is None else as_tensor(Xt, "X")[0].to(device)
-
     # -- fitting ----------------------------------------------------------------
     def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> KMeans:
         """Compute the clustering of X (N, D), optionally weighted; returns self."""
@@ -264,11 +324,6 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         self.converged_ = r.converged
         self.history_ = r.history
 
-    @property
-    def _n_features_out(self) -> int:
-        """Number of transformed output features (one distance per centre)."""
-        return int(self.cluster_centers_.shape[0])
-
     def _print_history(self, r: KMeansResult) -> None:
         print("Initialization complete")
         for h in r.history:
@@ -278,43 +333,6 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         elif r.stopped == "tol":
             print(f"Converged at iteration {r.n_iter}: center shift {r.history[-1]['max_shift']} within tolerance "
                   f"{self.tol} ({self.tol_mode}).")
-
-    # -- using the fit ------------------------------------------------------------
-    def _centres_for(self, X: Any) -> tuple[Any, bool, torch.Tensor]:
-        _check_fitted(self, "X")
-        Xt, was_numpy = as_tensor(self._validate(X, reset=False), "X")
-        C = self.cluster_centers_
-        C = torch.as_tensor(C) if isinstance(C, np.ndarray) else C
-        C = C.to(device=Xt.device, dtype=compute_dtype(torch.promote_types(Xt.dtype, C.dtype)))
-        return Xt, was_numpy, C
-
-    def _assign(self, X: Any, sample_weight: Any = None):
-        Xt, was_numpy, C = self._centres_for(X)
-        w = check_sample_weight(sample_weight, Xt.shape[0], Xt.device)
-        budget = _chunking.resolve_budget(self.working_memory)
-        st = assign_accumulate(Xt.to(C.dtype), C, budget=budget, backend=resolve_backend(self.backend, Xt.device),
-                               weights=w)
-        return st, was_numpy
-
-    def predict(self, X: Any) -> Any:
-        """Index of the nearest centre of every row of X (ties: lowest index)."""
-        st, was_numpy = self._assign(X)
-        return to_output(st.labels, was_numpy)
-
-    def transform(self, X: Any) -> Any:
-        """Euclidean distances of X (n, D) to the centres: (n, K) (scikit-learn's meaning)."""
-        d = self.transform_squared(X)
-        return np.sqrt(d) if isinstance(d, np.ndarray) else d.sqrt()
-
-    def transform_squared(self, X: Any) -> Any:
-        """Exact squared Euclidean distances of X (n, D) to the centres: (n, K)."""
-        Xt, was_numpy, C = self._centres_for(X)
-        return to_output(sqdist(Xt.to(C.dtype), C, working_memory=self.working_memory), was_numpy)
-
-    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
-        """Minus the (weighted) inertia of X with respect to the fitted centres."""
-        st, _ = self._assign(X, sample_weight)
-        return -float(st.inertia)
 
     # -- persistence --------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
