@@ -18,8 +18,14 @@ PKG = ROOT / "src" / "sqdist"
 MODULES = sorted(PKG.glob("*.py"))
 
 # imports of sqdist modules that may sit inside a function: optional, costly
-# modules imported on first use (documented where they are)
-LAZY = {("_backend.py", "_triton"), ("_cpu_kernels.py", "_cpu_nb"), ("__init__.py", "estimator")}
+# modules imported on first use (documented where they are).  Two more are lazy
+# for cost and go through importlib by a name from a table, not an import
+# statement: the package's public names (``__init__.__getattr__``, PEP 562, so
+# ``import sqdist`` loads neither torch nor scikit-learn) and the chosen
+# sub-command's module (``cli.build_parser``, so ``sqdist --help`` and
+# ``sqdist broadcast`` never import torch).
+LAZY = {("_backend.py", "_triton"), ("_cpu_kernels.py", "_cpu_nb"),
+        ("_sparse.py", "_sparse_nb")}  # _sparse_nb imports numba (~0.5 s), needed only for sparse input
 
 
 def _run(cmd: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -36,7 +42,7 @@ def test_layer_contracts_hold():
     pytest.importorskip("importlinter")
     r = _lint_imports(ROOT, ROOT / "src")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "3 kept, 0 broken" in r.stdout
+    assert "4 kept, 0 broken" in r.stdout
 
 
 @pytest.mark.parametrize("module,line", [
