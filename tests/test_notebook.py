@@ -68,6 +68,9 @@ def test_notebook_runs_and_task3_matches_sqdist_and_sklearn(tmp_path, monkeypatc
     monkeypatch.setenv(builder.RESULTS_ENV, str(out))  # the kernel inherits this environment
     src = str(ROOT / "src")
     monkeypatch.setenv("PYTHONPATH", src + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # Jupyter's own inline backend, as in a notebook server: a headless run's MPLBACKEND=Agg (CI sets it)
+    # would otherwise reach the kernel, and figures would never become outputs
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     t0 = time.perf_counter()
     nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NB_DIR)}}).execute()
