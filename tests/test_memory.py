@@ -19,8 +19,9 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 MiB = 2**20
 
-PROBE = r"""
-import ctypes, ctypes.util, gc, json, sys, time
+# what both probe processes start with: torch on 2 threads, sqdist, and /proc/self/status readings in bytes
+PRELUDE = r"""
+import json, sys
 import torch
 torch.set_num_threads(2)
 import sqdist
@@ -30,6 +31,10 @@ def status(key):
         for line in f:
             if line.startswith(key):
                 return int(line.split()[1]) * 1024
+"""
+
+PROBE = PRELUDE + r"""
+import ctypes, ctypes.util, gc, time
 
 try:
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
@@ -124,17 +129,7 @@ def test_issue_memory_contract_20000_squared():
         f"grew {m['growth'] / MiB:.0f} MiB for a {m['output'] / MiB:.0f} MiB output ({m['seconds']:.1f} s)")
 
 
-GRAD_PROBE = r"""
-import json, sys
-import torch
-torch.set_num_threads(2)
-import sqdist
-
-def status(key):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key):
-                return int(line.split()[1]) * 1024
+GRAD_PROBE = PRELUDE + r"""
 
 N, D, wm = json.loads(sys.argv[1])
 X = torch.randn(N, D, generator=torch.Generator().manual_seed(0), requires_grad=True)

@@ -36,14 +36,22 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-def _total_memory_bytes() -> int | None:
+def _meminfo_bytes(field: str) -> int | None:
+    """One ``/proc/meminfo`` field (e.g. ``"MemTotal"``) in bytes; None where there is no such file or field."""
     try:
         with open("/proc/meminfo", encoding="utf-8") as fh:
             for line in fh:
-                if line.startswith("MemTotal:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
+    return None
+
+
+def _total_memory_bytes() -> int | None:
+    total = _meminfo_bytes("MemTotal")
+    if total is not None:
+        return total
     try:
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (AttributeError, ValueError, OSError):
@@ -52,14 +60,8 @@ def _total_memory_bytes() -> int | None:
 
 def available_memory_bytes() -> int | None:
     """Memory the kernel says is available for new allocations (``MemAvailable``), else the total; None if unknown."""
-    try:
-        with open("/proc/meminfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return _total_memory_bytes()
+    available = _meminfo_bytes("MemAvailable")
+    return available if available is not None else _total_memory_bytes()
 
 
 def machine_info() -> dict[str, Any]:
