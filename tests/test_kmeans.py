@@ -570,10 +570,15 @@ def test_compiled_small_step_equals_separate_steps_bit_for_bit(monkeypatch):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             assert ck.update_assign_supports(torch.from_numpy(X), torch.from_numpy(X[:K]))
-            fast = kmeans(X, **kw)
+            Xin = torch.from_numpy(X) if trial % 4 == 1 else X  # tensor input: tensors in the history too
+            fast = kmeans(Xin, **kw)
             monkeypatch.setattr(ck, "update_assign_supports", lambda X, C: False)
-            general = kmeans(X, **kw)
+            general = kmeans(Xin, **kw)
             monkeypatch.undo()
         _same_result(fast, general)
+        kind = torch.Tensor if trial % 4 == 1 else np.ndarray
+        assert all(isinstance(h["centers"], kind) for h in fast.history) and isinstance(fast.centers, kind)
+        # every history entry owns its centres (the result's centres are not a view of one)
+        assert all(not np.shares_memory(np.asarray(h["centers"]), np.asarray(fast.centers)) for h in fast.history)
         relocations += sum(len(h["relocated"]) for h in fast.history) > 0
     assert relocations >= 3  # the empty-cluster hand-over was exercised

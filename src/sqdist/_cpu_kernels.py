@@ -316,6 +316,17 @@ def update_assign(X: np.ndarray, C: np.ndarray, sums: np.ndarray, counts: np.nda
     return kernels().update_assign_direct(X, C, sums, counts, _direct_chunk(X.shape[1]), labels, mind)
 
 
+def update_assign_step(D: int) -> Any:
+    """:func:`update_assign` for D features with the kernels and the chunk resolved once (a fit's
+    iterations then pay only the compiled call)."""
+    fn, chunk = kernels().update_assign_direct, _direct_chunk(D)
+
+    def step(X, C, sums, counts, labels, mind):
+        return fn(X, C, sums, counts, chunk, labels, mind)
+
+    return step
+
+
 def _group_cap(K: int, D: int, budget: int) -> int:
     """Most row groups whose float64 partial sums (G, K, D) fit half the budget (and _PSUM_BYTES)."""
     return max(1, min(_MAX_GROUPS, min(_PSUM_BYTES, budget // 2) // (K * D * 8)))

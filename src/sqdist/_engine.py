@@ -24,11 +24,12 @@ policy still has a cluster to relocate.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -39,7 +40,7 @@ from ._init import initial_centers
 from ._results import Iteration, KMeansResult
 from ._shard import Shard, gather_rows, quantise, sample_indices
 from ._sparse import CSR
-from ._step import Stats, assign_accumulate, max_shift, order_far, relocation_pending, update_centers, with_far
+from ._step import Stats, assign_accumulate, max_shift, order_far, relocation_pending, update_centers
 
 __all__ = ["FitOptions", "InMemory", "Streamed", "fit", "lloyd"]
 
@@ -73,6 +74,25 @@ class FitOptions:
 # --------------------------------------------------------------------------
 
 
+@functools.cache
+def _no_far(D: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The empty farthest-point candidates of a step without an empty cluster (made once per shape)."""
+    return (torch.empty(0, dtype=torch.float64), torch.empty(0, dtype=torch.int64), torch.empty((0, D), dtype=dtype))
+
+
+class _Fused(NamedTuple):
+    """One compiled step of a small in-memory problem, as NumPy arrays (fresh every step): the
+    centres it assigned to, their move, and the assignment's sums, counts and inertia (``sums``
+    None: a cluster emptied).  :meth:`InMemory.stats` makes the :class:`Stats` when one is needed."""
+
+    C: np.ndarray  # (K, D) compute dtype
+    shift: float
+    sumsq: float
+    sums: np.ndarray | None  # (K, D) float64
+    counts: np.ndarray | None  # (K,) int64
+    inertia: float
+
+
 class InMemory:
     """Data held as one tensor (N, D) -- or sparse rows (:class:`~sqdist._sparse.CSR`) -- on one process:
     one chunk, label buffers reused."""
@@ -86,47 +106,83 @@ class InMemory:
         self.device = X.device
         self.n_rows = X.shape[0]
         self._bufs: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._full: Stats | None = None  # the last Stats made by the fused step (no cluster empty)
+        self._fused = False
 
     def begin_run(self, C: torch.Tensor) -> None:
         """Fresh (labels, mind) buffers for a run: the compiled CPU kernel writes into them every iteration."""
         n = self.n_rows
         dense = not isinstance(self.X, CSR)  # sparse rows: sqdist._sparse assigns them (no buffers, no fused step)
-        self._bufs = (torch.empty(n, dtype=torch.int64), torch.empty(n, dtype=C.dtype)) \
-            if dense and _cpu_kernels.supports(self.X, C) else None
+        # small CPU problems without weights: every step is one compiled call on NumPy views made once per run
         self._fused = (dense and self.weights is None and self.opts.backend == "torch"
                        and _cpu_kernels.update_assign_supports(self.X, C))
-        if self._fused:  # NumPy views and empty candidate tensors made once per run, not per iteration
-            self._views = tuple(_cpu_kernels.numpy_view(t) for t in (self.X, *self._bufs))
-            self._no_far = (torch.empty(0, dtype=torch.float64), torch.empty(0, dtype=torch.int64),
-                            torch.empty((0, self.X.shape[1]), dtype=C.dtype))
+        if self._fused:  # NumPy buffers and their tensors (one conversion each, not three)
+            labels, mind = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.float32 if C.dtype == torch.float32 else np.float64)
+            self._bufs = (torch.from_numpy(labels), torch.from_numpy(mind))
+            self._views = (_cpu_kernels.numpy_view(self.X), labels, mind)
+            self._step = _cpu_kernels.update_assign_step(self.X.shape[1])
+        else:
+            self._bufs = (torch.empty(n, dtype=torch.int64), torch.empty(n, dtype=C.dtype)) \
+                if dense and _cpu_kernels.supports(self.X, C) else None
 
-    def assign(self, C: torch.Tensor) -> Stats:
+    def assign(self, C: torch.Tensor) -> Stats | _Fused:
+        if self._fused and C.device.type == "cpu" and not C.requires_grad:
+            # one compiled call: the fused step from the state in which every centre is the mean of
+            # itself alone (sums = C, counts = 1) -- its update gives C back bit for bit
+            Cn = _cpu_kernels.numpy_view(C)
+            new = self._fused_step(Cn, Cn.astype(np.float64), np.ones(C.shape[0], dtype=np.int64))
+            if new.sums is not None:
+                return new
         return assign_accumulate(self.X, C, budget=self.opts.budget, backend=self.opts.backend, out=self._bufs,
                                  weights=self.weights)
 
-    def update_assign(self, stats: Stats, C: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float, Stats]:
+    def _fused_step(self, C: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> _Fused:
+        """One compiled call: centres ``sums / counts``, their moves, the assignment to them (``sums``
+        None when a cluster emptied: the separate steps then keep the farthest points the relocation needs)."""
+        Xn, labels, mind = self._views
+        Cn, shift, sumsq, psums, pcounts, inertia, n_empty = self._step(Xn, C, sums, counts, labels, mind)
+        return _Fused(Cn, shift, sumsq, None, None, 0.0) if n_empty else _Fused(Cn, shift, sumsq, psums, pcounts,
+                                                                                  inertia)
+
+    def update_assign(self, stats: Stats | _Fused, C: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor, float, float, bool, Stats | _Fused]:
         """One iteration: the centre update and the assignment to the new centres.
 
-        Small CPU problems with no empty cluster take one compiled call (the
-        same bits; the separate steps cost ~10x the arithmetic in Python
+        Small CPU problems take one compiled call while no cluster is empty
+        (the same bits; the separate steps cost ~10x the arithmetic in Python
         overhead at the exercise's size); everything else the separate steps.
+        Returns ``(C_new, relocated, shift, sumsq, fixed, stats)`` (see :func:`_update_then_assign`).
         """
-        if not (self._fused and (stats is self._full or stats.counts.numpy().all())):  # no empty cluster
+        if not isinstance(stats, _Fused):
             return _update_then_assign(self, stats, C)
-        Xn, labels, mind = self._views
-        # the arrays behind the last fused step's tensors: no tensor-to-array conversions per iteration
-        Cp, sp, cp = self._last if stats is self._full else (C.numpy(), stats.sums.numpy(), stats.counts.numpy())
-        Cn, shift, sumsq, sums, counts, inertia, n_empty = _cpu_kernels.update_assign(Xn, Cp, sp, cp, labels, mind)
-        C_new, inertia_t = torch.from_numpy(Cn), torch.from_numpy(np.array(inertia))  # (0-d float64, no copy)
-        if n_empty:  # a cluster emptied: the farthest points are needed for the relocation
-            new = with_far(self.X, C_new, *self._bufs, torch.from_numpy(sums), torch.from_numpy(counts), inertia_t)
-        else:
-            f0, i0, x0 = self._no_far
-            new = self._full = Stats(self._bufs[0], self._bufs[1], torch.from_numpy(sums), torch.from_numpy(counts),
-                                     inertia_t, f0, i0, x0, i0)
-            self._last = (Cn, sums, counts)
-        return C_new, _NONE, (shift, sumsq), new
+        new = self._fused_step(stats.C, stats.sums, stats.counts)
+        C_new = torch.from_numpy(new.C)
+        if new.sums is None:  # a cluster emptied: the farthest points are needed for the relocation
+            full = assign_accumulate(self.X, C_new, budget=self.opts.budget, backend=self.opts.backend,
+                                     out=self._bufs)
+            return C_new, _NONE, new.shift, new.sumsq, _fixed(full, self.stats(stats)), full
+        # a fixed point: the same sums and counts give the same centres, so nothing can move again
+        fixed = bool((new.counts == stats.counts).all() and (new.sums == stats.sums).all())
+        return C_new, _NONE, new.shift, new.sumsq, fixed, new
+
+    def record(self, it: int, C: torch.Tensor, stats: Stats | _Fused, shift: float, relocated: torch.Tensor,
+               t: float) -> Iteration:
+        """The history entry of this state (a fused step's: from its arrays, fresh every step)."""
+        if not isinstance(stats, _Fused) or relocated.numel():
+            return _record(it, C, self.stats(stats), shift, relocated, t, self.opts.was_numpy)
+        return Iteration(iteration=it, centers=stats.C.copy() if self.opts.was_numpy else torch.from_numpy(stats.C.copy()),
+                         inertia=stats.inertia, max_shift=shift, sizes=stats.counts.copy(), relocated=[], time=t)
+
+    def pending(self, stats: Stats | _Fused) -> bool:
+        """Whether the empty-cluster policy would still move a centre (never after a fused step)."""
+        return not isinstance(stats, _Fused) and relocation_pending(stats)
+
+    def stats(self, stats: Stats | _Fused) -> Stats:
+        """The :class:`Stats` of an assignment (a fused step's tensors made now, sharing its arrays)."""
+        if not isinstance(stats, _Fused):
+            return stats
+        f0, i0, x0 = _no_far(stats.C.shape[1], self._bufs[1].dtype)
+        return Stats(self._bufs[0], self._bufs[1], torch.from_numpy(stats.sums), torch.from_numpy(stats.counts),
+                     torch.from_numpy(np.array(stats.inertia)), f0, i0, x0, i0)  # (inertia: 0-d float64)
 
     def rows_at(self, idx: torch.Tensor) -> torch.Tensor:
         return self.X[idx]
@@ -155,8 +211,19 @@ class Streamed:
     def begin_run(self, C: torch.Tensor) -> None:
         pass
 
-    def update_assign(self, stats: Stats, C: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float, Stats]:
+    def update_assign(self, stats: Stats, C: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float, float, bool,
+                                                                      Stats]:
         return _update_then_assign(self, stats, C)
+
+    def record(self, it: int, C: torch.Tensor, stats: Stats, shift: float, relocated: torch.Tensor,
+               t: float) -> Iteration:
+        return _record(it, C, stats, shift, relocated, t, self.opts.was_numpy)
+
+    def pending(self, stats: Stats) -> bool:
+        return relocation_pending(stats)
+
+    def stats(self, stats: Stats) -> Stats:
+        return stats
 
     def assign(self, C: torch.Tensor, sink: Callable[[int, torch.Tensor], None] | None = None) -> Stats:
         """Assign this rank's chunks to ``C`` and reduce over ranks: a ``Stats`` without labels.
@@ -275,9 +342,17 @@ class Streamed:
 
 
 def _update_then_assign(data: InMemory | Streamed, stats: Stats, C: torch.Tensor):
-    """The centre update (with the empty-cluster policy), the largest move, the assignment to the new centres."""
+    """The centre update (with the empty-cluster policy), the largest move and the sum of the squared
+    moves, the assignment to the new centres; whether it reached a fixed point (see :func:`_fixed`)."""
     C_new, relocated, _ = update_centers(stats, C)
-    return C_new, relocated, max_shift(C_new, C), data.assign(C_new)
+    new = data.assign(C_new)
+    return (C_new, relocated, *max_shift(C_new, C), _fixed(data.stats(new), stats), new)
+
+
+def _fixed(new: Stats, old: Stats) -> bool:
+    """A fixed point: the same sums and weights give the same centres, so nothing can move again."""
+    return bool(torch.equal(new.counts, old.counts) and torch.equal(new.sums, old.sums)
+                and (new.weight is None or torch.equal(new.weight, old.weight)))
 
 
 _NONE = torch.zeros(0, dtype=torch.int64)  # no relocated clusters
@@ -317,6 +392,7 @@ def _host(t: torch.Tensor) -> np.ndarray:
 
 def _record(it: int, C: torch.Tensor, stats: Stats, shift: float, relocated: torch.Tensor, t: float,
             was_numpy: bool) -> Iteration:
+    """The history entry of one state: host copies of the centres (tensors for tensor input) and sizes."""
     return Iteration(
         iteration=it,
         centers=_host(C) if was_numpy else C.detach().clone(),
@@ -339,7 +415,7 @@ def lloyd(data: InMemory | Streamed, C: torch.Tensor, opts: FitOptions, *, state
     t0 = time.perf_counter()
     stats = data.assign(C)
     if state is None:
-        history = [_record(0, C, stats, 0.0, _NONE, time.perf_counter() - t0, opts.was_numpy)]
+        history = [data.record(0, C, stats, 0.0, _NONE, time.perf_counter() - t0)]
         start, converged = 0, False
     else:
         history, start, converged = state["history"], state["iteration"], state["converged"]
@@ -348,24 +424,21 @@ def lloyd(data: InMemory | Streamed, C: torch.Tensor, opts: FitOptions, *, state
         if converged:
             break
         t0 = time.perf_counter()
-        C_new, relocated, (shift, sumsq), new = data.update_assign(stats, C)
-        # fixed point: the same sums and weights give the same centres, so nothing can move again
-        fixed = bool(torch.equal(new.counts, stats.counts) and torch.equal(new.sums, stats.sums)
-                     and (new.weight is None or torch.equal(new.weight, stats.weight)))
+        C_new, relocated, shift, sumsq, fixed, new = data.update_assign(stats, C)
         C, stats, n_iter = C_new, new, it
-        history.append(_record(it, C, stats, shift, relocated, time.perf_counter() - t0, opts.was_numpy))
+        history.append(data.record(it, C, stats, shift, relocated, time.perf_counter() - t0))
         small = shift < opts.tol if opts.tol_mode == "absolute" else sumsq <= opts.tol
-        converged = (small or fixed) and not relocation_pending(stats)
+        converged = (small or fixed) and not data.pending(stats)
         stopped = ("tol" if small else "fixed point") if converged else "max_iter"
         if converged and not small and it < opts.max_iter:
             # the next iteration would move no centre and keep every label: it is the pass that
             # finds convergence, and scikit-learn (and the exercise's rule) count it -- record it
             # without recomputing what it would give
             n_iter = it = it + 1
-            history.append(_record(it, C, stats, 0.0, _NONE, 0.0, opts.was_numpy))
+            history.append(data.record(it, C, stats, 0.0, _NONE, 0.0))
         if on_iteration is not None:
             on_iteration(it, C, converged, history)
-    return C, stats, n_iter, converged, history, stopped
+    return C, data.stats(stats), n_iter, converged, history, stopped
 
 
 def fit(data: InMemory | Streamed, opts: FitOptions, gen: torch.Generator) -> tuple[KMeansResult, torch.Tensor]:

@@ -85,9 +85,9 @@ def parse_init(init: Any, n_clusters: int | None, N: int, D: int, device: torch.
                           f"{arr.shape} does not match the number of clusters {n_clusters})")
     if K > N:
         raise SqdistError(f"n_clusters: expected at most the number of points {N}, got {K} initial centres")
-    C = init if isinstance(init, torch.Tensor) else torch.from_numpy(np.array(arr, dtype=np.float64))
-    if not torch.isfinite(C).all():
+    if not np.isfinite(arr).all():
         raise SqdistError("init: the initial centres contain NaN or Inf")
+    C = init if isinstance(init, torch.Tensor) else torch.from_numpy(np.array(arr, dtype=np.float64))
     return ("centers", C), K
 
 

@@ -459,7 +459,7 @@ def _runs(init: Any, init_k: Any, n_init: Any) -> int:
 
 def _warn_if_empty(counts: torch.Tensor, K: int) -> None:
     """ConvergenceWarning when the final clustering has empty clusters."""
-    n_nonempty = int((counts > 0).sum())
+    n_nonempty = int(np.count_nonzero(counts.numpy())) if counts.device.type == "cpu" else int((counts > 0).sum())
     if n_nonempty < K:
         warnings.warn(
             f"Number of distinct clusters ({n_nonempty}) found smaller than n_clusters ({K}). Possibly due to "
