@@ -386,5 +386,9 @@ def test_cli_streams_parquet_like_npy(blobs, files, tmp_path, run_cli):
     assert [o.returncode for o in outs] == [0, 0], [o.stderr for o in outs]
     tail = [o.stdout[o.stdout.index("cluster sizes") :] for o in outs]
     assert tail[0] == tail[1]
+    for p in (tmp_path / "X.npy", files / "plain.parquet"):  # the plot reads the rows of either format
+        png = tmp_path / f"{p.stem}.png"
+        out = run_cli("kmeans", "--data", str(p), "-k", "5", "--seed", "0", "--plot", str(png))
+        assert out.returncode == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", out.stderr
     bad = run_cli("kmeans", "--data", str(files / "X.parquet"), "-k", "2")
     assert bad.returncode == 2 and "--data: column 'id'" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

@@ -20,7 +20,6 @@ import torch
 from . import datasets, plotting
 from ._atomic import atomic_write, sweep_stale, temp_prefix
 from ._comm import Comm, destroy, init_from_env, launched_by_torchrun
-from ._files import read_points
 from ._init import INITS
 from ._results import KMeansResult
 from ._sources import STREAMED_SUFFIXES, as_source
@@ -228,7 +227,7 @@ def _run_streamed_in_group(args: argparse.Namespace, device: torch.device | None
             km.save(args.save)
             print(f"model -> {args.save}")
         if args.plot:
-            X = read_points(args.data, "--data").astype(args.dtype)
+            X = source.rows(0, N).numpy().astype(args.dtype)  # any streamed format: .npy, Parquet, Arrow
             r.labels = np.asarray(r.labels)
             fig = plotting.plot_kmeans_summary(X, r, truth=None)
             plotting.save_figure(fig, args.plot)

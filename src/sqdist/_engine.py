@@ -161,7 +161,8 @@ class InMemory:
                                      out=self._bufs)
             return C_new, _NONE, new.shift, new.sumsq, _fixed(full, self.stats(stats)), full
         # a fixed point: the same sums and counts give the same centres, so nothing can move again
-        fixed = bool((new.counts == stats.counts).all() and (new.sums == stats.sums).all())
+        # (int64 counts: equal bytes iff equal values)
+        fixed = new.counts.tobytes() == stats.counts.tobytes() and bool((new.sums == stats.sums).all())
         return C_new, _NONE, new.shift, new.sumsq, fixed, new
 
     def record(self, it: int, C: torch.Tensor, stats: Stats | _Fused, shift: float, relocated: torch.Tensor,
