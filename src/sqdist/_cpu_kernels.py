@@ -295,7 +295,11 @@ def update_assign_supports(X: torch.Tensor, C: torch.Tensor) -> bool:
 
 def numpy_view(t: torch.Tensor) -> np.ndarray:
     """A contiguous NumPy view (or copy) of a CPU tensor, for callers that keep arrays across calls."""
-    return _np(t)
+    try:
+        a = t.numpy()  # one call for the common case (no autograd)
+    except RuntimeError:
+        return _np(t)
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
 def update_assign(X: np.ndarray, C: np.ndarray, sums: np.ndarray, counts: np.ndarray, labels: np.ndarray,
