@@ -87,6 +87,18 @@ class KMeansResult:
     stopped : {"tol", "fixed point", "max_iter"}
         Why the run stopped: the centres moved less than the tolerance, an
         update left every cluster unchanged, or ``max_iter`` was reached.
+
+    Examples
+    --------
+    >>> import numpy as np, sqdist
+    >>> X = np.array([[0.0, 0.0], [0.0, 2.0], [9.0, 0.0], [9.0, 2.0]])
+    >>> r = sqdist.kmeans(X, init=[0, 2])
+    >>> r.centers.tolist(), r.labels.tolist(), r.inertia, r.stopped
+    ([[0.0, 1.0], [9.0, 1.0]], [0, 0, 1, 1], 4.0, 'fixed point')
+    >>> [(h.iteration, h.inertia, h.sizes.tolist()) for h in r.history]  # one entry per state
+    [(0, 8.0, [2, 2]), (1, 4.0, [2, 2]), (2, 4.0, [2, 2])]
+    >>> r.history[1]["max_shift"], r.history[0]["centers"].tolist()  # entries read as dicts too
+    (1.0, [[0.0, 0.0], [9.0, 0.0]])
     """
 
     centers: Any
