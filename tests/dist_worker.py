@@ -5,7 +5,8 @@ RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT when they are set.  Rank 0
 writes centres, labels, inertia and n_iter to OUT (.npz).  ``--die-rank R
 --die-at-pass P`` makes rank R exit abruptly (os._exit) when it starts its
 P-th pass over the data -- a crashed process, for the fault tests.
-``--minibatch array|file`` fits ``MiniBatchKMeans`` instead (tests/test_minibatch.py).
+``--minibatch array|file|sparse`` fits ``MiniBatchKMeans`` instead (tests/test_minibatch.py,
+tests/test_distributed.py).
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ def main() -> int:
     p.add_argument("--weights", help="a .npy of sample weights, one per row")
     p.add_argument("--die-rank", type=int, default=-1)
     p.add_argument("--die-at-pass", type=int, default=-1)
-    p.add_argument("--minibatch", choices=["array", "file"],
-                   help="fit sqdist's MiniBatchKMeans instead (on the loaded array or on the .npy path); every "
-                        "rank writes OUT.RANK.npz")
+    p.add_argument("--minibatch", choices=["array", "file", "sparse"],
+                   help="fit sqdist's MiniBatchKMeans instead (on the loaded array, on the .npy path, or on the "
+                        "SciPy CSR matrix of a .npz made by scipy.sparse.save_npz); every rank writes OUT.RANK.npz")
     p.add_argument("--batch-size", type=int, default=256)
     a = p.parse_args()
 
@@ -59,7 +60,12 @@ def main() -> int:
     if a.minibatch:
         from sqdist.minibatch import MiniBatchKMeans
 
-        X = np.load(a.data) if a.minibatch == "array" else a.data
+        if a.minibatch == "sparse":
+            import scipy.sparse
+
+            X = scipy.sparse.load_npz(a.data).tocsr()
+        else:
+            X = np.load(a.data) if a.minibatch == "array" else a.data
         m = MiniBatchKMeans(a.k, random_state=a.seed, batch_size=a.batch_size, max_iter=a.max_iter).fit(X)
         np.savez(f"{a.out}.{rank}.npz", centers=m.cluster_centers_, counts=m.counts_, inertia=m.inertia_,
                  n_steps=m.n_steps_, n_iter=m.n_iter_, labels=np.asarray(m.labels_ if m.labels_ is not None else []))
