@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 import sqdist
 from sqdist import _chunking
 from sqdist._comm import Comm
-from sqdist._minibatch_step import BatchSampler, StepOptions, step, take_rows
+from sqdist._minibatch_step import BatchSampler, CentreCache, StepOptions, squared_shift, step, take_rows
 from sqdist._sparse import as_csr
 from sqdist.minibatch import MiniBatchKMeans
 
@@ -412,8 +413,9 @@ def test_sparse_partial_fit_as_dense(container):
     np.testing.assert_allclose(s.cluster_centers_, d.cluster_centers_, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("cached", [False, True])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_sparse_step_equals_scikit_learns(weighted):
+def test_sparse_step_equals_scikit_learns(weighted, cached):
     """One step on CSR rows against scikit-learn's own sparse step (_minibatch_update_sparse)."""
     Xs, X, _ = _sparse_blobs(n=200, seed=4)
     rng = np.random.default_rng(5)
@@ -424,10 +426,56 @@ def test_sparse_step_equals_scikit_learns(weighted):
     inertia_sk = _mini_batch_step(Xs, w, C0.copy(), C_sk, W_sk, np.random.RandomState(0), random_reassign=False)
     W = torch.from_numpy(W0.copy())
     res = step(as_csr(Xs), torch.from_numpy(w) if weighted else None, torch.from_numpy(C0), W, _opts(), Comm(),
-               torch.Generator().manual_seed(0), reassign=False)
+               torch.Generator().manual_seed(0), reassign=False, cache=CentreCache() if cached else None)
     np.testing.assert_allclose(res.centers.numpy(), C_sk, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(W.numpy(), W_sk, rtol=1e-12)
     assert res.inertia == pytest.approx(inertia_sk, rel=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_cached_sparse_steps_equal_plain_steps(dtype, weighted):
+    """Sparse steps on a CentreCache (its centres moved in place, only those given weight or reassigned) give
+    the plain steps' centres, weights, inertias, reassignments and squared moves bit for bit."""
+    Xs, X, _ = _sparse_blobs(n=400, k=6, seed=6, density=0.2)
+    S, K, rng = as_csr(Xs).to(dtype), 12, np.random.default_rng(7)
+    C0 = torch.from_numpy(X[rng.choice(400, K, replace=False)]).to(dtype)
+    w = torch.from_numpy(rng.uniform(0, 2, 400) * (rng.random(400) > 0.2)) if weighted else None  # some weigh 0
+    batches = [torch.from_numpy(rng.integers(0, 400, 40)) for _ in range(15)]
+    opts, runs = replace(_opts(0.3), shift=True), []
+    for cache in (None, CentreCache()):
+        C, W, gen, out = C0.clone(), torch.zeros(K, dtype=torch.float64), torch.Generator().manual_seed(8), []
+        for i, idx in enumerate(batches):
+            res = step(take_rows(S, idx), None if w is None else w[idx], C, W, opts, Comm(), gen, i % 4 == 3, cache)
+            assert cache is None or res.centers is cache.C
+            out.append((res.centers.clone(), W.clone(), res.inertia, res.n_reassigned, res.weight, res.shift))
+            C = res.centers
+        runs.append(out)
+    assert torch.equal(C0, torch.from_numpy(X[np.random.default_rng(7).choice(400, K, replace=False)]).to(dtype))
+    for a, b in zip(*runs):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2:] == b[2:]
+    assert sum(r[3] for r in runs[1]) > 0 and all(r[5] > 0 for r in runs[1])  # reassignments happened, centres moved
+    for prev, cur in zip(runs[1], runs[1][1:]):  # the moves of the moved centres are all the centres' moves
+        assert cur[5] == squared_shift(cur[0], prev[0])
+
+
+def test_sparse_fit_one_and_two_threads_are_bit_identical():
+    numba = pytest.importorskip("numba")
+    Xs, _, _ = _sparse_blobs(n=2000, k=6, d=40, seed=9, density=0.1)
+    old, old_t = numba.get_num_threads(), torch.get_num_threads()
+    try:
+        fits = []
+        for n in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(n)
+            torch.set_num_threads(n)
+            fits.append(MiniBatchKMeans(6, batch_size=64, tol=1e-4, random_state=0).fit(Xs))
+    finally:
+        numba.set_num_threads(old)
+        torch.set_num_threads(old_t)
+    a, b = fits
+    np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    assert a.inertia_ == b.inertia_ and a.n_steps_ == b.n_steps_
 
 
 def test_take_rows_keeps_rows_sparse():

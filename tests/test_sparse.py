@@ -297,6 +297,43 @@ def test_sparse_assign_entry_point():
     np.testing.assert_allclose(float(inertia), ref.min(1).sum(), rtol=1e-12)
 
 
+def _compiled_only():
+    if not _sparse._available():
+        pytest.skip("numba is not installed")
+
+
+def test_prepared_centres_update_rows_as_fresh_ones():
+    """Centres.set_rows (a mini-batch step's in-place update) leaves the float64 centres, their transpose
+    and norms exactly as preparing the updated centres afresh; the norms are the float64 brute force."""
+    _compiled_only()
+    rng = np.random.default_rng(25)
+    C = torch.from_numpy(rng.normal(size=(7, 37)))
+    P = _sparse.Centres(C.clone())
+    idx, rows = torch.tensor([5, 0, 2]), torch.from_numpy(rng.normal(size=(3, 37)))
+    P.set_rows(idx, rows)
+    C[idx] = rows
+    Q = _sparse.Centres(C)
+    for a, b in ((P.C64, C), (P.CT, Q.CT), (P.CT, C.T), (P.nc, Q.nc)):
+        assert torch.equal(a, b)
+    np.testing.assert_allclose(P.nc.numpy(), (C.numpy() ** 2).sum(1), rtol=1e-14)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_assign_active_equals_assign(weighted):
+    """assign_active (only the clusters given weight are summed) is assign's numbers bit for bit."""
+    _compiled_only()
+    rng = np.random.default_rng(26)
+    X = _sparse.as_csr(_rand(300, 40, 0.1, 27, loc=0.2))
+    C = torch.from_numpy(np.r_[rng.normal(size=(8, 40)), np.full((1, 40), 50.0)])  # centre 8 gets no row
+    w = torch.from_numpy(rng.uniform(0, 2, 300) * (rng.random(300) > 0.2)) if weighted else None
+    labels, _, sums, counts, inertia = _sparse.assign(X, C, 1 << 20, w)
+    weight, active, asums, ainertia = _sparse.assign_active(X, _sparse.Centres(C), C.dtype, w)
+    ref = counts.double() if w is None else torch.zeros(9, dtype=torch.float64).index_add_(0, labels, w)
+    np.testing.assert_allclose(weight.numpy(), ref.numpy(), rtol=1e-14)
+    assert active.tolist() == (weight > 0).nonzero().flatten().tolist() and 8 not in active.tolist()
+    assert torch.equal(asums, sums[active]) and float(ainertia) == float(inertia)
+
+
 def test_out_buffer_and_dtypes():
     X = _rand(20, 10, 0.3, 24).astype(np.float32)
     T = np.random.default_rng(25).normal(size=(4, 10)).astype(np.float32)

@@ -183,7 +183,7 @@ def initial_centers(init: Any, K: int, rows_at: Callable[[torch.Tensor], torch.T
     and arrives here as explicit centres.
     """
     if isinstance(init, tuple):  # explicit centres
-        return init[1].to(device=device, dtype=cdtype).clone()
+        return init[1].to(device=device, dtype=cdtype, copy=True)
     if isinstance(init, torch.Tensor):  # row indices
         return rows_at(init).to(device=device, dtype=cdtype)
     S, w = sample()  # (m, D), (m,) or None

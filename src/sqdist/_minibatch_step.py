@@ -42,8 +42,8 @@ from ._numerics import segment_add
 from ._sparse import CSR
 from ._step import assign_accumulate
 
-__all__ = ["BatchSampler", "Convergence", "Reassignment", "StepOptions", "StepResult", "broadcast0", "squared_shift",
-           "step", "take_rows"]
+__all__ = ["BatchSampler", "CentreCache", "Convergence", "Reassignment", "StepOptions", "StepResult", "broadcast0",
+           "squared_shift", "step", "take_rows"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,7 @@ class StepOptions:
     backend: str  # resolved: "torch" or "triton"
     reassignment_ratio: float
     verbose: int = 0
+    shift: bool = False  # compute StepResult.shift (the tol rule)
 
 
 class StepResult(NamedTuple):
@@ -62,6 +63,36 @@ class StepResult(NamedTuple):
     rows: int  # rows of the batch (all ranks)
     weight: float  # total sample weight of the batch (all ranks)
     n_reassigned: int
+    shift: float = 0.0  # sum of the squared centre moves (StepOptions.shift), else 0.0
+
+
+class CentreCache:
+    """The centres of a run of sparse steps on one process, kept between the steps.
+
+    :meth:`bind` takes the step's centres ``C``: the centres this cache
+    returned last time go on as they are; any other tensor is copied (the
+    cache owns its copy: the steps move its rows in place) and prepared for
+    the compiled CSR assignment (:class:`sqdist._sparse.Centres`: a float64
+    copy, its transpose, the norms).  A step then costs O(nnz K + m D) for
+    ``m`` centres that move instead of O(K D): few centres take the rows of a
+    sparse batch.
+    """
+
+    def __init__(self) -> None:
+        self.C: torch.Tensor | None = None
+        self.prep: _sparse.Centres | None = None
+
+    def bind(self, C: torch.Tensor) -> torch.Tensor:
+        if self.C is not C:
+            self.C = C.detach().clone().contiguous()
+            self.prep = _sparse.Centres(self.C if C.dtype == torch.float64 else self.C.to(torch.float64))
+        return self.C
+
+    def set_rows(self, idx: torch.Tensor, rows: torch.Tensor) -> None:
+        """Centres ``idx`` (m,) become ``rows`` (m, D) in the centres' dtype."""
+        if self.C.dtype != torch.float64:
+            self.C.index_copy_(0, idx, rows)
+        self.prep.set_rows(idx, rows.to(torch.float64))  # C64 is C itself in float64
 
 
 def broadcast0(comm: Comm, t: torch.Tensor, what: str) -> torch.Tensor:
@@ -90,12 +121,18 @@ def _batch_stats(Xb: torch.Tensor, wb: torch.Tensor | None, C: torch.Tensor, opt
 
 
 def step(Xb: torch.Tensor, wb: torch.Tensor | None, C: torch.Tensor, W: torch.Tensor, opts: StepOptions,
-         comm: Comm, gen: torch.Generator, reassign: bool) -> StepResult:
+         comm: Comm, gen: torch.Generator, reassign: bool, cache: CentreCache | None = None) -> StepResult:
     """One mini-batch step (see the module docstring); ``W`` (K,) float64 is updated in place.
 
     ``Xb`` (n, D) in ``C``'s dtype and device (n may be 0 on a rank whose data
-    is exhausted), ``wb`` (n,) float64 or None for unit weights.
+    is exhausted), ``wb`` (n,) float64 or None for unit weights.  With a
+    ``cache``, a sparse batch on one process (CPU, compiled kernels) steps the
+    cache's centres in place (:func:`_cached_step`, the same numbers) and
+    returns them: ``C`` is then not to be kept as the centres before the step.
     """
+    if (cache is not None and isinstance(Xb, CSR) and not comm.active and Xb.shape[0] > 0
+            and _sparse.can_prepare(Xb) and C.device == Xb.device):
+        return _cached_step(Xb, wb, cache.bind(C), W, opts, comm, gen, reassign, cache)
     K, D = C.shape
     sums, bw, inertia = _batch_stats(Xb, wb, C, opts)
     n = Xb.shape[0]
@@ -120,32 +157,58 @@ def step(Xb: torch.Tensor, wb: torch.Tensor | None, C: torch.Tensor, W: torch.Te
     W.copy_(W_new)
     n_re = 0
     if reassign and opts.reassignment_ratio > 0:
-        C_new, n_re = _reassign(Xb, C_new, W, n0, opts, comm, gen)
-    return StepResult(C_new, float(inertia), rows, float(bw.sum()), n_re)
+        to, new = _reassign(Xb, W, n0, opts, comm, gen, C.shape[1], C.device)
+        if to is not None:
+            C_new, n_re = C_new.clone(), new.shape[0]
+            C_new[to] = new.to(C.dtype)
+    shift = squared_shift(C_new, C) if opts.shift else 0.0
+    return StepResult(C_new, float(inertia), rows, float(bw.sum()), n_re, shift)
 
 
-def _reassign(Xb: torch.Tensor, C: torch.Tensor, W: torch.Tensor, n0: int, opts: StepOptions, comm: Comm,
-              gen: torch.Generator) -> tuple[torch.Tensor, int]:
-    """Move the centres of small weight to random rows of (rank 0's) batch; ``n0`` its rows."""
+def _cached_step(Xb: CSR, wb: torch.Tensor | None, C: torch.Tensor, W: torch.Tensor, opts: StepOptions, comm: Comm,
+                 gen: torch.Generator, reassign: bool, cache: CentreCache) -> StepResult:
+    """:func:`step` on one process for a sparse batch, in place on ``C`` (the cache's centres): only the
+    centres with batch weight and the reassigned ones are computed, written and (``opts.shift``) measured."""
+    P = cache.prep
+    bw, act, sums, inertia = _sparse.assign_active(Xb, P, C.dtype, wb)
+    W_new = W + bw  # (K,)
+    part = sums.addcmul_(P.C64.index_select(0, act), W[act, None]).div_(W_new[act, None])  # as step's
+    idx, new = act, part.to(C.dtype)
+    W.copy_(W_new)
+    n_re = 0
+    if reassign and opts.reassignment_ratio > 0:
+        to, rows = _reassign(Xb, W, Xb.shape[0], opts, comm, gen, C.shape[1], C.device)
+        if to is not None:  # the reassigned rows replace the moved ones
+            keep = ~to[act]
+            idx, new = torch.cat([act[keep], to.nonzero().flatten()]), torch.cat([new[keep], rows.to(C.dtype)])
+            n_re = rows.shape[0]
+    old = P.C64.index_select(0, idx) if opts.shift else None
+    cache.set_rows(idx, new)
+    shift = squared_shift(new, old) if old is not None else 0.0  # the other centres did not move
+    return StepResult(C, float(inertia), Xb.shape[0], float(bw.sum()), n_re, shift)
+
+
+def _reassign(Xb: torch.Tensor, W: torch.Tensor, n0: int, opts: StepOptions, comm: Comm, gen: torch.Generator,
+              D: int, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Which centres of small weight jump, ``to`` (K,) bool (None: none), and the random rows of (rank 0's)
+    batch they jump to, (r, D) float64 (``n0`` the batch's rows); ``W`` of the jumping centres is set."""
     to = W < opts.reassignment_ratio * W.max()  # (K,)
     if int(to.sum()) > 0.5 * n0:  # at most half the batch: the smallest weights keep their flag
         keep = torch.sort(W, stable=True).indices[int(0.5 * n0):]
         to[keep] = False
     r = int(to.sum())
     if r == 0:
-        return C, 0
-    rows = torch.zeros((r, C.shape[1]), dtype=torch.float64, device=C.device)
+        return None, torch.zeros((0, D), dtype=torch.float64, device=device)
+    rows = torch.zeros((r, D), dtype=torch.float64, device=device)
     if comm.rank == 0:  # distinct rows, uniformly (scikit-learn: choice(n, r, replace=False))
         pick = torch.randperm(n0, generator=gen, device=gen.device)[:r].to(Xb.device)
-        rows = Xb[pick].to(device=C.device, dtype=torch.float64)
+        rows = Xb[pick].to(device=device, dtype=torch.float64)
     rows = broadcast0(comm, rows, "a mini-batch reassignment")
     if opts.verbose:
         print(f"[MiniBatchKMeans] Reassigning {r} cluster centers.")
-    C = C.clone()
-    C[to] = rows.to(C.dtype)
     if bool((~to).any()):  # not too small a weight, or they would be reassigned at once
         W[to] = W[~to].min()
-    return C, r
+    return to, rows
 
 
 def take_rows(X: torch.Tensor | CSR, idx: torch.Tensor) -> torch.Tensor | CSR:

@@ -70,8 +70,8 @@ from . import _chunking
 from ._numerics import _REL_TARGET_EPS, _SAFETY, segment_add
 from ._validation import SqdistError, _scipy_sparse, as_tensor, compute_dtype, describe
 
-__all__ = ["CSR", "Pair", "as_csr", "assign", "check_points", "is_sparse", "margin_unit", "mean_variance", "nearest",
-           "pair_nearest", "pair_sqdist", "prepare_pair", "sqdist_into", "tau_unit"]
+__all__ = ["CSR", "Centres", "Pair", "as_csr", "assign", "assign_active", "can_prepare", "check_points", "is_sparse",
+           "margin_unit", "mean_variance", "nearest", "pair_nearest", "pair_sqdist", "prepare_pair", "sqdist_into", "tau_unit"]
 
 _U64 = torch.finfo(torch.float64).eps / 2  # unit roundoff of the float64 accumulation
 _ASSIGN_CHUNK = 256  # rows per accumulator of the compiled assignment
@@ -391,12 +391,49 @@ def _sq_norms_rows(C: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _labels(X: CSR, C: torch.Tensor, budget: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact nearest centre (N,) int64 and the float64 distance to it (N,), C (K, D) float64."""
+class Centres:
+    """Dense centres prepared for the compiled CSR assignment (CPU): ``C64`` (K, D) float64 (contiguous,
+    not copied), its transpose ``CT`` (D, K) and squared norms ``nc`` (K,) float64.
+
+    Kept across the steps of a mini-batch fit, :meth:`set_rows` replaces a few centres in place in all
+    three: O(rows * D) instead of the O(K * D) of preparing the centres again.  A row's norm does not
+    depend on the other rows (:func:`sqdist._sparse_nb.sq_norms`), so updated and fresh ones agree bit for bit.
+
+    Examples
+    --------
+    >>> import torch
+    >>> P = Centres(torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64))
+    >>> P.set_rows(torch.tensor([1]), torch.tensor([[0.0, 5.0]], dtype=torch.float64))
+    >>> P.CT.tolist(), P.nc.tolist()
+    ([[1.0, 0.0], [2.0, 5.0]], [5.0, 25.0])
+    """
+
+    def __init__(self, C64: torch.Tensor):
+        K, D = C64.shape
+        self.C64 = C64.contiguous()
+        CT = np.empty((D, K), dtype=np.float64)  # allocated by NumPy: a fresh one from numba is slower to fill
+        _nb().transpose(_np(self.C64), CT)
+        self.CT = torch.from_numpy(CT)
+        self.nc = self._norms(self.C64)
+
+    @staticmethod
+    def _norms(rows: torch.Tensor) -> torch.Tensor:
+        out = np.empty(rows.shape[0], dtype=np.float64)
+        _nb().sq_norms(_np(rows), np.arange(rows.shape[0], dtype=np.int64), out)
+        return torch.from_numpy(out)
+
+    def set_rows(self, idx: torch.Tensor, rows: torch.Tensor) -> None:
+        """Centres ``idx`` (m,) int64 become ``rows`` (m, D) float64."""
+        self.C64.index_copy_(0, idx, rows)
+        self.CT.index_copy_(1, idx, rows.T)
+        self.nc.index_copy_(0, idx, self._norms(rows))
+
+
+def _labels(X: CSR, C: torch.Tensor, budget: int, prep: Centres | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact nearest centre (N,) int64 and the float64 distance to it (N,), C (K, D) float64 (``prep``:
+    the same centres prepared, for the compiled kernels)."""
     N, D = X.shape
     K = C.shape[0]
-    nc = _sq_norms_rows(C)  # (K,) float64
-    ncmax = float(nc.max())
     gu, mextra = margin_unit(), 2.0 * D + 2.0 * _log2d(D) + 8.0
     tu, extra = tau_unit(torch.float64), _log2d(D) + 2.0
     labels = torch.empty(N, dtype=torch.int64, device=X.device)
@@ -404,12 +441,12 @@ def _labels(X: CSR, C: torch.Tensor, budget: int) -> tuple[torch.Tensor, torch.T
     if N == 0:
         return labels, mind
     if _compiled(X):
-        Cn = _np(C)
-        CT = np.empty((D, K), dtype=np.float64)  # allocated by NumPy: a fresh one from numba is slower to fill
-        _nb().transpose(Cn, CT)
-        _nb().assign_rows(_np(X.indptr), _np(X.indices), _np(X.data), CT, Cn, _np(nc),
-                          ncmax, gu, mextra, tu, extra, _ASSIGN_CHUNK, labels.numpy(), mind.numpy())
+        P = prep if prep is not None else Centres(C)
+        _nb().assign_rows(_np(X.indptr), _np(X.indices), _np(X.data), _np(P.CT), _np(P.C64), _np(P.nc),
+                          float(P.nc.max()), gu, mextra, tu, extra, _ASSIGN_CHUNK, labels.numpy(), mind.numpy())
         return labels, mind
+    nc = _sq_norms_rows(C)  # (K,) float64
+    ncmax = float(nc.max())
     rows = _chunking.rows_per_chunk(N, K * 8 * 4 + 8 * D, budget, what="sparse k-means assignment")
     CT = C.T.contiguous()  # (D, K)
     for sl in _chunking.row_slices(N, rows):
@@ -472,8 +509,8 @@ def assign(X: CSR, C: torch.Tensor, budget: int, weights: torch.Tensor | None = 
         order, starts = _nb().cluster_order(labels.numpy(), K)
         per = np.zeros(K, dtype=np.float64)
         wn = np.ones(1) if w is None else _np(w)
-        _nb().cluster_sums(_np(X.indptr), _np(X.indices), _np(X.data), order, starts, wn, w is not None,
-                           _np(mind), sums.numpy(), per)
+        _nb().cluster_sums(_np(X.indptr), _np(X.indices), _np(X.data), order, starts, np.arange(K), wn,
+                           w is not None, _np(mind), sums.numpy(), per)
         per_cluster = torch.from_numpy(per)
     else:
         rows = torch.repeat_interleave(torch.arange(N, device=X.device), X.row_nnz())  # (nnz,)
@@ -484,6 +521,49 @@ def assign(X: CSR, C: torch.Tensor, budget: int, weights: torch.Tensor | None = 
     zero = torch.zeros(K, dtype=torch.int64, device=X.device)
     inertia = segment_add(torch.zeros(1, dtype=torch.float64, device=X.device), zero, per_cluster)[0]  # in order
     return labels, mind, sums, counts, inertia
+
+
+def assign_active(X: CSR, P: Centres, cdtype: torch.dtype, weights: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`assign` for prepared centres (CPU, compiled kernels; ``X`` at least one row) that sums only
+    the clusters given weight: ``(weight (K,) float64, active (m,) int64, sums (m, D) float64, inertia)``.
+
+    ``weight`` is each cluster's row weight (its count when ``weights`` is None), ``active`` the clusters
+    of positive weight in increasing order and ``sums[a]`` the sum of cluster ``active[a]``'s rows; the
+    distances are rounded to ``cdtype`` (the centres' compute dtype) before the inertia adds them up.
+    All as :func:`assign`'s, bit for bit, in O(nnz K + m D) instead of O(nnz K + K D).
+
+    Examples
+    --------
+    >>> import scipy.sparse as sp, torch
+    >>> X = as_csr(sp.csr_matrix([[0.0, 1.0], [0.0, 0.0], [9.0, 0.0]]))
+    >>> P = Centres(torch.tensor([[0.0, 0.0], [10.0, 0.0], [50.0, 50.0]], dtype=torch.float64))
+    >>> weight, active, sums, inertia = assign_active(X, P, torch.float64)
+    >>> weight.tolist(), active.tolist(), sums.tolist(), float(inertia)
+    ([2.0, 1.0, 0.0], [0, 1], [[0.0, 1.0], [9.0, 0.0]], 2.0)
+    """
+    K, D = P.C64.shape
+    labels, md64 = _labels(X, P.C64, 0, P)
+    mind = md64.to(cdtype)
+    w = None if weights is None else weights.to(dtype=torch.float64)
+    if w is None:
+        weight = torch.bincount(labels, minlength=K).to(torch.float64)
+    else:
+        weight = segment_add(torch.zeros(K, dtype=torch.float64), labels, w)
+    active = (weight > 0).nonzero().flatten()
+    order, starts = _nb().cluster_order(labels.numpy(), K)
+    sums = torch.from_numpy(np.zeros((active.shape[0], D)))
+    per = np.zeros(K, dtype=np.float64)
+    _nb().cluster_sums(_np(X.indptr), _np(X.indices), _np(X.data), order, starts, active.numpy(),
+                       np.ones(1) if w is None else _np(w), w is not None, _np(mind), sums.numpy(), per)
+    zero = torch.zeros(K, dtype=torch.int64)
+    inertia = segment_add(torch.zeros(1, dtype=torch.float64), zero, torch.from_numpy(per))[0]  # in order
+    return weight, active, sums, inertia
+
+
+def can_prepare(X: CSR) -> bool:
+    """Whether :class:`Centres` and :func:`assign_active` serve ``X`` (CPU rows, numba installed)."""
+    return _compiled(X)
 
 
 def mean_variance(X: CSR) -> float:

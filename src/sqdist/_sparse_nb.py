@@ -195,16 +195,48 @@ def cluster_order(labels, K):  # pragma: no cover
 
 
 @njit(parallel=True, **_OPTS)
-def cluster_sums(indptr, indices, data, order, starts, w, weighted, mind, sums, inert):  # pragma: no cover
-    """Per-cluster float64 sums of the rows (times their weights) and of ``mind`` (times the
-    weights), each cluster's rows added in increasing row order: clusters in parallel."""
-    K = starts.shape[0] - 1
-    for k in prange(K):
-        s = 0.0
+def cluster_sums(indptr, indices, data, order, starts, ks, w, weighted, mind, sums, inert):  # pragma: no cover
+    """Per-cluster float64 sums of the rows (times their weights) into ``sums[a]`` for the clusters
+    ``ks[a]`` (a zeroed (len(ks), D) buffer: only the clusters asked for), and of ``mind`` (times the
+    weights) into ``inert[k]`` for every cluster; each cluster's rows added in increasing row order,
+    clusters in parallel."""
+    for a in prange(ks.shape[0]):
+        k = ks[a]
         for r in range(starts[k], starts[k + 1]):
             i = order[r]
             wi = w[i] if weighted else 1.0
             for q in range(indptr[i], indptr[i + 1]):
-                sums[k, indices[q]] += np.float64(data[q]) * wi
-            s += np.float64(mind[i]) * wi
+                sums[a, indices[q]] += np.float64(data[q]) * wi
+    for k in prange(starts.shape[0] - 1):
+        s = 0.0
+        for r in range(starts[k], starts[k + 1]):
+            i = order[r]
+            s += np.float64(mind[i]) * (w[i] if weighted else 1.0)
         inert[k] = s
+
+
+@njit(**_OPTS)
+def _sq_norm(C, k):  # pragma: no cover
+    """``sum_j C[k, j]**2`` in float64: eight lanes over the columns (j mod 8), added in lane order, then the
+    tail -- the same value for a row whatever the other rows or the number of threads."""
+    D = C.shape[1]
+    lanes = np.zeros(8)
+    m = D - D % 8
+    for j0 in range(0, m, 8):
+        for b in range(8):
+            v = np.float64(C[k, j0 + b])
+            lanes[b] += v * v
+    s = 0.0
+    for b in range(8):
+        s += lanes[b]
+    for j in range(m, D):
+        v = np.float64(C[k, j])
+        s += v * v
+    return s
+
+
+@njit(parallel=True, **_OPTS)
+def sq_norms(C, rows, out):  # pragma: no cover
+    """``out[a] = ||C[rows[a]]||**2`` (float64, :func:`_sq_norm`), rows in parallel."""
+    for a in prange(rows.shape[0]):
+        out[a] = _sq_norm(C, rows[a])

@@ -8,6 +8,7 @@ import math
 import numbers
 import warnings
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -19,12 +20,12 @@ from ._comm import Comm
 from ._init import as_generator, initial_centers, parse_init
 from ._minibatch_step import (
     BatchSampler,
+    CentreCache,
     Convergence,
     Reassignment,
     StepOptions,
     StepResult,
     broadcast0,
-    squared_shift,
     step,
     take_rows,
 )
@@ -446,17 +447,17 @@ class MiniBatchKMeans(_BaseKMeans):
         """The mini-batch loop: one step per batch until the batches end (on every rank) or ``conv`` stops it."""
         rows_per_step = self._batch_size * comm.world
         rows, inertia, stopped = 0, 0.0, False
+        opts, cache = replace(opts, shift=conv is not None and conv.tol > 0), CentreCache()
         for Xb, wb in batches:
             if wb is not None and wb.ndim == 0:  # a rank's share: the same weight for every row
                 wb = wb.to(Xb.device).expand(Xb.shape[0])
-            res: StepResult = step(Xb, wb, C, W, opts, comm, gen, reassign.due(rows_per_step, W))
+            res: StepResult = step(Xb, wb, C, W, opts, comm, gen, reassign.due(rows_per_step, W), cache)
             if res.rows == 0:  # every rank's data is exhausted
                 break
-            C_old, C = C, res.centers
+            C = res.centers  # sparse batches: the cache's centres, moved in place from step to step
             done, rows, inertia = done + 1, rows + res.rows, inertia + res.inertia
             if conv is not None:
-                sq = squared_shift(C, C_old) if conv.tol > 0 else 0.0
-                if conv.stop(done, n_steps, res.rows, sq, res.inertia):
+                if conv.stop(done, n_steps, res.rows, res.shift, res.inertia):
                     stopped = True
                     break
         return _Loop(C, W, done, stopped, rows, inertia)
