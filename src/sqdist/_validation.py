@@ -121,9 +121,10 @@ def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
     return int(value)
 
 
-# up to this many values a CPU tensor's finiteness is checked through NumPy (a view: no copy)
-_SMALL = 1 << 16
-_NUMPY_SUM = (torch.float32, torch.float64, torch.float16)
+# CPU tensors of these dtypes are summed through NumPy (a view: no copy): NumPy's pairwise sum
+# measured 1.2 ms against torch's 8.5 ms for (10^6, 2) float32, 5.5 against 9.3 ms for (10^5, 128)
+# (2-core EPYC, 2 threads); float16 stays with torch (it accumulates in float32, NumPy would overflow)
+_NUMPY_SUM = (torch.float32, torch.float64)
 
 
 def check_finite_rows(X: torch.Tensor, name: str) -> None:
@@ -133,8 +134,8 @@ def check_finite_rows(X: torch.Tensor, name: str) -> None:
     # sum of finite entries just takes the exact check below).
     if X.numel() == 0 or not (X.is_floating_point() or X.is_complex()):
         return
-    if X.numel() <= _SMALL and X.device.type == "cpu" and X.dtype in _NUMPY_SUM and not X.requires_grad:
-        if np.isfinite(np.add.reduce(X.numpy(), axis=None)):  # small: NumPy's sum costs a tenth of torch's call
+    if X.device.type == "cpu" and X.dtype in _NUMPY_SUM and not X.requires_grad:
+        if np.isfinite(np.add.reduce(X.numpy(), axis=None)):
             return
     elif bool(torch.isfinite(X.sum()).all()):
         return
