@@ -323,3 +323,107 @@ def test_small_problem_entry_point_equals_the_ctypes_call_and_numba(dtype, monke
         mod.update_assign(X, C[:, :1].copy(), sums, counts, 64, labels, mind, *outs)
     with pytest.raises(ValueError, match="not C-contiguous"):
         mod.update_assign(X, C, sums, counts, 64, labels[::2], mind, *outs)
+
+
+def _fixup_min_reference(d, nx, tnt, tau, X, T):
+    """numba's gemm_fixup on a copy, then torch.min (NaN first, first index on ties)."""
+    nb = pytest.importorskip("sqdist._cpu_nb")
+    ref = d.copy()
+    cnt = nb.gemm_fixup(ref, nx, tnt, tau, X, T)
+    v, i = torch.from_numpy(ref).min(1)
+    return cnt, ref, v.numpy(), i.numpy()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_min_equals_fixup_then_torch_min(dtype):
+    """The fused fix-up + row minimum: ties (first index), NaN (first NaN wins), +-inf, rows
+    shorter than a vector and not a multiple of one, recomputed entries -- against numba's
+    fix-up followed by torch.min, and numba's own gemm_min."""
+    nb = pytest.importorskip("sqdist._cpu_nb")
+    rng = np.random.default_rng(5)
+    for _ in range(120):
+        n, P, D = int(rng.integers(1, 30)), int(rng.integers(1, 130)), 3
+        X = rng.standard_normal((n, D)).astype(dtype)
+        T = rng.standard_normal((P, D)).astype(dtype)
+        d = (rng.integers(0, 4, size=(n, P)) + 2).astype(dtype)  # many exact ties
+        for _ in range(int(rng.integers(0, 5))):
+            d[rng.integers(n), rng.integers(P)] = rng.choice([np.nan, np.inf, -np.inf, 0.5])
+        nx = rng.random(n).astype(dtype)
+        tnt = (rng.random(P) * 4).astype(dtype)  # some entries fall below tau * nx + tnt: recomputed
+        cnt, ref, v, i = _fixup_min_reference(d, nx, tnt, 1.0, X, T)
+        for mod in (_ckernels, nb):
+            got, dmin, imin = d.copy(), np.empty(n, dtype), np.empty(n, np.int64)
+            assert mod.gemm_min(got, nx, tnt, 1.0, X, T, dmin, imin) == cnt
+            np.testing.assert_array_equal(got, ref)
+            np.testing.assert_array_equal(imin, i)
+            np.testing.assert_array_equal(dmin, v)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fixup_screen_keeps_the_exact_float64_test(dtype):
+    """Entries a few ulps either side of the float64 threshold tau * nx + tnt (norms from
+    subnormal to large): the C kernel's screen in the block's dtype flags every entry the
+    exact test does -- the same count and bits as numba's kernel."""
+    nb = pytest.importorskip("sqdist._cpu_nb")
+    rng = np.random.default_rng(11)
+    hits = 0
+    for _ in range(60):
+        n, P, D = int(rng.integers(1, 20)), int(rng.integers(1, 100)), 4
+        X = rng.standard_normal((n, D)).astype(dtype)
+        T = rng.standard_normal((P, D)).astype(dtype)
+        tau = float(rng.choice([0.27, 1e-3, 3e-7]))
+        nx = (rng.random(n) * 10.0 ** rng.integers(-45, 5, size=n)).astype(dtype)
+        tnt = (rng.random(P) * 10.0 ** rng.integers(-45, 5, size=P)).astype(dtype)
+        d = (tau * nx.astype(np.float64)[:, None] + tnt.astype(np.float64)[None, :]).astype(dtype)
+        step = rng.integers(-2, 3, size=d.shape)
+        for _ in range(2):
+            d = np.where(step > 0, np.nextafter(d, np.inf), np.where(step < 0, np.nextafter(d, -np.inf), d))
+        d = d.astype(dtype)
+        a, b = d.copy(), d.copy()
+        ca = _ckernels.gemm_fixup(a, nx, tnt, tau, X, T)
+        assert ca == nb.gemm_fixup(b, nx, tnt, tau, X, T)
+        np.testing.assert_array_equal(a, b)
+        hits += ca
+    assert hits > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_nearest_fused_path_equals_the_matrix_min(dtype, monkeypatch):
+    """sqdist.nearest on the compiled product path (sub-blocks of products, fix-up and row
+    minimum in one pass) gives the values and indices of the full matrix's min(1): duplicated
+    rows (exact zeros, first index), far offsets, several sub-blocks with a short last one."""
+    from sqdist import _dense
+
+    g = torch.Generator().manual_seed(2)
+    X = (torch.randn(700, 40, generator=g, dtype=torch.float64) + 300.0).to(dtype)
+    T = (torch.randn(260, 40, generator=g, dtype=torch.float64) + 300.0).to(dtype)
+    T[5] = T[3]  # a duplicated target: the first index wins
+    X[:4] = T[:4]
+    calls = []
+    real = _cpu_kernels.gemm_min
+    monkeypatch.setattr(_cpu_kernels, "gemm_min", lambda *a: calls.append(a[0].shape) or real(*a))
+    monkeypatch.setattr(_dense, "_NEAREST_SUB_BYTES", 128 * 260 * X.element_size())  # 128-row sub-blocks
+    dist, idx = sqdist.nearest(X, T)
+    assert calls and all(s[0] <= 128 for s in calls) and len(calls) == 6
+    full = sqdist.sqdist(X, T)
+    v, i = full.min(1)
+    assert torch.equal(idx[:, 0], i) and torch.equal(dist[:, 0], v)
+    assert dist[:4, 0].tolist() == [0.0] * 4 and idx[:4, 0].tolist() == [0, 1, 2, 3]
+    ref, _ = brute(X, T)
+    assert bool((ref[torch.arange(700), idx[:, 0]] <= ref.min(1).values * (1 + 1e-4) + 1e-300).all())
+
+
+def test_nearest_fused_path_leaves_unsafe_rows_to_the_general_path(monkeypatch):
+    X = torch.randn(300, 40)
+    T = torch.randn(200, 40)
+    X[7, 3] = float("nan")
+    X[9] = 1e20  # |x - c|^2 overflows: the direct formula
+    calls = []
+    real = _cpu_kernels.gemm_min
+    monkeypatch.setattr(_cpu_kernels, "gemm_min", lambda *a: calls.append(1) or real(*a))
+    dist, idx = sqdist.nearest(X, T)
+    assert not calls  # the general path served this block
+    full = sqdist.sqdist(X, T)
+    v, i = full.min(1)
+    assert torch.equal(idx[:, 0], i) and torch.allclose(dist[:, 0], v, rtol=0, atol=0, equal_nan=True)
+    assert bool(torch.isnan(dist[7, 0])) and bool(torch.isinf(dist[9, 0]))

@@ -326,7 +326,7 @@ SQ_EXPORT void FN(sqdist_direct)(const REAL *X, const REAL *TT, REAL *out, int64
 /* Centre T (P, D) on the mean of its finite rows; Ta = [-2 (T - c), 1, |T - c|^2] (P, D+2),
  * nt (P,), finite (P,) = rows whose 4 nt is finite.  Returns how many are. */
 SQ_EXPORT int64_t FN(prepare_right)(const REAL *T, int64_t P, int64_t D, REAL *c, REAL *Ta, REAL *nt, uint8_t *finite,
-                                    double *acc)
+                                    double *acc, int nthreads)
 {
     int64_t nf = 0;
     for (int64_t j = 0; j < D; j++)
@@ -345,6 +345,8 @@ SQ_EXPORT int64_t FN(prepare_right)(const REAL *T, int64_t P, int64_t D, REAL *c
     for (int64_t j = 0; j < D; j++)
         c[j] = nf ? (REAL)(acc[j] / (double)nf) : (REAL)0;
     int64_t count = 0;
+    /* rows are independent here (the mean above stays sequential): the same bits on any thread count */
+#pragma omp parallel for schedule(static, 64) num_threads(nthreads) if (nthreads > 1) reduction(+ : count)
     for (int64_t i = 0; i < P; i++) {
         double s = 0.0;
         REAL *ta = Ta + i * (D + 2);
@@ -363,11 +365,11 @@ SQ_EXPORT int64_t FN(prepare_right)(const REAL *T, int64_t P, int64_t D, REAL *c
     return count;
 }
 
-/* Xa[:, :D] = X - c, Xa[:, D] = nx = |X - c|^2, Xa[:, D+1] = 1; returns the rows whose 4 nx is not finite. */
-SQ_EXPORT int64_t FN(augment)(const REAL *X, const REAL *c, REAL *Xa, REAL *nx, int64_t n, int64_t D)
+/* Rows lo:hi of augment; returns how many of them are unsafe. */
+static int64_t FN(augment_rows)(const REAL *X, const REAL *c, REAL *Xa, REAL *nx, int64_t lo, int64_t hi, int64_t D)
 {
     int64_t bad = 0;
-    for (int64_t i = 0; i < n; i++) {
+    for (int64_t i = lo; i < hi; i++) {
         double s = 0.0;
         REAL *xa = Xa + i * (D + 2);
         for (int64_t j = 0; j < D; j++) {
@@ -384,56 +386,207 @@ SQ_EXPORT int64_t FN(augment)(const REAL *X, const REAL *c, REAL *Xa, REAL *nx, 
     return bad;
 }
 
-/* Rows lo:hi of gemm_fixup; returns the number of recomputed entries. */
-SQ_CLONES static int64_t FN(fixup_rows)(REAL *restrict d, const REAL *restrict nx, const REAL *restrict tnt, double tau,
-                                        const REAL *restrict X, const REAL *restrict T, int64_t lo, int64_t hi,
-                                        int64_t P, int64_t D)
+/* Xa[:, :D] = X - c, Xa[:, D] = nx = |X - c|^2, Xa[:, D+1] = 1; returns the rows whose 4 nx is not
+ * finite.  Rows are independent (the same bits on any thread count). */
+SQ_EXPORT int64_t FN(augment)(const REAL *X, const REAL *c, REAL *Xa, REAL *nx, int64_t n, int64_t D, int nthreads)
+{
+    int64_t bad = 0;
+    if (nthreads > 1 && n > 1) {
+        const int64_t step = 64;
+#pragma omp parallel for schedule(static) num_threads(nthreads) reduction(+ : bad)
+        for (int64_t lo = 0; lo < n; lo += step)
+            bad += FN(augment_rows)(X, c, Xa, nx, lo, lo + step < n ? lo + step : n, D);
+    } else {
+        bad = FN(augment_rows)(X, c, Xa, nx, 0, n, D);
+    }
+    return bad;
+}
+
+/* The cancellation test of gemm_fixup is "(double)d[i, j] < tau * nx[i] + tnt[j]" in float64.
+ * A block is first screened in REAL against thresholds rounded up (SQ_UP: 1 + 2^-16 for
+ * float32, exactly 1 for float64, where the screen is the test itself): nonnegative terms
+ * rounded up by 2^-16 (FN(up): at least that, subnormals included) and added in float32 (error
+ * 2^-24) stay above the float64 threshold,
+ * so a row that passes the screen has no hit, and only screened rows take the exact test. */
+#define SQ_UP (sizeof(REAL) == 4 ? 1.0 + 0x1p-16 : 1.0)
+
+/* v * SQ_UP converted to REAL rounding up (never below v * SQ_UP, also in the subnormal range). */
+static REAL FN(up)(double v)
+{
+    const double w = v * SQ_UP;
+    const REAL r = (REAL)w;
+    if (!((double)r < w))
+        return r;
+    return sizeof(REAL) == 4 ? (REAL)nextafterf((float)r, INFINITY) : (REAL)nextafter((double)r, INFINITY);
+}
+
+/* tup[j] = tnt[j] rounded up for the screen. */
+static void FN(screen_cols)(const REAL *tnt, REAL *tup, int64_t P)
+{
+    for (int64_t j = 0; j < P; j++)
+        tup[j] = FN(up)((double)tnt[j]);
+}
+
+/* Exact test and direct recomputation of row i (with ti = tau * nx[i]); returns the hits. */
+static int64_t FN(fix_row)(REAL *restrict row, double ti, const REAL *restrict tnt, const REAL *restrict x,
+                           const REAL *restrict T, int64_t P, int64_t D)
+{
+    int64_t hits = 0;
+    for (int64_t j = 0; j < P; j++)
+        hits += (double)row[j] < ti + (double)tnt[j];
+    if (!hits)
+        return 0;
+    for (int64_t j = 0; j < P; j++)
+        if ((double)row[j] < ti + (double)tnt[j]) {
+            double v = 0.0;
+            for (int64_t k = 0; k < D; k++) {
+                const REAL t = x[k] - T[j * D + k];
+                v += t * t;
+            }
+            row[j] = (REAL)v;
+        }
+    return hits;
+}
+
+/* Whether any row[j] < tiu + tup[j] (the screen; branch-free, vectorised). */
+SQ_CLONES static int FN(screen_row)(const REAL *restrict row, REAL tiu, const REAL *restrict tup, int64_t P)
+{
+    int any = 0;
+    for (int64_t j = 0; j < P; j++)
+        any |= row[j] < tiu + tup[j];
+    return any;
+}
+
+/* 32-byte vectors of REAL and of IDX (the same lane count; element alignment: unaligned loads). */
+typedef REAL FN(rvec) __attribute__((vector_size(32), aligned(sizeof(REAL))));
+typedef IDX FN(ivec) __attribute__((vector_size(32), aligned(sizeof(IDX))));
+#define SQ_RL ((int64_t)(32 / sizeof(REAL)))
+
+/* First index of the smallest entry of row (P,), the first NaN if any (as torch.min); scalar. */
+static int64_t FN(argmin_scan)(const REAL *row, int64_t P)
+{
+    int64_t j = 0;
+    for (int64_t k = 1; k < P && row[j] == row[j]; k++)
+        if (row[k] < row[j] || row[k] != row[k])
+            j = k;
+    return j;
+}
+
+/* Smallest entry of row (P,) and the index of its first occurrence, NaN first (as torch's min).
+ * Two vectors of lanes keep (min, first index) with a strict "<"; z collects v - v, which is
+ * NaN only for NaN or infinite entries: then the exact scalar scan decides. */
+SQ_CLONES static REAL FN(row_argmin)(const REAL *restrict row, int64_t P, int64_t *at)
+{
+    const int64_t W = 2 * SQ_RL, PW = P - P % W;
+    if (PW == 0 || (int64_t)(IDX)P != P) {
+        *at = FN(argmin_scan)(row, P);
+        return row[*at];
+    }
+    FN(rvec) a0 = *(const FN(rvec) *)row, a1 = *(const FN(rvec) *)(row + SQ_RL);
+    FN(rvec) z0 = a0 - a0, z1 = a1 - a1;
+    FN(ivec) i0, i1, c0, c1, step;
+    for (int u = 0; u < SQ_RL; u++) {
+        i0[u] = (IDX)u;
+        i1[u] = (IDX)(u + SQ_RL);
+        step[u] = (IDX)W;
+    }
+    c0 = i0;
+    c1 = i1;
+    for (int64_t j = W; j < PW; j += W) {
+        const FN(rvec) v0 = *(const FN(rvec) *)(row + j), v1 = *(const FN(rvec) *)(row + j + SQ_RL);
+        c0 += step;
+        c1 += step;
+        const FN(ivec) m0 = (FN(ivec))(v0 < a0), m1 = (FN(ivec))(v1 < a1);
+        z0 += v0 - v0;
+        z1 += v1 - v1;
+        a0 = (FN(rvec))(((FN(ivec))v0 & m0) | ((FN(ivec))a0 & ~m0));
+        a1 = (FN(rvec))(((FN(ivec))v1 & m1) | ((FN(ivec))a1 & ~m1));
+        i0 = (c0 & m0) | (i0 & ~m0);
+        i1 = (c1 & m1) | (i1 & ~m1);
+    }
+    REAL zz = 0;
+    for (int u = 0; u < SQ_RL; u++)
+        zz += z0[u] + z1[u];
+    for (int64_t j = PW; j < P; j++)
+        zz += row[j] - row[j];
+    if (zz != zz) { /* a NaN or an infinity somewhere */
+        *at = FN(argmin_scan)(row, P);
+        return row[*at];
+    }
+    REAL m = a0[0];
+    int64_t j = i0[0];
+    for (int u = 0; u < SQ_RL; u++) {
+        if (a0[u] < m || (a0[u] == m && i0[u] < j)) {
+            m = a0[u];
+            j = i0[u];
+        }
+        if (a1[u] < m || (a1[u] == m && i1[u] < j)) {
+            m = a1[u];
+            j = i1[u];
+        }
+    }
+    for (int64_t k = PW; k < P; k++)
+        if (row[k] < m) {
+            m = row[k];
+            j = k;
+        }
+    *at = j;
+    return m;
+}
+
+/* Rows lo:hi of gemm_min: the fix-up of each row, then (dmin not NULL) its minimum and first
+ * index; returns the number of recomputed entries. */
+static int64_t FN(fixmin_rows)(REAL *d, const REAL *nx, const REAL *tnt, const REAL *tup, double tau, const REAL *X,
+                               const REAL *T, int64_t lo, int64_t hi, int64_t P, int64_t D, REAL *dmin, int64_t *imin)
 {
     int64_t cnt = 0;
     for (int64_t i = lo; i < hi; i++) {
-        REAL *restrict row = d + i * P;
+        REAL *row = d + i * P;
         const double ti = tau * (double)nx[i];
-        int64_t hits = 0;
-        for (int64_t j = 0; j < P; j++)
-            hits += (double)row[j] < ti + (double)tnt[j];
-        if (!hits)
-            continue;
-        for (int64_t j = 0; j < P; j++)
-            if ((double)row[j] < ti + (double)tnt[j]) {
-                double v = 0.0;
-                for (int64_t k = 0; k < D; k++) {
-                    const REAL t = X[i * D + k] - T[j * D + k];
-                    v += t * t;
-                }
-                row[j] = (REAL)v;
-            }
-        cnt += hits;
+        if (FN(screen_row)(row, FN(up)(ti), tup, P))
+            cnt += FN(fix_row)(row, ti, tnt, X + i * D, T, P, D);
+        if (dmin)
+            dmin[i] = FN(row_argmin)(row, P, imin + i);
     }
     return cnt;
 }
 
-/* Recompute, in place, the entries of a gemm block d (n, P) below tau * nx[i] + tnt[j]
- * by the direct formula; returns how many. */
-SQ_EXPORT int64_t FN(gemm_fixup)(REAL *d, const REAL *nx, const REAL *tnt, double tau, const REAL *X, const REAL *T,
-                                 int64_t n, int64_t P, int64_t D, int nthreads)
+/* Recompute, in place, the entries of a gemm block d (n, P) below tau * nx[i] + tnt[j] by the
+ * direct formula; then (dmin not NULL) every row's minimum dmin (n,) and the index of its first
+ * occurrence imin (n,) (NaN first, as torch.min).  Returns how many entries were recomputed,
+ * or -1 when scratch memory could not be allocated. */
+SQ_EXPORT int64_t FN(gemm_min)(REAL *d, const REAL *nx, const REAL *tnt, double tau, const REAL *X, const REAL *T,
+                               int64_t n, int64_t P, int64_t D, REAL *dmin, int64_t *imin, int nthreads)
 {
+    REAL *tup = (REAL *)malloc((size_t)(P > 0 ? P : 1) * sizeof(REAL));
+    if (!tup)
+        return -1;
+    FN(screen_cols)(tnt, tup, P);
     int64_t cnt = 0;
     if (nthreads > 1 && n > 1) {
         const int64_t step = 16;
 #pragma omp parallel for schedule(static) num_threads(nthreads) reduction(+ : cnt)
         for (int64_t lo = 0; lo < n; lo += step)
-            cnt += FN(fixup_rows)(d, nx, tnt, tau, X, T, lo, lo + step < n ? lo + step : n, P, D);
+            cnt += FN(fixmin_rows)(d, nx, tnt, tup, tau, X, T, lo, lo + step < n ? lo + step : n, P, D, dmin, imin);
     } else {
-        cnt = FN(fixup_rows)(d, nx, tnt, tau, X, T, 0, n, P, D);
+        cnt = FN(fixmin_rows)(d, nx, tnt, tup, tau, X, T, 0, n, P, D, dmin, imin);
     }
+    free(tup);
     return cnt;
+}
+
+/* gemm_min without the minimum. */
+SQ_EXPORT int64_t FN(gemm_fixup)(REAL *d, const REAL *nx, const REAL *tnt, double tau, const REAL *X, const REAL *T,
+                                 int64_t n, int64_t P, int64_t D, int nthreads)
+{
+    return FN(gemm_min)(d, nx, tnt, tau, X, T, n, P, D, NULL, NULL, nthreads);
 }
 
 /* ---------------------------------------------------------------------- */
 /* large D, transposed products: element-wise running (min, second, index) */
 /* ---------------------------------------------------------------------- */
 
-#define SQ_TCHUNK 256
+#define SQ_TCHUNK 2048
 
 /* Running (smallest, second smallest with multiplicity, index of the first smallest) of the
  * columns c0:c0+r of GT (K, ld), element-wise over the columns (vectorised), centres in order. */
@@ -446,7 +599,41 @@ SQ_CLONES static void FN(col_min2)(const REAL *restrict GT, int64_t ld, int64_t 
         m2[i] = (REAL)INFINITY;
         ix[i] = 0;
     }
-    for (int64_t k = 1; k < K; k++) {
+    int64_t k = 1;
+    /* four centres per sweep (in order, so the same result): a quarter of the loads and
+     * stores of the running triple */
+    for (; k + 3 < K; k += 4) {
+        const REAL *restrict g1 = GT + k * ld + c0, *restrict g2 = g1 + ld, *restrict g3 = g2 + ld,
+                             *restrict g4 = g3 + ld;
+        const IDX k1 = (IDX)k, k2 = (IDX)(k + 1), k3 = (IDX)(k + 2), k4 = (IDX)(k + 3);
+        for (int64_t i = 0; i < r; i++) {
+            REAL a = m1[i], b = m2[i];
+            IDX x = ix[i];
+            REAL v = g1[i], hi = v > a ? v : a;
+            b = b < hi ? b : hi;
+            x = v < a ? k1 : x;
+            a = v < a ? v : a;
+            v = g2[i];
+            hi = v > a ? v : a;
+            b = b < hi ? b : hi;
+            x = v < a ? k2 : x;
+            a = v < a ? v : a;
+            v = g3[i];
+            hi = v > a ? v : a;
+            b = b < hi ? b : hi;
+            x = v < a ? k3 : x;
+            a = v < a ? v : a;
+            v = g4[i];
+            hi = v > a ? v : a;
+            b = b < hi ? b : hi;
+            x = v < a ? k4 : x;
+            a = v < a ? v : a;
+            m1[i] = a;
+            m2[i] = b;
+            ix[i] = x;
+        }
+    }
+    for (; k < K; k++) {
         const REAL *restrict gk = GT + k * ld + c0;
         const IDX kk = (IDX)k;
         for (int64_t i = 0; i < r; i++) {
@@ -505,23 +692,38 @@ static double FN(gemm_rows_t)(const REAL *GT, int64_t ld, const REAL *X, const R
 }
 
 /* One block's assignment from its transposed products GT (K, ld) (rows of the block are
- * the columns 0..n-1); sub (S+1,) fixed subgroup boundaries; partials persist across blocks. */
+ * the columns 0..n-1); sub (S+1,) fixed subgroup boundaries; partials persist across blocks.
+ * In the same parallel region, the next block's rows Xn (nn, D) are centred into the
+ * product's left factor xa (nn, D+1) = [Xn - m, 1] (one thread barrier less per block;
+ * plain IEEE subtractions, the same bits as any other way of computing them). */
 SQ_EXPORT int FN(argmin_gemm_t)(const REAL *GT, int64_t ld, const REAL *X, const REAL *m, const REAL *C, int64_t K,
                                 int64_t D, double ncmax, double gamma, const int64_t *sub, int64_t S, int64_t *labels,
-                                REAL *mind, double *psums, int64_t *pcounts, double *pinert, int nthreads)
+                                REAL *mind, double *psums, int64_t *pcounts, double *pinert, const REAL *Xn,
+                                int64_t nn, REAL *xa, int nthreads)
 {
     int err = 0;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (nthreads > 1 && S > 1) reduction(| : err)
-    for (int64_t s = 0; s < S; s++) {
-        REAL *buf = (REAL *)malloc(SQ_TCHUNK * (2 * sizeof(REAL) + sizeof(IDX)));
-        if (!buf) {
-            err = 1;
-            continue;
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1 && (S > 1 || nn > 1)) reduction(| : err)
+    {
+#pragma omp for schedule(dynamic, 1) nowait
+        for (int64_t s = 0; s < S; s++) {
+            REAL *buf = (REAL *)malloc(SQ_TCHUNK * (2 * sizeof(REAL) + sizeof(IDX)));
+            if (!buf) {
+                err = 1;
+                continue;
+            }
+            pinert[s] += FN(gemm_rows_t)(GT, ld, X, m, C, K, D, ncmax, gamma, sub[s], sub[s + 1], labels, mind,
+                                         psums + s * K * D, pcounts + s * K, buf, buf + SQ_TCHUNK,
+                                         (IDX *)(buf + 2 * SQ_TCHUNK));
+            free(buf);
         }
-        pinert[s] += FN(gemm_rows_t)(GT, ld, X, m, C, K, D, ncmax, gamma, sub[s], sub[s + 1], labels, mind,
-                                     psums + s * K * D, pcounts + s * K, buf, buf + SQ_TCHUNK,
-                                     (IDX *)(buf + 2 * SQ_TCHUNK));
-        free(buf);
+#pragma omp for schedule(dynamic, 256)
+        for (int64_t i = 0; i < nn; i++) {
+            REAL *restrict a = xa + i * (D + 1);
+            const REAL *restrict x = Xn + i * D;
+            for (int64_t j = 0; j < D; j++)
+                a[j] = x[j] - m[j];
+            a[D] = 1;
+        }
     }
     return err ? -1 : 0;
 }

@@ -34,7 +34,11 @@ Fast paths
 ``sqdist_small`` -- the direct-formula distance matrix for small ``D`` (faster
     than any product there, exact, never negative).
 ``gemm_fixup`` -- one pass over a gemm block replacing the threshold tensor,
-    mask and ``nonzero`` of the torch path by a test + direct recomputation.
+    mask and ``nonzero`` of the torch path by a test + direct recomputation
+    (C: each row screened in its dtype first, the exact float64 test only where
+    the screen flags it).
+``gemm_min`` -- ``gemm_fixup`` and every row's minimum and first index in the
+    same pass (``sqdist.nearest`` on the product path, no ``min`` pass).
 ``prepare_right`` / ``augment`` / ``gemm_product`` -- the distance matrix's
     product path: two compiled passes around one ``torch.mm`` (the same values
     as the torch path).  Every matrix product goes through torch, on torch's
@@ -69,6 +73,7 @@ __all__ = [
     "augment",
     "gemm_product",
     "gemm_fixup",
+    "gemm_min",
     "numpy_view",
     "update_assign",
     "update_assign_supports",
@@ -103,7 +108,11 @@ BLOCK_BYTES = 64 << 20
 # the C kernels' large-D path: bytes of one block of transposed products (the
 # product and the argmin pass run on the same pool, so a hand-over is cheap and
 # the block can stay in the last-level cache), rows per subgroup
-C_BLOCK_BYTES = 16 << 20  # 1, 4, 16, 64 MiB measured alike (+-10%, loaded 2-core EPYC); 16 MiB the best there
+# (100000, 128, 1024), float32, ms per step, 2-core EPYC, 8 / 16 / 32 / 64 MiB: 2 threads, quiet 518 / 486 /
+# 497 (min 477, as 16 MiB) / 551, the bare product (fresh) 527; load average ~2.5 (every block's two thread
+# hand-overs cost milliseconds there) 2072 / 1508 / 1268 / 1073, the product 1007; 1 thread (N = 5e4)
+# - / 442 / 444 / 463: 32 MiB (at most half the budget, below)
+C_BLOCK_BYTES = 32 << 20
 _C_SUBGROUP_ROWS = 2048
 # up to this many features the C kernels' large-K step computes its products itself, a
 # cache-resident chunk of rows at a time (registers hold 2 vectors of rows x 4 centres; the
@@ -501,9 +510,10 @@ def _assign_gemm_transposed(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Te
     """The C kernels' large-D step: per block of rows, the transposed products
     ``[-2 c_c, |c_c|^2] @ [x_c, 1].T`` (K, r) by one ``torch.mm`` on torch's
     pool, then one parallel C pass on the same pool: an element-wise running
-    (min, second min, index) over the rows (as numba's chunked kernel) and the
-    exact near-tie re-check.  Subgroups (fixed by the shape and budget) keep
-    the result independent of the thread count."""
+    (min, second min, index) over the rows (as numba's chunked kernel), the
+    exact near-tie re-check and the centring of the next block's rows (two
+    thread hand-overs per block).  Subgroups (fixed by the shape and budget)
+    keep the result independent of the thread count."""
     n, D = X.shape
     K = C.shape[0]
     Xn = _np(X)
@@ -516,17 +526,19 @@ def _assign_gemm_transposed(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Te
     pcounts = np.zeros((S, K), dtype=np.int64)
     pinert = np.zeros(S, dtype=np.float64)
     gflat = torch.empty(K * nb, dtype=X.dtype)  # (K, r) transposed products of a block, reused
-    xbuf = torch.empty((nb, D + 1), dtype=X.dtype)  # (nb, D+1) rows [x_c, 1], reused
+    xbuf = np.empty((nb, D + 1), dtype=Xn.dtype)  # (nb, D+1) rows [x_c, 1], reused
     xbuf[:, D] = 1
-    Xt, mt = torch.from_numpy(Xn), torch.from_numpy(mn)
+    e0 = min(n, nb)
+    np.subtract(Xn[:e0], mn, out=xbuf[:e0, :D])  # the first block's rows; later ones: in the C pass
+    xt = torch.from_numpy(xbuf)
     for s in range(0, n, nb):
         e = min(n, s + nb)
         r = e - s
-        torch.sub(Xt[s:e], mt, out=xbuf[:r, :D])
-        g = torch.mm(CaT, xbuf[:r].T, out=gflat[: K * r].view(K, r))  # (K, r)
+        g = torch.mm(CaT, xt[:r].T, out=gflat[: K * r].view(K, r))  # (K, r)
         sub = np.linspace(0, r, S + 1).round().astype(np.int64)
+        # the C pass also centres the next block's rows into xbuf (its products are done)
         _ckernels.argmin_accumulate_gemm_t(g.numpy(), Xn[s:e], mn, Cn, ncmax, gamma, sub, labels[s:e], mind[s:e],
-                                           psums, pcounts, pinert)
+                                           psums, pcounts, pinert, Xn[e : min(n, e + nb)], xbuf)
     sums, counts, inertia = _combine(psums, pcounts, pinert)
     return labels_t, mind_t, sums, counts, inertia
 
@@ -585,3 +597,12 @@ def gemm_fixup(d: torch.Tensor, nx: torch.Tensor, tnt: torch.Tensor, tau: float,
     """Recompute, in place, the entries of a gemm block ``d`` (n, P) that are
     below ``tau * nx[i] + tnt[j]`` (``tnt = tau * nt``); returns how many were recomputed."""
     return int(kernels().gemm_fixup(d.numpy(), _np(nx), _np(tnt), float(tau), _np(X), _np(T)))
+
+
+def gemm_min(d: torch.Tensor, nx: torch.Tensor, tnt: torch.Tensor, tau: float, X: torch.Tensor, T: torch.Tensor,
+             dmin: torch.Tensor, imin: torch.Tensor) -> int:
+    """:func:`gemm_fixup` of a gemm block ``d`` (n, P), then every row's smallest entry into
+    ``dmin`` (n,) and the index of its first occurrence into ``imin`` (n,, int64) -- the
+    values of ``d.min(1)`` without a second pass over the block; returns gemm_fixup's count."""
+    return int(kernels().gemm_min(d.numpy(), _np(nx), _np(tnt), float(tau), _np(X), _np(T), dmin.numpy(),
+                                  imin.numpy()))

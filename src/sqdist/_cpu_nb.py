@@ -500,3 +500,26 @@ def gemm_fixup(d, nx, tnt, tau, X, T):  # pragma: no cover
                     d[i, j] = v
             cnt += hits
     return cnt
+
+
+@njit(parallel=True, **_OPTS)
+def gemm_min(d, nx, tnt, tau, X, T, dmin, imin):  # pragma: no cover
+    """:func:`gemm_fixup` of a gemm block d (n, P), then every row's smallest entry
+    ``dmin[i]`` and the index of its first occurrence ``imin[i]`` (NaN first, as
+    ``torch.min``): the nearest row of T without a second pass over the block.
+    Returns the number of recomputed entries."""
+    cnt = gemm_fixup(d, nx, tnt, tau, X, T)
+    n, P = d.shape
+    for i in prange(n):
+        m = d[i, 0]
+        at = 0
+        for j in range(1, P):
+            v = d[i, j]
+            if m != m:
+                break
+            if v < m or v != v:
+                m = v
+                at = j
+        dmin[i] = m
+        imin[i] = at
+    return cnt
