@@ -602,6 +602,28 @@ def test_nearest_nan_semantics():
     assert i[:2].ravel().tolist() == [1, 0] and np.isnan(d[2, 0])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nearest_small_d_row_minimum_equals_min_of_the_matrix(dtype):
+    """Small D (the direct formula): the row minimum is one compiled pass; its values, indices,
+    ties (first index) and NaN (first NaN, as torch.min) are those of sqdist(X, T).min(1), also
+    with enough rows for the parallel pass."""
+    rng = np.random.default_rng(5)
+    T = np.round(rng.normal(size=(9, 3)), 1).astype(dtype)
+    T[4] = T[2]  # a duplicated row: exact ties
+    X = np.round(rng.normal(size=(30000, 3)), 1).astype(dtype)
+    X[:50] = T[rng.integers(0, 9, 50)]  # exact zeros
+    X[60, 1] = np.nan  # a NaN row: NaN with index 0
+    T2 = T.copy()
+    T2[6, 0] = np.nan  # a NaN column: every row's minimum is NaN, at index 6
+    for Tc in (T, T2):
+        d, i = sqdist.nearest(torch.from_numpy(X), torch.from_numpy(Tc))
+        v, j = sqdist.sqdist(torch.from_numpy(X), torch.from_numpy(Tc)).min(1, keepdim=True)
+        assert torch.equal(i, j)
+        np.testing.assert_array_equal(d.numpy(), v.numpy())  # NaN where NaN
+    d, i = sqdist.nearest(X, T)  # NumPy in, NumPy out, the same
+    assert isinstance(d, np.ndarray) and (d[:50] == 0).all() and np.isnan(d[60, 0]) and i[60, 0] == 0
+
+
 def test_nearest_bad_inputs():
     with pytest.raises(SqdistError, match="2-D"):
         sqdist.nearest(np.ones((2, 3, 2)), np.ones((3, 2)))

@@ -74,6 +74,7 @@ __all__ = [
     "gemm_product",
     "gemm_fixup",
     "gemm_min",
+    "row_min",
     "numpy_view",
     "update_assign",
     "update_assign_supports",
@@ -597,6 +598,16 @@ def gemm_fixup(d: torch.Tensor, nx: torch.Tensor, tnt: torch.Tensor, tau: float,
     """Recompute, in place, the entries of a gemm block ``d`` (n, P) that are
     below ``tau * nx[i] + tnt[j]`` (``tnt = tau * nt``); returns how many were recomputed."""
     return int(kernels().gemm_fixup(d.numpy(), _np(nx), _np(tnt), float(tau), _np(X), _np(T)))
+
+
+def row_min(d: torch.Tensor, dmin: torch.Tensor, imin: torch.Tensor) -> None:
+    """Every row's smallest entry of ``d`` (n, P) into ``dmin`` (n,) and the index of its first
+    occurrence into ``imin`` (n,, int64), NaN first -- the values of ``d.min(1)`` in one parallel
+    pass (torch's ``min(1)`` over few columns measured 40 ms for 10^6 x 8): :func:`gemm_min`
+    with nothing to fix (zero thresholds)."""
+    n, P = d.shape
+    z = np.zeros(max(n, P), dtype=_np(d).dtype)
+    kernels().gemm_min(_np(d), z[:n], z[:P], 0.0, z[:n].reshape(n, 1), z[:P].reshape(P, 1), _np(dmin), _np(imin))
 
 
 def gemm_min(d: torch.Tensor, nx: torch.Tensor, tnt: torch.Tensor, tau: float, X: torch.Tensor, T: torch.Tensor,

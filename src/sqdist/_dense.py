@@ -254,7 +254,10 @@ def nearest_rows(X: torch.Tensor, T: torch.Tensor, k: int, backend: str, budget:
             d = _cpu_kernels.sqdist_small(Xd, Td, torch.empty((Xd.shape[0], P), dtype=cdtype))  # (n, P)
         else:
             d = gemm_rows(X[sl], prep, None, budget)  # (n, P)
-        if k == 1:
+        if k == 1 and direct and _compiled(Td, cdtype):  # one compiled pass, the values of min(1)
+            v, j = torch.empty((d.shape[0], 1), dtype=cdtype), idx[sl]
+            _cpu_kernels.row_min(d, v.view(-1), j.view(-1))
+        elif k == 1:
             v, j = d.min(dim=1, keepdim=True)  # first index on ties
         else:
             v, j = torch.topk(d, k, dim=1, largest=False, sorted=True)
