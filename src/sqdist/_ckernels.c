@@ -9,7 +9,10 @@
  *
  * Floating point: compiled without fast-math and with -ffp-contract=off, so the
  * instruction-set clones (SQ_CLONES) give the same bits; reductions that must
- * vectorise use fixed lanes instead of reassociation.
+ * vectorise use fixed lanes instead of reassociation.  The one exception,
+ * SQ_FMA_CLONES, computes products that only screen candidates within an error
+ * bound (an FMA's error is within a multiply and an add's): every result is
+ * computed afterwards by the direct formula, the same bits on every clone.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -21,8 +24,13 @@
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(SQ_NO_CLONES)
 #define SQ_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+/* Screening products only (their values never reach a result, see fused_min2): fused
+ * multiply-adds on x86-64-v3/v4 (AVX2 + FMA, AVX-512), mul + add elsewhere. */
+#define SQ_FMA_CLONES                                                                                                  \
+    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"), optimize("fp-contract=fast")))
 #else
 #define SQ_CLONES
+#define SQ_FMA_CLONES
 #endif
 #define SQ_EXPORT __attribute__((visibility("default")))
 

@@ -738,7 +738,8 @@ typedef REAL FN(vec) __attribute__((vector_size(32), aligned(sizeof(REAL))));
 static const int64_t FN(VL) = 32 / sizeof(REAL);
 
 /* e_k of row i of a chunk: sum_j A[k, j] * xt[j, i] over j = 0..D (xt[D, i] = 1), in the
- * order of the fused loop below (the same bits). */
+ * order of the fused loop below (its bits, or within the same error bound where that loop
+ * fuses multiply-adds: either bounds the candidates of a near tie alike). */
 static REAL FN(e_of)(const REAL *A, int64_t D, int64_t k, const REAL *xt, int64_t i)
 {
     const REAL *a = A + k * (D + 1);
@@ -749,8 +750,11 @@ static REAL FN(e_of)(const REAL *A, int64_t D, int64_t k, const REAL *xt, int64_
 }
 
 /* One chunk of r rows, transposed and centred in xt (D+1, SQ_FCHUNK): the running
- * (min, second min, index) of e_k over the centres, four centres per sweep. */
-SQ_CLONES static void FN(fused_min2)(const REAL *restrict A, int64_t K, int64_t D, const REAL *restrict xt, int64_t r,
+ * (min, second min, index) of e_k over the centres, four centres per sweep.  The e_k only
+ * screen: the label is the index of the smallest when the second smallest is beyond the
+ * error bound (gamma covers these products with or without fused multiply-adds), else the
+ * direct formula decides among the candidates; distances are always the direct formula's. */
+SQ_FMA_CLONES static void FN(fused_min2)(const REAL *restrict A, int64_t K, int64_t D, const REAL *restrict xt, int64_t r,
                                      REAL *restrict acc, REAL *restrict m1, REAL *restrict m2, IDX *restrict ix)
 {
     for (int64_t i = 0; i < r; i++) {
