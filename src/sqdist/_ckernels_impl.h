@@ -588,6 +588,16 @@ SQ_EXPORT int64_t FN(gemm_fixup)(REAL *d, const REAL *nx, const REAL *tnt, doubl
 
 #define SQ_TCHUNK 2048
 
+/* One centre's value v (index k) into a running (smallest a, second smallest b with
+ * multiplicity, index x of the first smallest). */
+static inline __attribute__((always_inline)) void FN(min2_step)(REAL v, IDX k, REAL *a, REAL *b, IDX *x)
+{
+    const REAL hi = v > *a ? v : *a;
+    *b = *b < hi ? *b : hi;
+    *x = v < *a ? k : *x;
+    *a = v < *a ? v : *a;
+}
+
 /* Running (smallest, second smallest with multiplicity, index of the first smallest) of the
  * columns c0:c0+r of GT (K, ld), element-wise over the columns (vectorised), centres in order. */
 SQ_CLONES static void FN(col_min2)(const REAL *restrict GT, int64_t ld, int64_t K, int64_t c0, int64_t r,
@@ -609,25 +619,10 @@ SQ_CLONES static void FN(col_min2)(const REAL *restrict GT, int64_t ld, int64_t 
         for (int64_t i = 0; i < r; i++) {
             REAL a = m1[i], b = m2[i];
             IDX x = ix[i];
-            REAL v = g1[i], hi = v > a ? v : a;
-            b = b < hi ? b : hi;
-            x = v < a ? k1 : x;
-            a = v < a ? v : a;
-            v = g2[i];
-            hi = v > a ? v : a;
-            b = b < hi ? b : hi;
-            x = v < a ? k2 : x;
-            a = v < a ? v : a;
-            v = g3[i];
-            hi = v > a ? v : a;
-            b = b < hi ? b : hi;
-            x = v < a ? k3 : x;
-            a = v < a ? v : a;
-            v = g4[i];
-            hi = v > a ? v : a;
-            b = b < hi ? b : hi;
-            x = v < a ? k4 : x;
-            a = v < a ? v : a;
+            FN(min2_step)(g1[i], k1, &a, &b, &x);
+            FN(min2_step)(g2[i], k2, &a, &b, &x);
+            FN(min2_step)(g3[i], k3, &a, &b, &x);
+            FN(min2_step)(g4[i], k4, &a, &b, &x);
             m1[i] = a;
             m2[i] = b;
             ix[i] = x;
@@ -636,14 +631,8 @@ SQ_CLONES static void FN(col_min2)(const REAL *restrict GT, int64_t ld, int64_t 
     for (; k < K; k++) {
         const REAL *restrict gk = GT + k * ld + c0;
         const IDX kk = (IDX)k;
-        for (int64_t i = 0; i < r; i++) {
-            const REAL v = gk[i], a = m1[i];
-            const int lt = v < a;
-            const REAL hi = v > a ? v : a;
-            m2[i] = m2[i] < hi ? m2[i] : hi;
-            m1[i] = lt ? v : a;
-            ix[i] = lt ? kk : ix[i];
-        }
+        for (int64_t i = 0; i < r; i++)
+            FN(min2_step)(gk[i], kk, m1 + i, m2 + i, ix + i);
     }
 }
 
