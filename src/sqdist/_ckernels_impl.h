@@ -722,6 +722,7 @@ SQ_EXPORT int FN(argmin_gemm_t)(const REAL *GT, int64_t ld, const REAL *X, const
 /* ---------------------------------------------------------------------- */
 
 #define SQ_FCHUNK 128
+#define SQ_FCENTRES 6 /* centres per sweep of the fused step */
 /* 32-byte vectors of REAL (GCC vector extensions; element alignment, so loads may be unaligned) */
 typedef REAL FN(vec) __attribute__((vector_size(32), aligned(sizeof(REAL))));
 static const int64_t FN(VL) = 32 / sizeof(REAL);
@@ -739,7 +740,7 @@ static REAL FN(e_of)(const REAL *A, int64_t D, int64_t k, const REAL *xt, int64_
 }
 
 /* One chunk of r rows, transposed and centred in xt (D+1, SQ_FCHUNK): the running
- * (min, second min, index) of e_k over the centres, four centres per sweep.  The e_k only
+ * (min, second min, index) of e_k over the centres, SQ_FCENTRES centres per sweep.  The e_k only
  * screen: the label is the index of the smallest when the second smallest is beyond the
  * error bound (gamma covers these products with or without fused multiply-adds), else the
  * direct formula decides among the candidates; distances are always the direct formula's. */
@@ -751,51 +752,59 @@ SQ_FMA_CLONES static void FN(fused_min2)(const REAL *restrict A, int64_t K, int6
         m2[i] = (REAL)INFINITY;
         ix[i] = -1;
     }
-    REAL *restrict a0 = acc, *restrict a1 = acc + SQ_FCHUNK, *restrict a2 = acc + 2 * SQ_FCHUNK,
-                   *restrict a3 = acc + 3 * SQ_FCHUNK;
-    for (int64_t k0 = 0; k0 < K; k0 += 4) {
-        const int64_t nk = K - k0 < 4 ? K - k0 : 4;
-        const REAL *c0 = A + k0 * (D + 1);
-        const REAL *c1 = nk > 1 ? c0 + (D + 1) : c0, *c2 = nk > 2 ? c0 + 2 * (D + 1) : c0,
-                   *c3 = nk > 3 ? c0 + 3 * (D + 1) : c0;
-        /* 2 vectors of rows x 4 centres of accumulators stay in registers over the features */
+    for (int64_t k0 = 0; k0 < K; k0 += SQ_FCENTRES) {
+        const int64_t nk = K - k0 < SQ_FCENTRES ? K - k0 : SQ_FCENTRES;
+        const REAL *c[SQ_FCENTRES];
+        for (int64_t u = 0; u < SQ_FCENTRES; u++) /* past K: the first centre again (not read back) */
+            c[u] = A + (k0 + (u < nk ? u : 0)) * (D + 1);
+        /* 2 vectors of rows x 6 centres of accumulators stay in registers over the features */
         for (int64_t i0 = 0; i0 < r; i0 += 2 * FN(VL)) {
             FN(vec) xa = *(const FN(vec) *)(xt + i0), xb = *(const FN(vec) *)(xt + i0 + FN(VL));
-            FN(vec) p0 = c0[0] * xa, q0 = c0[0] * xb, p1 = c1[0] * xa, q1 = c1[0] * xb;
-            FN(vec) p2 = c2[0] * xa, q2 = c2[0] * xb, p3 = c3[0] * xa, q3 = c3[0] * xb;
+            FN(vec) p0 = c[0][0] * xa, q0 = c[0][0] * xb, p1 = c[1][0] * xa, q1 = c[1][0] * xb;
+            FN(vec) p2 = c[2][0] * xa, q2 = c[2][0] * xb, p3 = c[3][0] * xa, q3 = c[3][0] * xb;
+            FN(vec) p4 = c[4][0] * xa, q4 = c[4][0] * xb, p5 = c[5][0] * xa, q5 = c[5][0] * xb;
             for (int64_t j = 1; j <= D; j++) {
                 const REAL *xj = xt + j * SQ_FCHUNK + i0;
                 xa = *(const FN(vec) *)xj;
                 xb = *(const FN(vec) *)(xj + FN(VL));
-                p0 += c0[j] * xa;
-                q0 += c0[j] * xb;
-                p1 += c1[j] * xa;
-                q1 += c1[j] * xb;
-                p2 += c2[j] * xa;
-                q2 += c2[j] * xb;
-                p3 += c3[j] * xa;
-                q3 += c3[j] * xb;
+                p0 += c[0][j] * xa;
+                q0 += c[0][j] * xb;
+                p1 += c[1][j] * xa;
+                q1 += c[1][j] * xb;
+                p2 += c[2][j] * xa;
+                q2 += c[2][j] * xb;
+                p3 += c[3][j] * xa;
+                q3 += c[3][j] * xb;
+                p4 += c[4][j] * xa;
+                q4 += c[4][j] * xb;
+                p5 += c[5][j] * xa;
+                q5 += c[5][j] * xb;
             }
-            *(FN(vec) *)(a0 + i0) = p0;
-            *(FN(vec) *)(a0 + i0 + FN(VL)) = q0;
-            *(FN(vec) *)(a1 + i0) = p1;
-            *(FN(vec) *)(a1 + i0 + FN(VL)) = q1;
-            *(FN(vec) *)(a2 + i0) = p2;
-            *(FN(vec) *)(a2 + i0 + FN(VL)) = q2;
-            *(FN(vec) *)(a3 + i0) = p3;
-            *(FN(vec) *)(a3 + i0 + FN(VL)) = q3;
+            const FN(vec) res[2 * SQ_FCENTRES] = {p0, q0, p1, q1, p2, q2, p3, q3, p4, q4, p5, q5};
+            for (int64_t u = 0; u < SQ_FCENTRES; u++) {
+                *(FN(vec) *)(acc + u * SQ_FCHUNK + i0) = res[2 * u];
+                *(FN(vec) *)(acc + u * SQ_FCHUNK + i0 + FN(VL)) = res[2 * u + 1];
+            }
         }
-        for (int64_t u = 0; u < nk; u++) {
-            const REAL *restrict au = acc + u * SQ_FCHUNK;
-            const IDX kk = (IDX)(k0 + u);
+        if (nk == SQ_FCENTRES) { /* a row's running triple in registers over the sweep's centres (vectorised) */
+            const IDX kk = (IDX)k0;
             for (int64_t i = 0; i < r; i++) {
-                const REAL v = au[i], a = m1[i];
-                const int lt = v < a;
-                const REAL hi = v > a ? v : a;
-                m2[i] = m2[i] < hi ? m2[i] : hi;
-                m1[i] = lt ? v : a;
-                ix[i] = lt ? kk : ix[i];
+                REAL a = m1[i], b = m2[i];
+                IDX x = ix[i];
+                FN(min2_step)(acc[i], kk, &a, &b, &x);
+                FN(min2_step)(acc[SQ_FCHUNK + i], kk + 1, &a, &b, &x);
+                FN(min2_step)(acc[2 * SQ_FCHUNK + i], kk + 2, &a, &b, &x);
+                FN(min2_step)(acc[3 * SQ_FCHUNK + i], kk + 3, &a, &b, &x);
+                FN(min2_step)(acc[4 * SQ_FCHUNK + i], kk + 4, &a, &b, &x);
+                FN(min2_step)(acc[5 * SQ_FCHUNK + i], kk + 5, &a, &b, &x);
+                m1[i] = a;
+                m2[i] = b;
+                ix[i] = x;
             }
+        } else {
+            for (int64_t u = 0; u < nk; u++)
+                for (int64_t i = 0; i < r; i++)
+                    FN(min2_step)(acc[u * SQ_FCHUNK + i], (IDX)(k0 + u), m1 + i, m2 + i, ix + i);
         }
     }
 }
@@ -805,7 +814,7 @@ static double FN(fused_rows)(const REAL *X, const REAL *m, const REAL *A, const 
                              double ncmax, double gamma, int64_t lo, int64_t hi, int64_t *labels, REAL *mind,
                              double *psums, int64_t *pcounts, REAL *buf)
 {
-    REAL *xt = buf, *acc = xt + (D + 1) * SQ_FCHUNK, *m1 = acc + 4 * SQ_FCHUNK, *m2 = m1 + SQ_FCHUNK;
+    REAL *xt = buf, *acc = xt + (D + 1) * SQ_FCHUNK, *m1 = acc + SQ_FCENTRES * SQ_FCHUNK, *m2 = m1 + SQ_FCHUNK;
     IDX *ix = (IDX *)(m2 + SQ_FCHUNK);
     double nxs[SQ_FCHUNK];
     double total = 0.0;
@@ -859,7 +868,7 @@ SQ_EXPORT int FN(assign_fused)(const REAL *X, const REAL *m, const REAL *A, cons
                                double ncmax, double gamma, const int64_t *bounds, int64_t G, int64_t *labels,
                                REAL *mind, double *psums, int64_t *pcounts, double *pinert, int nthreads)
 {
-    const size_t bytes = (size_t)SQ_FCHUNK * (((size_t)D + 1 + 6) * sizeof(REAL) + sizeof(IDX));
+    const size_t bytes = (size_t)SQ_FCHUNK * (((size_t)D + 1 + SQ_FCENTRES + 2) * sizeof(REAL) + sizeof(IDX));
     int err = 0;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (nthreads > 1 && G > 1) reduction(| : err)
     for (int64_t g = 0; g < G; g++) {
