@@ -116,8 +116,10 @@ BLOCK_BYTES = 64 << 20
 C_BLOCK_BYTES = 32 << 20
 _C_SUBGROUP_ROWS = 2048
 # up to this many features the C kernels' large-K step computes its products itself, a
-# cache-resident chunk of rows at a time (registers hold 2 vectors of rows x 4 centres; the
-# products are never stored); beyond, torch.mm blocks win on one thread.  Loaded 2-core EPYC,
+# cache-resident chunk of rows at a time (registers hold 2 vectors of rows x 6 centres; the
+# products are never stored); beyond, torch.mm blocks win on one thread (quiet re-check with
+# the FMA screening, 2 threads, ms fused / blocks: (2e5, 64, 256) 174 / 181 before it, (1e5, 96,
+# 256) 110 / 120, (1e5, 128, 256) 148 / 150, (1e5, 128, 1024) 539 / 500: 64 kept).  Loaded 2-core EPYC,
 # float32, ms fused / torch.mm blocks / numba chunked, 1 thread: (8192, 16, 1024) 32.5 / 46.5 /
 # 32.6, (2e4, 32, 256) 40.1 / 44.1 / 35.0, (2e4, 64, 64) 25.6 / 29.1 / 18.8, (2e4, 128, 256)
 # 141 / 114 / 99; 2 threads: 43.7 / 184 / 36.1, 36.8 / 108 / 37.5, 23.4 / 66.3 / 20.0,
@@ -489,7 +491,7 @@ def _assign_gemm_blocks(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor
 def _assign_fused(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor, budget: int):
     """The C kernels' large-D step in one parallel region: every thread takes fixed row
     groups and, a cache-resident chunk of rows at a time, computes the products with the
-    centres in C (four centres per sweep, never stored), the running (min, second min,
+    centres in C (six centres per sweep, never stored), the running (min, second min,
     index) and the exact near-tie re-check (see :func:`sqdist._ckernels.assign_accumulate_fused`)."""
     n, D = X.shape
     K = C.shape[0]
