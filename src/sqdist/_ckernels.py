@@ -53,7 +53,6 @@ __all__ = [
     "assign_accumulate_direct",
     "assign_accumulate_direct_serial",
     "update_assign_direct",
-    "argmin_accumulate_gemm",
     "argmin_accumulate_gemm_t",
     "assign_accumulate_fused",
     "sqdist_direct",
@@ -65,7 +64,7 @@ __all__ = [
 ]
 
 # must equal SQ_ABI in _ckernels.c (a stale build of an older source is refused)
-ABI = 6
+ABI = 7
 # row passes over at least this many elements (augment, prepare_right) run on the pool: 2-core EPYC,
 # 4096 x 128 float32 augment 1.8 ms serial (quiet), a thread hand-over ~0.02 ms quiet, milliseconds loaded
 _PARALLEL_ROWS_WORK = 1 << 18
@@ -75,7 +74,6 @@ _P, _I, _D, _N = ctypes.c_void_p, ctypes.c_int, ctypes.c_double, ctypes.c_int64
 _SIGNATURES = {
     "assign_direct": (_I, [_P, _P, _N, _N, _P, _N, _N, _P, _P, _P, _P, _P, _I]),
     "update_assign": (_N, [_P, _N, _P, _N, _N, _P, _P, _N, _P, _P, _P, _P, _P, _P]),
-    "argmin_gemm": (None, [_P, _P, _P, _P, _N, _N, _D, _D, _P, _N, _P, _P, _P, _P, _P, _I]),
     "argmin_gemm_t": (_I, [_P, _N, _P, _P, _P, _N, _N, _D, _D, _P, _N, _P, _P, _P, _P, _P, _P, _N, _P, _I]),
     "assign_fused": (_I, [_P, _P, _P, _P, _N, _N, _D, _D, _P, _N, _P, _P, _P, _P, _P, _I]),
     "sqdist_direct": (None, [_P, _P, _P, _N, _N, _N, _I]),
@@ -222,12 +220,6 @@ def update_assign_direct(X, C, sums, counts, chunk, labels, mind) -> tuple:
                                     _p(Cn), _p(psums), _p(pcounts), _p(stats))
     _check(empty)
     return Cn, float(stats[0]), float(stats[1]), psums, pcounts, float(stats[2]), int(empty)
-
-
-def argmin_accumulate_gemm(Gm, X, m, C, ncmax, gamma, sub, labels, mind, psums, pcounts, pinert) -> None:
-    """Assign one block's rows from their products Gm (n, K) with the exact near-tie re-check (see _cpu_nb)."""
-    _fn("argmin_gemm", X)(_p(Gm), _p(X), _p(m), _p(C), C.shape[0], X.shape[1], float(ncmax), float(gamma), _p(sub),
-                          sub.shape[0] - 1, _p(labels), _p(mind), _p(psums), _p(pcounts), _p(pinert), _threads())
 
 
 def argmin_accumulate_gemm_t(GT, X, m, C, ncmax, gamma, sub, labels, mind, psums, pcounts, pinert, Xnext,

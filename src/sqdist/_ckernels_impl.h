@@ -15,6 +15,27 @@
 /* small D: direct formula, fused assign + accumulate                      */
 /* ---------------------------------------------------------------------- */
 
+/* Row x (D,) joins cluster bk at squared distance best: its label, distance, count and sums;
+ * returns best (the caller's inertia). */
+static inline double FN(take)(const REAL *restrict x, int64_t D, int64_t bk, double best, int64_t *label, REAL *mind,
+                              int64_t *restrict pcounts, double *restrict psums)
+{
+    *label = bk;
+    *mind = (REAL)best;
+    pcounts[bk] += 1;
+    double *ps = psums + bk * D;
+    for (int64_t j = 0; j < D; j++)
+        ps[j] += x[j];
+    return best;
+}
+
+/* A near tie (or a non-finite product): the nearest of the centres whose screening product is
+ * within lim -- every centre when lim is not finite -- by the direct formula, ties to the lower
+ * index; *best its distance.  Centre k's product is e[k * es], or (e NULL) e_of's of row xi of
+ * the fused step's chunk xt. */
+static int64_t FN(near_tie)(const REAL *x, const REAL *C, int64_t K, int64_t D, double lim, const REAL *e, int64_t es,
+                            const REAL *A, const REAL *xt, int64_t xi, double *best);
+
 /* Rows lo:hi of the direct assign + accumulate; returns their float64 inertia.
  * chunk rows at a time are transposed into xt (D, chunk); every loop then runs
  * element-wise over the chunk's rows (vectorised): the distance to centre k
@@ -60,18 +81,8 @@ SQ_CLONES static double FN(assign_rows)(const REAL *restrict X, const REAL *rest
                 }
             }
         }
-        for (int64_t i = 0; i < r; i++) {
-            const int64_t bk = ix[i];
-            const REAL best = m1[i];
-            labels[s + i] = bk;
-            mind[s + i] = best;
-            acc += best;
-            pcounts[bk] += 1;
-            double *ps = psums + bk * D;
-            const REAL *x = X + (s + i) * D;
-            for (int64_t j = 0; j < D; j++)
-                ps[j] += x[j];
-        }
+        for (int64_t i = 0; i < r; i++)
+            acc += FN(take)(X + (s + i) * D, D, ix[i], (double)m1[i], labels + s + i, mind + s + i, pcounts, psums);
     }
     return acc;
 }
@@ -197,92 +208,6 @@ SQ_CLONES static double FN(centred_norm)(const REAL *restrict x, const REAL *res
         acc += t * t;
     }
     return acc;
-}
-
-/* Smallest entry of e (K,) over 16 lanes (any order gives the same minimum of finite values). */
-SQ_CLONES static REAL FN(row_min)(const REAL *restrict e, int64_t K)
-{
-    REAL a[16];
-    for (int u = 0; u < 16; u++)
-        a[u] = e[0];
-    const int64_t K16 = K - K % 16;
-    for (int64_t k = 0; k < K16; k += 16)
-        for (int u = 0; u < 16; u++) {
-            const REAL v = e[k + u];
-            a[u] = v < a[u] ? v : a[u];
-        }
-    REAL m = a[0];
-    for (int u = 1; u < 16; u++)
-        m = a[u] < m ? a[u] : m;
-    for (int64_t k = K16; k < K; k++)
-        m = e[k] < m ? e[k] : m;
-    return m;
-}
-
-/* How many e_k are <= lim (count[0]) and the sum of their indices (count[1]); branch-free. */
-SQ_CLONES static void FN(candidates)(const REAL *restrict e, int64_t K, double lim, int64_t *count)
-{
-    int64_t cnt = 0, isum = 0;
-    for (int64_t k = 0; k < K; k++) {
-        const int64_t h = (double)e[k] <= lim;
-        cnt += h;
-        isum += k * h;
-    }
-    count[0] = cnt;
-    count[1] = isum;
-}
-
-/* Subgroup rows lo:hi of one gemm block: Gm (n, K) products e_k, X (n, D) the block's rows. */
-static double FN(gemm_rows)(const REAL *Gm, const REAL *X, const REAL *m, const REAL *C, int64_t K, int64_t D,
-                            double ncmax, double gamma, int64_t lo, int64_t hi, int64_t *labels, REAL *mind,
-                            double *psums, int64_t *pcounts)
-{
-    double acc = 0.0;
-    for (int64_t i = lo; i < hi; i++) {
-        const REAL *x = X + i * D, *e = Gm + i * K;
-        const double nx = FN(centred_norm)(x, m, D);
-        const double lim = (double)FN(row_min)(e, K) + 2.0 * gamma * (nx + ncmax);
-        int64_t cand[2];
-        FN(candidates)(e, K, lim, cand);
-        int64_t bk;
-        double best;
-        if (cand[0] == 1) {
-            bk = cand[1];
-            best = FN(dist_row)(x, C + bk * D, D);
-        } else { /* a near tie or a non-finite product: the direct formula decides */
-            const int every = !(lim < INFINITY);
-            bk = -1;
-            best = 0.0;
-            for (int64_t k = 0; k < K; k++)
-                if (every || (double)e[k] <= lim) {
-                    const double dk = FN(dist_row)(x, C + k * D, D);
-                    if (bk < 0 || dk < best) {
-                        best = dk;
-                        bk = k;
-                    }
-                }
-        }
-        labels[i] = bk;
-        mind[i] = (REAL)best;
-        acc += best;
-        pcounts[bk] += 1;
-        double *ps = psums + bk * D;
-        for (int64_t j = 0; j < D; j++)
-            ps[j] += x[j];
-    }
-    return acc;
-}
-
-/* One block's assignment from its products (numba's argmin_accumulate_gemm): sub (S+1,)
- * fixed subgroup boundaries; psums (S, K, D), pcounts (S, K), pinert (S,) persist across blocks. */
-SQ_EXPORT void FN(argmin_gemm)(const REAL *Gm, const REAL *X, const REAL *m, const REAL *C, int64_t K, int64_t D,
-                               double ncmax, double gamma, const int64_t *sub, int64_t S, int64_t *labels, REAL *mind,
-                               double *psums, int64_t *pcounts, double *pinert, int nthreads)
-{
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (nthreads > 1 && S > 1)
-    for (int64_t s = 0; s < S; s++)
-        pinert[s] += FN(gemm_rows)(Gm, X, m, C, K, D, ncmax, gamma, sub[s], sub[s + 1], labels, mind,
-                                   psums + s * K * D, pcounts + s * K);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -650,31 +575,15 @@ static double FN(gemm_rows_t)(const REAL *GT, int64_t ld, const REAL *X, const R
             const int64_t xi = c0 + i;
             const REAL *x = X + xi * D;
             const double lim = (double)m1[i] + 2.0 * gamma * (FN(centred_norm)(x, m, D) + ncmax);
-            int64_t bk;
             double best;
+            int64_t bk;
             if ((double)m2[i] > lim) { /* one candidate (almost every row) */
                 bk = ix[i];
                 best = FN(dist_row)(x, C + bk * D, D);
-            } else { /* a near tie or a non-finite product: the direct formula decides */
-                const int every = !(lim < INFINITY);
-                bk = -1;
-                best = 0.0;
-                for (int64_t k = 0; k < K; k++)
-                    if (every || (double)GT[k * ld + xi] <= lim) {
-                        const double dk = FN(dist_row)(x, C + k * D, D);
-                        if (bk < 0 || dk < best) {
-                            best = dk;
-                            bk = k;
-                        }
-                    }
+            } else {
+                bk = FN(near_tie)(x, C, K, D, lim, GT + xi, ld, NULL, NULL, 0, &best);
             }
-            labels[xi] = bk;
-            mind[xi] = (REAL)best;
-            acc += best;
-            pcounts[bk] += 1;
-            double *ps = psums + bk * D;
-            for (int64_t j = 0; j < D; j++)
-                ps[j] += x[j];
+            acc += FN(take)(x, D, bk, best, labels + xi, mind + xi, pcounts, psums);
         }
     }
     return acc;
@@ -737,6 +646,23 @@ static REAL FN(e_of)(const REAL *A, int64_t D, int64_t k, const REAL *xt, int64_
     for (int64_t j = 1; j <= D; j++)
         e += a[j] * xt[j * SQ_FCHUNK + i];
     return e;
+}
+
+static int64_t FN(near_tie)(const REAL *x, const REAL *C, int64_t K, int64_t D, double lim, const REAL *e, int64_t es,
+                            const REAL *A, const REAL *xt, int64_t xi, double *best)
+{
+    const int every = !(lim < INFINITY);
+    int64_t bk = -1;
+    *best = 0.0;
+    for (int64_t k = 0; k < K; k++)
+        if (every || (double)(e ? e[k * es] : FN(e_of)(A, D, k, xt, xi)) <= lim) {
+            const double dk = FN(dist_row)(x, C + k * D, D);
+            if (bk < 0 || dk < *best) {
+                *best = dk;
+                bk = k;
+            }
+        }
+    return bk;
 }
 
 /* One chunk of r rows, transposed and centred in xt (D+1, SQ_FCHUNK): the running
@@ -832,31 +758,15 @@ static double FN(fused_rows)(const REAL *X, const REAL *m, const REAL *A, const 
             const int64_t xi = s + i;
             const REAL *x = X + xi * D;
             const double lim = (double)m1[i] + 2.0 * gamma * (nxs[i] + ncmax);
-            int64_t bk;
             double best;
+            int64_t bk;
             if ((double)m2[i] > lim && ix[i] >= 0) { /* one candidate (almost every row) */
                 bk = ix[i];
                 best = FN(dist_row)(x, C + bk * D, D);
-            } else { /* a near tie or a non-finite product: the direct formula decides */
-                const int every = !(lim < INFINITY);
-                bk = -1;
-                best = 0.0;
-                for (int64_t k = 0; k < K; k++)
-                    if (every || (double)FN(e_of)(A, D, k, xt, i) <= lim) {
-                        const double dk = FN(dist_row)(x, C + k * D, D);
-                        if (bk < 0 || dk < best) {
-                            best = dk;
-                            bk = k;
-                        }
-                    }
+            } else {
+                bk = FN(near_tie)(x, C, K, D, lim, NULL, 0, A, xt, i, &best);
             }
-            labels[xi] = bk;
-            mind[xi] = (REAL)best;
-            total += best;
-            pcounts[bk] += 1;
-            double *ps = psums + bk * D;
-            for (int64_t j = 0; j < D; j++)
-                ps[j] += x[j];
+            total += FN(take)(x, D, bk, best, labels + xi, mind + xi, pcounts, psums);
         }
     }
     return total;

@@ -463,6 +463,8 @@ def _assign_gemm_chunked(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tenso
 
 
 def _assign_gemm_blocks(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor, budget: int):
+    """numba without SciPy's BLAS: blocks of products by torch.mm, numba's argmin pass (the C kernels
+    take :func:`_assign_fused` / :func:`_assign_gemm_transposed`)."""
     n, D = X.shape
     K = C.shape[0]
     Xn = _np(X)
