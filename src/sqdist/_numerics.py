@@ -50,6 +50,7 @@ __all__ = [
     "centre",
     "direct_rows",
     "prepare_right",
+    "ordered_sum",
     "segment_add",
     "tau",
     "unsafe_norms",
@@ -190,6 +191,12 @@ def segment_add(out: torch.Tensor, index: torch.Tensor, src: torch.Tensor) -> to
     if out.device.type == "cpu":
         return out.index_add_(0, index, src)
     return out.index_put_((index,), src, accumulate=True)
+
+
+def ordered_sum(v: torch.Tensor) -> torch.Tensor:
+    """Sum of a 1-D float64 tensor, added in row order (thread-count independent): a 0-d tensor."""
+    zero = torch.zeros(v.shape[0], dtype=torch.int64, device=v.device)  # every row into bucket 0
+    return segment_add(torch.zeros(1, dtype=torch.float64, device=v.device), zero, v)[0]
 
 
 def block_moments(x: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor]:

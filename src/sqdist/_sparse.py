@@ -67,7 +67,7 @@ import numpy as np
 import torch
 
 from . import _chunking
-from ._numerics import _REL_TARGET_EPS, _SAFETY, segment_add
+from ._numerics import _REL_TARGET_EPS, _SAFETY, ordered_sum, segment_add
 from ._validation import SqdistError, _scipy_sparse, as_tensor, compute_dtype, describe
 
 __all__ = ["CSR", "Centres", "Pair", "as_csr", "assign", "assign_active", "can_prepare", "check_points", "is_sparse",
@@ -500,27 +500,31 @@ def assign(X: CSR, C: torch.Tensor, budget: int, weights: torch.Tensor | None = 
     labels, md64 = _labels(X, C.detach().to(torch.float64), budget)
     mind = md64.to(cdtype)
     compiled = _compiled(X)
-    # on the CPU NumPy's lazily zeroed pages: about twice as fast as torch.zeros for the (K, D) sums
-    sums = torch.from_numpy(np.zeros((K, D))) if compiled else torch.zeros((K, D), dtype=torch.float64,
-                                                                           device=X.device)
+    sums = None if compiled else torch.zeros((K, D), dtype=torch.float64, device=X.device)
     counts = torch.bincount(labels, minlength=K) if N else torch.zeros(K, dtype=torch.int64, device=X.device)
     w = None if weights is None else weights.to(device=X.device, dtype=torch.float64)
     if compiled:
-        order, starts = _nb().cluster_order(labels.numpy(), K)
-        per = np.zeros(K, dtype=np.float64)
-        wn = np.ones(1) if w is None else _np(w)
-        _nb().cluster_sums(_np(X.indptr), _np(X.indices), _np(X.data), order, starts, np.arange(K), wn,
-                           w is not None, _np(mind), sums.numpy(), per)
-        per_cluster = torch.from_numpy(per)
+        sums, per_cluster = _cluster_sums(X, labels, mind, w, np.arange(K), K)
     else:
         rows = torch.repeat_interleave(torch.arange(N, device=X.device), X.row_nnz())  # (nnz,)
         vals = X.data.to(torch.float64) * (1.0 if w is None else w[rows])
         segment_add(sums.view(-1), labels[rows] * D + X.indices.to(torch.int64), vals)
         m64 = mind.to(torch.float64) * (1.0 if w is None else w)
         per_cluster = segment_add(torch.zeros(K, dtype=torch.float64, device=X.device), labels, m64)
-    zero = torch.zeros(K, dtype=torch.int64, device=X.device)
-    inertia = segment_add(torch.zeros(1, dtype=torch.float64, device=X.device), zero, per_cluster)[0]  # in order
-    return labels, mind, sums, counts, inertia
+    return labels, mind, sums, counts, ordered_sum(per_cluster)
+
+
+def _cluster_sums(X: CSR, labels: torch.Tensor, mind: torch.Tensor, w: torch.Tensor | None, clusters: np.ndarray,
+                  K: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Compiled: the row sums of the clusters ``clusters`` (m,) int64 (times ``w``), each cluster's rows
+    added in row order, (m, D) float64, and every cluster's (weighted) sum of ``mind`` (K,) float64."""
+    order, starts = _nb().cluster_order(labels.numpy(), K)
+    # NumPy's lazily zeroed pages: about twice as fast as torch.zeros for the sums
+    sums = np.zeros((clusters.shape[0], X.shape[1]))
+    per = np.zeros(K, dtype=np.float64)
+    _nb().cluster_sums(_np(X.indptr), _np(X.indices), _np(X.data), order, starts, clusters,
+                       np.ones(1) if w is None else _np(w), w is not None, _np(mind), sums, per)
+    return torch.from_numpy(sums), torch.from_numpy(per)
 
 
 def assign_active(X: CSR, P: Centres, cdtype: torch.dtype, weights: torch.Tensor | None = None
@@ -542,7 +546,7 @@ def assign_active(X: CSR, P: Centres, cdtype: torch.dtype, weights: torch.Tensor
     >>> weight.tolist(), active.tolist(), sums.tolist(), float(inertia)
     ([2.0, 1.0, 0.0], [0, 1], [[0.0, 1.0], [9.0, 0.0]], 2.0)
     """
-    K, D = P.C64.shape
+    K = P.C64.shape[0]
     labels, md64 = _labels(X, P.C64, 0, P)
     mind = md64.to(cdtype)
     w = None if weights is None else weights.to(dtype=torch.float64)
@@ -551,14 +555,8 @@ def assign_active(X: CSR, P: Centres, cdtype: torch.dtype, weights: torch.Tensor
     else:
         weight = segment_add(torch.zeros(K, dtype=torch.float64), labels, w)
     active = (weight > 0).nonzero().flatten()
-    order, starts = _nb().cluster_order(labels.numpy(), K)
-    sums = torch.from_numpy(np.zeros((active.shape[0], D)))
-    per = np.zeros(K, dtype=np.float64)
-    _nb().cluster_sums(_np(X.indptr), _np(X.indices), _np(X.data), order, starts, active.numpy(),
-                       np.ones(1) if w is None else _np(w), w is not None, _np(mind), sums.numpy(), per)
-    zero = torch.zeros(K, dtype=torch.int64)
-    inertia = segment_add(torch.zeros(1, dtype=torch.float64), zero, torch.from_numpy(per))[0]  # in order
-    return weight, active, sums, inertia
+    sums, per_cluster = _cluster_sums(X, labels, mind, w, active.numpy(), K)
+    return weight, active, sums, ordered_sum(per_cluster)
 
 
 def can_prepare(X: CSR) -> bool:

@@ -27,7 +27,7 @@ import torch
 
 from . import _chunking, _cpu_kernels, _sparse
 from ._backend import triton_kernels
-from ._numerics import assign_margin, centre, segment_add
+from ._numerics import assign_margin, centre, ordered_sum, segment_add
 from ._sparse import CSR
 from ._validation import compute_dtype
 
@@ -129,7 +129,7 @@ def _assign_torch(X: torch.Tensor, centers: torch.Tensor, budget: int):
             ones = torch.ones(lab.shape[0], dtype=torch.int64, device=X.device)
         segment_add(counts, lab, ones)
         segment_add(per_cluster, lab, md.to(torch.float64))
-    inertia = _ordered_sum(per_cluster)  # K values, summed in order
+    inertia = ordered_sum(per_cluster)  # K values, summed in order
     return labels, mind, sums, counts, inertia
 
 
@@ -167,15 +167,9 @@ def assign_accumulate(X: torch.Tensor, centers: torch.Tensor, *, budget: int, ba
         w = weights.to(device=X.device, dtype=torch.float64)  # (n,)
         sums = segment_add(torch.zeros((K, D), dtype=torch.float64, device=X.device), labels, X.to(torch.float64) * w[:, None])
         weight = segment_add(torch.zeros(K, dtype=torch.float64, device=X.device), labels, w)
-        inertia = _ordered_sum(mind.to(torch.float64) * w)
+        inertia = ordered_sum(mind.to(torch.float64) * w)
     inertia = torch.as_tensor(inertia, dtype=torch.float64, device=X.device)
     return with_far(X, centers, labels, mind, sums, counts, inertia, offset, weight=weight, weights=weights)
-
-
-def _ordered_sum(v: torch.Tensor) -> torch.Tensor:
-    """Sum of a 1-D float64 tensor, added in row order (thread-count independent): a 0-d tensor."""
-    zero = torch.zeros(v.shape[0], dtype=torch.int64, device=v.device)  # every row into bucket 0
-    return segment_add(torch.zeros(1, dtype=torch.float64, device=v.device), zero, v)[0]
 
 
 def with_far(X, centers, labels, mind, sums, counts, inertia, offset: int = 0, *, weight: torch.Tensor | None = None,
