@@ -149,9 +149,9 @@ def step(Xb: torch.Tensor, wb: torch.Tensor | None, C: torch.Tensor, W: torch.Te
     act, idle = has.nonzero().flatten(), (~has).nonzero().flatten()
     moved = sums  # (K, D) in place: (S_k + W_k c_k) / W'_k on the rows with batch weight (often few, sparse rows)
     if idle.numel() == 0:
-        moved.addcmul_(C64, W[:, None]).div_(W_new[:, None])
+        _move(moved, C64, W, W_new)
     else:  # centres without batch weight stay where they are
-        part = sums.index_select(0, act).addcmul_(C64.index_select(0, act), W[act, None]).div_(W_new[act, None])
+        part = _move(sums.index_select(0, act), C64.index_select(0, act), W[act], W_new[act])
         moved.index_copy_(0, act, part).index_copy_(0, idle, C64.index_select(0, idle))
     C_new = moved.to(C.dtype)  # (K, D)
     W.copy_(W_new)
@@ -165,6 +165,12 @@ def step(Xb: torch.Tensor, wb: torch.Tensor | None, C: torch.Tensor, W: torch.Te
     return StepResult(C_new, float(inertia), rows, float(bw.sum()), n_re, shift)
 
 
+def _move(S: torch.Tensor, C64: torch.Tensor, W: torch.Tensor, W_new: torch.Tensor) -> torch.Tensor:
+    """The centres that got batch weight, in place on their batch sums ``S`` (m, D) float64:
+    ``(S_k + W_k c_k) / W'_k`` with ``C64`` (m, D), ``W`` / ``W_new`` (m,) their weights before and after."""
+    return S.addcmul_(C64, W[:, None]).div_(W_new[:, None])
+
+
 def _cached_step(Xb: CSR, wb: torch.Tensor | None, C: torch.Tensor, W: torch.Tensor, opts: StepOptions, comm: Comm,
                  gen: torch.Generator, reassign: bool, cache: CentreCache) -> StepResult:
     """:func:`step` on one process for a sparse batch, in place on ``C`` (the cache's centres): only the
@@ -172,8 +178,7 @@ def _cached_step(Xb: CSR, wb: torch.Tensor | None, C: torch.Tensor, W: torch.Ten
     P = cache.prep
     bw, act, sums, inertia = _sparse.assign_active(Xb, P, C.dtype, wb)
     W_new = W + bw  # (K,)
-    part = sums.addcmul_(P.C64.index_select(0, act), W[act, None]).div_(W_new[act, None])  # as step's
-    idx, new = act, part.to(C.dtype)
+    idx, new = act, _move(sums, P.C64.index_select(0, act), W[act], W_new[act]).to(C.dtype)
     W.copy_(W_new)
     n_re = 0
     if reassign and opts.reassignment_ratio > 0:
