@@ -141,7 +141,7 @@ def test_update_assign_equals_the_separate_steps():
         _, _, sums, counts, inertia = ck.assign_accumulate(X, C)
         inertias = [inertia]
         for _ in range(6):
-            C2, shift, sumsq, sums2, counts2, inertia2, n_empty = ck.update_assign(
+            C2, shift, sumsq, sums2, counts2, inertia2, n_empty = ck.update_assign_step(2)(
                 X.numpy(), C.numpy(), sums.numpy(), counts.numpy(), labels.numpy(), mind.numpy())
             C2, sums2, counts2 = torch.from_numpy(C2), torch.from_numpy(sums2), torch.from_numpy(counts2)
             want_C = (sums / counts[:, None]).to(dtype)

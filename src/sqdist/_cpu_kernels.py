@@ -76,7 +76,7 @@ __all__ = [
     "gemm_min",
     "row_min",
     "numpy_view",
-    "update_assign",
+    "update_assign_step",
     "update_assign_supports",
 ]
 
@@ -118,7 +118,7 @@ _C_SUBGROUP_ROWS = 2048
 # up to this many features the C kernels' large-K step computes its products itself, a
 # cache-resident chunk of rows at a time (registers hold 2 vectors of rows x 6 centres; the
 # products are never stored); beyond, torch.mm blocks win on one thread (quiet re-check with
-# the FMA screening, 2 threads, ms fused / blocks: (2e5, 64, 256) 174 / 181 before it, (1e5, 96,
+# the FMA screening, 2 threads, ms fused / blocks: (2e5, 64, 256) 174-182 / 181 before it, (1e5, 96,
 # 256) 110 / 120, (1e5, 128, 256) 148 / 150, (1e5, 128, 1024) 539 / 500: 64 kept).  Loaded 2-core EPYC,
 # float32, ms fused / torch.mm blocks / numba chunked, 1 thread: (8192, 16, 1024) 32.5 / 46.5 /
 # 32.6, (2e4, 32, 256) 40.1 / 44.1 / 35.0, (2e4, 64, 64) 25.6 / 29.1 / 18.8, (2e4, 128, 256)
@@ -300,7 +300,7 @@ def assign_accumulate(X: torch.Tensor, C: torch.Tensor, *, labels_out: torch.Ten
 
 
 def update_assign_supports(X: torch.Tensor, C: torch.Tensor) -> bool:
-    """Whether :func:`update_assign` serves these inputs: the direct kernel's one-group
+    """Whether :func:`update_assign_step` serves these inputs: the direct kernel's one-group
     case (``n <= 16384``, ``D <= 4``), where its bits equal the separate steps'."""
     return supports(X, C) and X.shape[0] <= _GROUP_ROWS and X.shape[1] <= _ASSIGN_DIRECT_ALWAYS_D
 
@@ -314,27 +314,21 @@ def numpy_view(t: torch.Tensor) -> np.ndarray:
     return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
-def update_assign(X: np.ndarray, C: np.ndarray, sums: np.ndarray, counts: np.ndarray, labels: np.ndarray,
-                  mind: np.ndarray) -> tuple:
-    """One Lloyd iteration of a small problem in one compiled call (see
-    :func:`sqdist._cpu_nb.update_assign_direct`): the new centres from ``sums``
+def update_assign_step(D: int) -> Any:
+    """One Lloyd iteration of a small problem with D features in one compiled call, the kernels and
+    the row chunk resolved once (a fit's iterations then pay only the call; see
+    :func:`sqdist._cpu_nb.update_assign_direct`).
+
+    ``step(X, C, sums, counts, labels, mind)``: the new centres from ``sums``
     (K, D) / ``counts`` (K,) (every count > 0), the largest centre move and the
     sum of the squared moves, and the assignment of X (n, D) to the new
-    centres, written into ``labels`` / ``mind`` (n,).
-
-    NumPy arrays in and out: at the exercise's size every tensor-to-array
-    conversion costs more than the arithmetic, so the caller keeps the views.
-    Returns ``(centers, shift, sum of squared moves, sums, counts, inertia,
-    number of empty clusters)``, the values :func:`sqdist._step.update_centers`,
-    :func:`sqdist._step.max_shift` and :func:`assign_accumulate` give one after
-    the other.
+    centres, written into ``labels`` / ``mind`` (n,).  NumPy arrays in and out:
+    at the exercise's size every tensor-to-array conversion costs more than the
+    arithmetic, so the caller keeps the views.  Returns ``(centers, shift, sum
+    of squared moves, sums, counts, inertia, number of empty clusters)``, the
+    values :func:`sqdist._step.update_centers`, :func:`sqdist._step.max_shift`
+    and :func:`assign_accumulate` give one after the other.
     """
-    return kernels().update_assign_direct(X, C, sums, counts, _direct_chunk(X.shape[1]), labels, mind)
-
-
-def update_assign_step(D: int) -> Any:
-    """:func:`update_assign` for D features with the kernels and the chunk resolved once (a fit's
-    iterations then pay only the compiled call)."""
     fn, chunk = kernels().update_assign_direct, _direct_chunk(D)
 
     def step(X, C, sums, counts, labels, mind):

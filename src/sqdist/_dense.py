@@ -246,6 +246,7 @@ def nearest_rows(X: torch.Tensor, T: torch.Tensor, k: int, backend: str, budget:
     Td = T.detach().to(cdtype) if direct else None
     prep = None if direct else prepare(T, cdtype)
     fused = not direct and k == 1 and not differentiable(X) and _compiled(prep.T, cdtype)
+    direct_min = direct and k == 1 and _compiled(Td, cdtype)  # the row minimum in one compiled pass
     for sl in _chunking.row_slices(N, chunk):
         if fused and _nearest_fused(X[sl], prep, dist[sl], idx[sl]):
             continue
@@ -254,7 +255,7 @@ def nearest_rows(X: torch.Tensor, T: torch.Tensor, k: int, backend: str, budget:
             d = _cpu_kernels.sqdist_small(Xd, Td, torch.empty((Xd.shape[0], P), dtype=cdtype))  # (n, P)
         else:
             d = gemm_rows(X[sl], prep, None, budget)  # (n, P)
-        if k == 1 and direct and _compiled(Td, cdtype):  # one compiled pass, the values of min(1)
+        if direct_min:  # the values of min(1)
             v, j = torch.empty((d.shape[0], 1), dtype=cdtype), idx[sl]
             _cpu_kernels.row_min(d, v.view(-1), j.view(-1))
         elif k == 1:

