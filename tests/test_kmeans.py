@@ -582,3 +582,26 @@ def test_compiled_small_step_equals_separate_steps_bit_for_bit(monkeypatch):
         assert all(not np.shares_memory(np.asarray(h["centers"]), np.asarray(fast.centers)) for h in fast.history)
         relocations += sum(len(h["relocated"]) for h in fast.history) > 0
     assert relocations >= 3  # the empty-cluster hand-over was exercised
+
+
+@pytest.mark.parametrize("data_dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("init_kind", ["numpy64", "numpy32", "list", "tensor64", "tensor16", "bfloat16", "strided"])
+def test_explicit_centres_round_as_tensor_to_and_never_alias(data_dtype, init_kind):
+    """Explicit centres become the fit's initial centres as ``Tensor.to`` rounds them (the CPU path
+    converts through NumPy), whatever their kind; the fit never writes into, or returns, the caller's array."""
+    gen = torch.Generator().manual_seed(3)
+    X = torch.randn(40, 3, generator=gen, dtype=torch.float64).to(data_dtype)
+    C64 = torch.randn(8, 3, generator=gen, dtype=torch.float64) * 1.000000123  # not exact in float32
+    init = {"numpy64": C64.numpy().copy(), "numpy32": C64.float().numpy(), "list": C64.tolist(),
+            "tensor64": C64.clone(), "tensor16": C64.half(), "bfloat16": C64.bfloat16(),
+            "strided": torch.cat([C64, C64], 1)[:, ::2]}[init_kind][:4]
+    before = init.copy() if isinstance(init, (np.ndarray, list)) else init.clone()
+    r = kmeans(X, init=init, max_iter=3, tol=0.0)
+    ref = (torch.as_tensor(np.asarray(init, dtype=np.float64)) if isinstance(init, (np.ndarray, list)) else init)
+    assert r.init_centers.dtype == data_dtype
+    assert torch.equal(r.init_centers, ref.to(data_dtype))
+    assert torch.equal(r.history[0].centers, ref.to(data_dtype))
+    if isinstance(init, torch.Tensor):
+        assert torch.equal(init, before) and r.init_centers.data_ptr() != init.data_ptr()
+    elif isinstance(init, np.ndarray):
+        assert np.array_equal(init, before) and not np.shares_memory(r.init_centers.numpy(), init)

@@ -195,7 +195,7 @@ def _nb() -> Any:
 
 def _ok(t: torch.Tensor) -> bool:
     return (
-        t.device.type == "cpu"
+        t.is_cpu  # (not t.device.type: building a device object costs ~1 us, at the exercise's size 1 % of a fit)
         and t.dtype in (torch.float32, torch.float64)
         and t.ndim == 2
         and not t.requires_grad

@@ -161,8 +161,10 @@ class InMemory:
                                      out=self._bufs)
             return C_new, _NONE, new.shift, new.sumsq, _fixed(full, self.stats(stats)), full
         # a fixed point: the same sums and counts give the same centres, so nothing can move again
-        # (int64 counts: equal bytes iff equal values)
-        fixed = new.counts.tobytes() == stats.counts.tobytes() and bool((new.sums == stats.sums).all())
+        # (int64 counts: equal bytes iff equal values; float64 sums: equal bytes give equal values,
+        # and only unequal bytes -- a signed zero -- need the value test)
+        fixed = new.counts.tobytes() == stats.counts.tobytes() and (
+            new.sums.tobytes() == stats.sums.tobytes() or bool((new.sums == stats.sums).all()))
         return C_new, _NONE, new.shift, new.sumsq, fixed, new
 
     def record(self, it: int, C: torch.Tensor, stats: Stats | _Fused, shift: float, relocated: torch.Tensor,
@@ -447,7 +449,8 @@ def fit(data: InMemory | Streamed, opts: FitOptions, gen: torch.Generator) -> tu
 
     Returns the result and the final counts (for the empty-cluster warning).
     """
-    fp = dict(data.fingerprint(), n_clusters=opts.n_clusters, dtype=str(opts.cdtype), tol=opts.tol)
+    fp = (dict(data.fingerprint(), n_clusters=opts.n_clusters, dtype=str(opts.cdtype), tol=opts.tol)
+          if opts.checkpoint is not None or opts.resume is not None else None)  # what a checkpoint must match
     best = None
     for _ in range(opts.n_init):
         state = None

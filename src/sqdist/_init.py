@@ -13,11 +13,13 @@ from . import _chunking
 from ._dense import bytes_per_row, gemm_rows, prepare
 from ._numerics import segment_add
 from ._sparse import CSR, sqdist_into
-from ._validation import SqdistError, check_positive_int, describe, make_generator
+from ._validation import SqdistError, check_positive_int, describe, host_array, make_generator
 
 __all__ = ["INITS", "as_generator", "initial_centers", "kmeans_plusplus", "n_clusters_of", "parse_init"]
 
 INITS = ("k-means++", "random")
+
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def as_generator(random_state: Any, name: str = "random_state") -> torch.Generator:
@@ -51,7 +53,7 @@ def parse_init(init: Any, n_clusters: int | None, N: int, D: int, device: torch.
                               f"(n_samples={N} should be >= n_clusters={K}), got {K}")
         return init, K
     arr = (
-        init.detach().cpu().numpy() if isinstance(init, torch.Tensor)
+        host_array(init) if isinstance(init, torch.Tensor)
         else np.asarray(init) if not isinstance(init, np.ndarray)
         else init
     )
@@ -94,7 +96,7 @@ def parse_init(init: Any, n_clusters: int | None, N: int, D: int, device: torch.
 def n_clusters_of(init: Any, n_clusters: Any) -> int:
     """K from ``n_clusters`` or from an explicit init (needed before streamed data is scanned)."""
     if not isinstance(init, str):
-        arr = init.detach().cpu().numpy() if isinstance(init, torch.Tensor) else np.asarray(init)
+        arr = host_array(init) if isinstance(init, torch.Tensor) else np.asarray(init)
         if arr.ndim in (1, 2) and arr.shape[0] > 0:
             return int(arr.shape[0])
     if n_clusters is None:
@@ -183,7 +185,13 @@ def initial_centers(init: Any, K: int, rows_at: Callable[[torch.Tensor], torch.T
     and arrives here as explicit centres.
     """
     if isinstance(init, tuple):  # explicit centres
-        return init[1].to(device=device, dtype=cdtype, copy=True)
+        C = init[1]
+        if device.type == "cpu" and cdtype in _NUMPY_DTYPES and C.is_cpu and C.dtype in _NUMPY_DTYPES \
+                and not C.requires_grad:
+            # NumPy's conversion: the same rounding as ``Tensor.to``, without a torch op (measured
+            # 31 against 6 us inside a whole fit at the exercise's size, where it is 5 % of the fit)
+            return torch.from_numpy(C.numpy().astype(_NUMPY_DTYPES[cdtype]))
+        return C.to(device=device, dtype=cdtype, copy=True)
     if isinstance(init, torch.Tensor):  # row indices
         return rows_at(init).to(device=device, dtype=cdtype)
     S, w = sample()  # (m, D), (m,) or None

@@ -8,6 +8,7 @@ tensors to private ``_impl`` functions.  Every error raised here is a
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import sys
@@ -132,11 +133,11 @@ def check_finite_rows(X: torch.Tensor, name: str) -> None:
     # fast path: one reduction, no (n, D) mask.  Any NaN/Inf makes the sum
     # NaN/Inf; a finite sum therefore proves every entry finite (an overflowing
     # sum of finite entries just takes the exact check below).
-    if X.numel() == 0 or not (X.is_floating_point() or X.is_complex()):
-        return
-    if X.device.type == "cpu" and X.dtype in _NUMPY_SUM and not X.requires_grad:
-        if np.isfinite(np.add.reduce(X.numpy(), axis=None)):
+    if X.is_cpu and X.dtype in _NUMPY_SUM and not X.requires_grad:  # the common case first (few attribute reads)
+        if math.isfinite(np.add.reduce(X.numpy(), axis=None)):  # (an empty array sums to 0)
             return
+    elif X.numel() == 0 or not (X.is_floating_point() or X.is_complex()):
+        return
     elif bool(torch.isfinite(X.sum()).all()):
         return
     bad = ~torch.isfinite(X).reshape(X.shape[0], -1).all(dim=1)  # (n,)
@@ -163,6 +164,13 @@ def make_generator(seed: Any, name: str = "seed") -> torch.Generator:
         raise SqdistError(f"{name}: expected None, an integer in [0, 2**63) or a torch.Generator, got {seed!r}")
     g.manual_seed(int(seed))
     return g
+
+
+def host_array(t: torch.Tensor) -> np.ndarray:
+    """A NumPy array of a tensor's values on the host (a view where torch allows one); bfloat16,
+    which NumPy lacks, widened to float32 (exact)."""
+    t = t.detach().cpu()
+    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
 
 
 def to_output(t: torch.Tensor, was_numpy: bool) -> Any:

@@ -50,6 +50,7 @@ from ._validation import (
     check_positive_number,
     compute_dtype,
     describe,
+    host_array,
     resolve_device,
 )
 
@@ -410,7 +411,7 @@ def _call_init(init: Any, X: Any, n_clusters: Any, gen: torch.Generator) -> Any:
     K = check_positive_int(n_clusters, "n_clusters")
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
     centers = init(X, K, np.random.RandomState(seed))
-    arr = centers.detach().cpu().numpy() if isinstance(centers, torch.Tensor) else np.asarray(centers)
+    arr = host_array(centers) if isinstance(centers, torch.Tensor) else np.asarray(centers)
     if arr.ndim != 2:
         raise SqdistError(f"init: the callable returned {describe(centers)}; expected centres of shape ({K}, D)")
     return np.asarray(arr, dtype=np.float64)  # its shape is checked as any explicit centres are
@@ -459,7 +460,7 @@ def _runs(init: Any, init_k: Any, n_init: Any) -> int:
 
 def _warn_if_empty(counts: torch.Tensor, K: int) -> None:
     """ConvergenceWarning when the final clustering has empty clusters."""
-    n_nonempty = int(np.count_nonzero(counts.numpy())) if counts.device.type == "cpu" else int((counts > 0).sum())
+    n_nonempty = int(np.count_nonzero(counts.numpy())) if counts.is_cpu else int((counts > 0).sum())
     if n_nonempty < K:
         warnings.warn(
             f"Number of distinct clusters ({n_nonempty}) found smaller than n_clusters ({K}). Possibly due to "

@@ -43,6 +43,7 @@ from ._validation import (
     check_positive_number,
     compute_dtype,
     describe,
+    host_array,
     make_generator,
     resolve_device,
     to_output,
@@ -301,7 +302,7 @@ class MiniBatchKMeans(_BaseKMeans):
             arg = (S.cpu().numpy() if was_numpy else S) if not isinstance(S, CSR) else _sparse_out(S, was_numpy)
             out = init(arg, K, random_state=np.random.RandomState(seed))
             out = as_csr(out, "init").dense() if is_sparse(out) else out  # K sparse rows: densified, as scikit-learn
-            init = out.detach().cpu().numpy() if isinstance(out, torch.Tensor) else np.asarray(out, dtype=np.float64)
+            init = host_array(out) if isinstance(out, torch.Tensor) else np.asarray(out, dtype=np.float64)
             if init.ndim != 2:
                 raise SqdistError(f"init: the callable returned {describe(out)}; expected centres of shape ({K}, D)")
         init_k, _ = parse_init(init, K, X.shape[0], X.shape[1], X.device)
