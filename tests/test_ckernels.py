@@ -427,3 +427,30 @@ def test_nearest_fused_path_leaves_unsafe_rows_to_the_general_path(monkeypatch):
     v, i = full.min(1)
     assert torch.equal(idx[:, 0], i) and torch.allclose(dist[:, 0], v, rtol=0, atol=0, equal_nan=True)
     assert bool(torch.isnan(dist[7, 0])) and bool(torch.isinf(dist[9, 0]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_sqdist_direct_register_tiles_equal_the_plain_feature_order_sum(dtype, threads):
+    """The distance matrix's register tiles (rows x vectors of columns, stored once) and the rows and
+    columns left over give, bit for bit, the plain sum (x_0 - t_0)^2 + (x_1 - t_1)^2 + ... in the
+    input dtype, feature by feature -- what NumPy computes one IEEE operation at a time -- at shapes
+    that end inside a tile, an odd row, one column and one feature; and the same on 1 and 2 threads."""
+    rng = np.random.default_rng(11)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for n, P, D in [(1, 1, 1), (2, 32, 1), (3, 33, 2), (5, 17, 16), (64, 100, 7), (257, 1000, 13), (9, 4101, 3)]:
+            X = (rng.normal(size=(n, D)) * 3 + 100).astype(dtype)
+            T = (rng.normal(size=(P, D)) * 3 + 100).astype(dtype)
+            T[P // 2] = X[n // 2]  # an identical pair: exactly 0
+            TT = np.ascontiguousarray(T.T)
+            out = np.full((n, P), np.nan, dtype=dtype)
+            _ckernels.sqdist_direct(X, TT, out)
+            ref = (X[:, :1] - TT[:1]) ** 2  # (n, P), in dtype
+            for d in range(1, D):
+                ref = ref + (X[:, d : d + 1] - TT[d : d + 1]) ** 2
+            assert ref.dtype == dtype and out.tobytes() == ref.tobytes(), (n, P, D)
+            assert out[n // 2, P // 2] == 0.0
+    finally:
+        torch.set_num_threads(old)

@@ -214,26 +214,82 @@ SQ_CLONES static double FN(centred_norm)(const REAL *restrict x, const REAL *res
 /* distance matrices                                                       */
 /* ---------------------------------------------------------------------- */
 
-/* out[i, j] = sum_d (X[i, d] - TT[d, j])^2 for rows lo:hi, features in order, vectorised over j. */
-SQ_CLONES static void FN(sqdist_rows)(const REAL *restrict X, const REAL *restrict TT, REAL *restrict out, int64_t lo,
-                                      int64_t hi, int64_t P, int64_t D)
+/* out[i, j] = sum_d (X[i, d] - TT[d, j])^2 for rows lo:hi and columns j0:j1, features in order,
+ * vectorised over j (each output row is updated once per feature). */
+SQ_CLONES static void FN(sqdist_cols)(const REAL *restrict X, const REAL *restrict TT, REAL *restrict out, int64_t lo,
+                                      int64_t hi, int64_t j0, int64_t j1, int64_t P, int64_t D)
 {
     for (int64_t i = lo; i < hi; i++) {
         REAL *restrict o = out + i * P;
         const REAL x0 = X[i * D];
-        for (int64_t j = 0; j < P; j++) {
+        for (int64_t j = j0; j < j1; j++) {
             const REAL t = x0 - TT[j];
             o[j] = t * t;
         }
         for (int64_t d = 1; d < D; d++) {
             const REAL xd = X[i * D + d];
             const REAL *restrict td = TT + d * P;
-            for (int64_t j = 0; j < P; j++) {
+            for (int64_t j = j0; j < j1; j++) {
                 const REAL t = xd - td[j];
                 o[j] += t * t;
             }
         }
     }
+}
+
+/* 32-byte vectors of REAL and of IDX (the same lane count; element alignment: unaligned loads). */
+typedef REAL FN(rvec) __attribute__((vector_size(32), aligned(sizeof(REAL))));
+typedef IDX FN(ivec) __attribute__((vector_size(32), aligned(sizeof(IDX))));
+#define SQ_RL ((int64_t)(32 / sizeof(REAL)))
+
+/* Tile of the distance matrix kept in registers: SQ_DR rows x SQ_DC vectors of columns. */
+#define SQ_DR 2
+#define SQ_DC 4
+
+/* out[i, j] = sum_d (X[i, d] - TT[d, j])^2 for rows lo:hi: the same sums, in the same order and
+ * rounding, as sqdist_cols (so the same bits), but a tile of SQ_DR rows x SQ_DC vectors stays in
+ * registers over all D features -- each vector of TT loaded once for the tile's rows, the tile
+ * stored once -- instead of every output row being read and written once per feature (4096 x
+ * 1024 x 16 float32 on one thread of a 2-core AVX2 EPYC: 10.2 -> 7.8 ms, medians of 30 calls;
+ * 2 rows x 4 vectors fits AVX2's 16 registers, and 1 x 8, 2 x 6 or 3 x 4 measured no better).
+ * Columns and rows left over take sqdist_cols. */
+SQ_CLONES static void FN(sqdist_rows)(const REAL *restrict X, const REAL *restrict TT, REAL *restrict out, int64_t lo,
+                                      int64_t hi, int64_t P, int64_t D)
+{
+    const int64_t W = SQ_DC * SQ_RL; /* columns per tile */
+    int64_t i = lo;
+    for (; i + SQ_DR <= hi; i += SQ_DR) {
+        int64_t j = 0;
+        for (; j + W <= P; j += W) {
+            FN(rvec) acc[SQ_DR][SQ_DC];
+            for (int r = 0; r < SQ_DR; r++) {
+                const REAL x0 = X[(i + r) * D];
+                for (int c = 0; c < SQ_DC; c++) {
+                    const FN(rvec) t = x0 - *(const FN(rvec) *)(TT + j + c * SQ_RL);
+                    acc[r][c] = t * t;
+                }
+            }
+            for (int64_t d = 1; d < D; d++) {
+                FN(rvec) td[SQ_DC];
+                for (int c = 0; c < SQ_DC; c++)
+                    td[c] = *(const FN(rvec) *)(TT + d * P + j + c * SQ_RL);
+                for (int r = 0; r < SQ_DR; r++) {
+                    const REAL xd = X[(i + r) * D + d];
+                    for (int c = 0; c < SQ_DC; c++) {
+                        const FN(rvec) t = xd - td[c];
+                        acc[r][c] = acc[r][c] + t * t;
+                    }
+                }
+            }
+            for (int r = 0; r < SQ_DR; r++)
+                for (int c = 0; c < SQ_DC; c++)
+                    *(FN(rvec) *)(out + (i + r) * P + j + c * SQ_RL) = acc[r][c];
+        }
+        if (j < P)
+            FN(sqdist_cols)(X, TT, out, i, i + SQ_DR, j, P, P, D);
+    }
+    if (i < hi)
+        FN(sqdist_cols)(X, TT, out, i, hi, 0, P, P, D);
 }
 
 SQ_EXPORT void FN(sqdist_direct)(const REAL *X, const REAL *TT, REAL *out, int64_t n, int64_t P, int64_t D, int nthreads)
@@ -381,11 +437,6 @@ SQ_CLONES static int FN(screen_row)(const REAL *restrict row, REAL tiu, const RE
         any |= row[j] < tiu + tup[j];
     return any;
 }
-
-/* 32-byte vectors of REAL and of IDX (the same lane count; element alignment: unaligned loads). */
-typedef REAL FN(rvec) __attribute__((vector_size(32), aligned(sizeof(REAL))));
-typedef IDX FN(ivec) __attribute__((vector_size(32), aligned(sizeof(IDX))));
-#define SQ_RL ((int64_t)(32 / sizeof(REAL)))
 
 /* First index of the smallest entry of row (P,), the first NaN if any (as torch.min); scalar. */
 static int64_t FN(argmin_scan)(const REAL *row, int64_t P)
