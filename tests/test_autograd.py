@@ -124,10 +124,11 @@ def test_gradient_dtypes_follow_the_inputs(dtype):
     torch.testing.assert_close(X.grad.double(), want, rtol=1e-2, atol=1e-2)
 
 
-def test_forward_is_the_exact_no_autograd_path():
+@pytest.mark.parametrize("D", [2, 20, 40])  # the compiled direct formula (2, 20) and the product path (40)
+def test_forward_is_the_exact_no_autograd_path(D):
     """The recorded forward gives the same bits as the call without autograd (the
     accuracy contract: exact zeros, never negative), far from the origin too."""
-    X, T = data(50, 40, 20, seed=9, offset=1000.0, dtype=torch.float32)
+    X, T = data(50, 40, D, seed=9, offset=1000.0, dtype=torch.float32)
     T[:5] = X[:5]
     want = sqdist.sqdist(X, T)
     got = sqdist.sqdist(X.clone().requires_grad_(True), T)

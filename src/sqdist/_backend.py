@@ -66,9 +66,10 @@ def resolve_method(method: str, X: torch.Tensor, T: torch.Tensor, backend: str) 
     """Check ``method`` and turn "auto" into a concrete distance-matrix path.
 
     "auto" is "gemm" (the exact product path), except on the CPU for small D
-    (float32/float64, no autograd, numba installed) where the compiled
-    direct-formula kernel ("_direct", internal) is both exact by construction
-    and faster than any matrix product (see docs/performance.md).
+    (float32/float64, compiled kernels available) where the direct-formula
+    kernel ("_direct", internal) is both exact by construction and faster than
+    any matrix product (see docs/performance.md) -- with autograd too, so that
+    the recorded forward has the bits of the call without it.
     """
     check_choice(method, "method", METHODS)
     device = X.device
@@ -82,7 +83,6 @@ def resolve_method(method: str, X: torch.Tensor, T: torch.Tensor, backend: str) 
     if (
         backend == "torch"
         and device.type == "cpu"
-        and not differentiable(X, T)
         and _cpu_kernels.sqdist_small_wins(common_dtype(X, T), X.shape[-1])
     ):
         return "_direct"

@@ -90,7 +90,12 @@ __all__ = [
 _ASSIGN_DIRECT_ALWAYS_D = 4
 _ASSIGN_DIRECT_MAX_D = 32
 _ASSIGN_DIRECT_MAX_KD = 768
-_SQDIST_DIRECT_MAX_D = 16
+# Most features for which the direct distance matrix beats the product path (gemm + fix-up),
+# 2-core AVX2 EPYC, 2 threads, direct / product time, medians of 11 interleaved calls at
+# 4096 x 1024, 4096 x 4096 and 1e5 x 64: the C kernel's register tiles in float32 up to D = 24
+# (0.73 / 0.89 / 0.62; at D = 28 0.83 / 0.97 / 0.67, too close), in float64 up to D = 16
+# (0.72 / 0.96 / 0.79; at D = 20 0.95 / 1.02 / 0.82); numba's row kernel up to D = 16.
+_SQDIST_DIRECT_MAX_D = {"c": {torch.float32: 24, torch.float64: 16}, "numba": {torch.float32: 16, torch.float64: 16}}
 # rows per group of the direct assign kernel (groups are fixed by N only)
 _GROUP_ROWS = 16384
 # bytes of the direct kernel's per-chunk buffers (half of a 48 KiB L1d)
@@ -544,7 +549,10 @@ def _assign_gemm_transposed(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Te
 
 def sqdist_small_wins(dtype: torch.dtype, d: int) -> bool:
     """Whether :func:`sqdist_small` is the fastest exact CPU path for ``d`` features of ``dtype``."""
-    return available() and dtype in (torch.float32, torch.float64) and 1 <= d <= _SQDIST_DIRECT_MAX_D
+    k = kernels()
+    if k is None or dtype not in (torch.float32, torch.float64):
+        return False
+    return 1 <= d <= _SQDIST_DIRECT_MAX_D["c" if k is _ckernels else "numba"][dtype]
 
 
 def sqdist_small(X: torch.Tensor, T: torch.Tensor, out: torch.Tensor) -> torch.Tensor:

@@ -154,6 +154,13 @@ def sqdist_2d(X: torch.Tensor, T: torch.Tensor, method: str, backend: str, out: 
     if N == 0 or P == 0:
         return out
     cdtype = compute_dtype(out.dtype)
+    if differentiable(X, T) and method in ("gemm", "broadcast", "_direct"):
+        # one autograd operation: the exact no-autograd forward below (compiled, Triton, ...) into a
+        # new result, and a backward in row blocks within the budget (sqdist._autograd)
+        def forward(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return sqdist_2d(a, b, method, backend, torch.empty(out.shape, dtype=out.dtype, device=out.device), budget)
+
+        return _autograd.sqdist_function(X, T, forward, budget)
     if method == "_direct":  # compiled direct formula (small D, CPU): exact, no temporaries
         Xd, Td = X.detach().to(out.dtype), T.detach().to(out.dtype)
         if out.is_contiguous():
@@ -161,13 +168,6 @@ def sqdist_2d(X: torch.Tensor, T: torch.Tensor, method: str, backend: str, out: 
         return out.copy_(_cpu_kernels.sqdist_small(Xd, Td, torch.empty(out.shape, dtype=out.dtype)))
     if method == "loops":
         return out.copy_(torch.from_numpy(_loops(X.detach().to(cdtype).numpy(), T.detach().to(cdtype).numpy())))
-    if differentiable(X, T) and method in ("gemm", "broadcast"):
-        # one autograd operation: the exact no-autograd forward below (compiled, Triton, ...) into a
-        # new result, and a backward in row blocks within the budget (sqdist._autograd)
-        def forward(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-            return sqdist_2d(a, b, method, backend, torch.empty(out.shape, dtype=out.dtype, device=out.device), budget)
-
-        return _autograd.sqdist_function(X, T, forward, budget)
     if backend == "triton" and method == "gemm":
         return triton_kernels().sqdist_triton(X, T, out)
     item = torch.finfo(cdtype).bits // 8
@@ -242,7 +242,7 @@ def nearest_rows(X: torch.Tensor, T: torch.Tensor, k: int, backend: str, budget:
     chunk = _chunking.rows_per_chunk(N, P * item + bytes_per_row("gemm", P, D, item), budget, what="nearest")
     # small D on the CPU: the compiled direct formula (exact, so exact ties
     # really tie and go to the smallest index); else the exact product path
-    direct = backend == "torch" and resolve_method("auto", X, T, backend) == "_direct"
+    direct = backend == "torch" and not differentiable(X, T) and resolve_method("auto", X, T, backend) == "_direct"
     Td = T.detach().to(cdtype) if direct else None
     prep = None if direct else prepare(T, cdtype)
     fused = not direct and k == 1 and not differentiable(X) and _compiled(prep.T, cdtype)
