@@ -50,9 +50,9 @@ def sqdist(
         ``"broadcast"`` -- the same in torch; ``"gemm"`` -- the expansion
         ``||x||^2 + ||t||^2 - 2 x.t`` through one matrix product, made exact
         by centring and recomputing close pairs (see the module docstring);
-        ``"auto"`` -- the fastest exact path: on the CPU for up to 16
-        features (with the ``fast`` extra) a compiled direct-formula kernel,
-        otherwise ``"gemm"``.
+        ``"auto"`` -- the fastest exact path: on the CPU for few features
+        (float32 up to 24 with the C kernels built at install, otherwise up
+        to 16) a compiled direct-formula kernel, otherwise ``"gemm"``.
     out : ndarray or Tensor of shape (..., N, P), optional
         Buffer to write the result into (same dtype and device as the result).
         It may not share memory with ``X`` or ``T`` (``SqdistError``).
