@@ -81,11 +81,13 @@ def _no_far(D: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, tor
 
 
 class _Fused(NamedTuple):
-    """One compiled step of a small in-memory problem, as NumPy arrays (fresh every step): the
-    centres it assigned to, their move, and the assignment's sums, counts and inertia (``sums``
-    None: a cluster emptied).  :meth:`InMemory.stats` makes the :class:`Stats` when one is needed."""
+    """One compiled step of a small in-memory problem, as NumPy arrays (fresh every step, so the
+    history keeps them without copies): the centres it assigned to (and their tensor view), their
+    move, and the assignment's sums, counts and inertia (``sums`` None: a cluster emptied).
+    :meth:`InMemory.stats` makes the :class:`Stats` when one is needed."""
 
     C: np.ndarray  # (K, D) compute dtype
+    Ct: torch.Tensor  # (K, D) the tensor sharing C's memory
     shift: float
     sumsq: float
     sums: np.ndarray | None  # (K, D) float64
@@ -125,7 +127,7 @@ class InMemory:
                 if dense and _cpu_kernels.supports(self.X, C) else None
 
     def assign(self, C: torch.Tensor) -> Stats | _Fused:
-        if self._fused and C.device.type == "cpu" and not C.requires_grad:
+        if self._fused and C.is_cpu and not C.requires_grad:
             # one compiled call: the fused step from the state in which every centre is the mean of
             # itself alone (sums = C, counts = 1) -- its update gives C back bit for bit
             Cn = _cpu_kernels.numpy_view(C)
@@ -140,8 +142,9 @@ class InMemory:
         None when a cluster emptied: the separate steps then keep the farthest points the relocation needs)."""
         Xn, labels, mind = self._views
         Cn, shift, sumsq, psums, pcounts, inertia, n_empty = self._step(Xn, C, sums, counts, labels, mind)
-        return _Fused(Cn, shift, sumsq, None, None, 0.0) if n_empty else _Fused(Cn, shift, sumsq, psums, pcounts,
-                                                                                  inertia)
+        Ct = torch.from_numpy(Cn)
+        return _Fused(Cn, Ct, shift, sumsq, None, None, 0.0) if n_empty else _Fused(Cn, Ct, shift, sumsq, psums,
+                                                                                      pcounts, inertia)
 
     def update_assign(self, stats: Stats | _Fused, C: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor, float, float, bool, Stats | _Fused]:
@@ -155,7 +158,7 @@ class InMemory:
         if not isinstance(stats, _Fused):
             return _update_then_assign(self, stats, C)
         new = self._fused_step(stats.C, stats.sums, stats.counts)
-        C_new = torch.from_numpy(new.C)
+        C_new = new.Ct
         if new.sums is None:  # a cluster emptied: the farthest points are needed for the relocation
             full = assign_accumulate(self.X, C_new, budget=self.opts.budget, backend=self.opts.backend,
                                      out=self._bufs)
@@ -169,11 +172,12 @@ class InMemory:
 
     def record(self, it: int, C: torch.Tensor, stats: Stats | _Fused, shift: float, relocated: torch.Tensor,
                t: float) -> Iteration:
-        """The history entry of this state (a fused step's: from its arrays, fresh every step)."""
+        """The history entry of this state (a fused step's: its own arrays, fresh every step -- only
+        the final centres are also the result's, and :func:`fit` returns a copy of those)."""
         if not isinstance(stats, _Fused) or relocated.numel():
             return _record(it, C, self.stats(stats), shift, relocated, t, self.opts.was_numpy)
-        return Iteration(iteration=it, centers=stats.C.copy() if self.opts.was_numpy else torch.from_numpy(stats.C.copy()),
-                         inertia=stats.inertia, max_shift=shift, sizes=stats.counts.copy(), relocated=[], time=t)
+        return Iteration(iteration=it, centers=stats.C if self.opts.was_numpy else stats.Ct, inertia=stats.inertia,
+                         max_shift=shift, sizes=stats.counts, relocated=[], time=t)
 
     def pending(self, stats: Stats | _Fused) -> bool:
         """Whether the empty-cluster policy would still move a centre (never after a fused step)."""
@@ -477,7 +481,12 @@ def fit(data: InMemory | Streamed, opts: FitOptions, gen: torch.Generator) -> tu
         if best is None or float(run.stats.inertia) < float(best.stats.inertia):
             best = run
     out = (lambda t: t.cpu().numpy()) if opts.was_numpy else (lambda t: t)
-    result = KMeansResult(centers=out(best.C), labels=data.final_labels(best.C, best.stats),
+    # the final centres: a copy (a fused step's history keeps its own arrays, the last of them these)
+    if opts.was_numpy:
+        centers = _host(best.C)
+    else:
+        centers = torch.from_numpy(_host(best.C)) if best.C.is_cpu else best.C.detach().clone()
+    result = KMeansResult(centers=centers, labels=data.final_labels(best.C, best.stats),
                           inertia=float(best.stats.inertia), n_iter=best.n_iter, converged=best.converged,
                           history=best.history, init_centers=out(best.C0), stopped=best.stopped)
     return result, best.stats.counts
