@@ -95,16 +95,20 @@ def pin_threads(n: int) -> dict:
 
 
 def interleaved_runs(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1, budget_s: float = 60.0,
-                     number: int = 1, before: Callable[[], object] | None = None) -> dict[str, list[float]]:
+                     number: int = 1, before: Callable[[], object] | None = None,
+                     min_s: float = 0.0) -> dict[str, list[float]]:
     """Seconds per call of every round, the candidates interleaved round by round.
 
     Interleaving exposes all candidates to the same background load.  No pause
     between calls: worker threads that keep spinning after a parallel call
     (OpenMP, OpenBLAS, numba) take cores from whatever runs next, and that is
-    part of the cost a user sees calling one library after another.  Stops
-    early after ``budget_s``.  ``number``: calls per timed block (the time per
-    call is the block's mean) -- for sub-millisecond calls.  ``before``: run,
-    untimed, right before each timed block (e.g. the user's own torch work).
+    part of the cost a user sees calling one library after another.  At least
+    ``rounds`` rounds, and more until ``min_s`` seconds have passed (a median
+    of 5 rounds of a 20 ms step is one outlier away from another value);
+    stops early after ``budget_s``.  ``number``: calls per timed block (the
+    time per call is the block's mean) -- for sub-millisecond calls.
+    ``before``: run, untimed, right before each timed block (e.g. the user's
+    own torch work).
     """
     for _ in range(warmup):
         for f in fns.values():
@@ -112,8 +116,10 @@ def interleaved_runs(fns: dict[str, Callable[[], object]], rounds: int, warmup: 
                 before()
             f()
     times: dict[str, list[float]] = {k: [] for k in fns}
-    t_end = time.perf_counter() + budget_s
-    for _ in range(rounds):
+    t_start = time.perf_counter()
+    t_end = t_start + budget_s
+    done = 0
+    while True:
         for k, f in fns.items():
             if before is not None:
                 before()
@@ -121,7 +127,9 @@ def interleaved_runs(fns: dict[str, Callable[[], object]], rounds: int, warmup: 
             for _ in range(number):
                 f()
             times[k].append((time.perf_counter() - t) / number)
-        if time.perf_counter() > t_end:
+        done += 1
+        now = time.perf_counter()
+        if now > t_end or (done >= rounds and now - t_start >= min_s):
             break
     return times
 
@@ -132,9 +140,10 @@ def stats(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
 
 
 def interleaved(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1, budget_s: float = 60.0,
-                number: int = 1, before: Callable[[], object] | None = None) -> dict[str, dict[str, float]]:
+                number: int = 1, before: Callable[[], object] | None = None,
+                min_s: float = 0.0) -> dict[str, dict[str, float]]:
     """Median and minimum seconds per call over interleaved rounds (see :func:`interleaved_runs`)."""
-    return stats(interleaved_runs(fns, rounds, warmup, budget_s, number, before))
+    return stats(interleaved_runs(fns, rounds, warmup, budget_s, number, before, min_s))
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:

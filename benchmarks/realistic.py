@@ -48,7 +48,9 @@ Sections (``--sections``, all by default):
 
 Every peer runs in one process on the same float32 data, all thread pools
 pinned to ``--threads``; times are the **median of interleaved rounds**
-(minimum beside it), **no pause** between calls, every output fresh (no
+(minimum beside it; at least ``--rounds`` rounds, more until
+``--min-seconds`` per shape and mode, so that a fast step's median rests on
+more than five samples), **no pause** between calls, every output fresh (no
 ``out=``).  The JSON records the CPU (model, AVX2 / AVX-512, torch's kernel
 level, any variable forcing a code path) and the command; its times are in
 seconds (the printed tables in ms).
@@ -148,7 +150,7 @@ def run_loop(shapes, args, out: dict, section: str) -> None:
         else:
             fns = peers_of(X, T, user_layer(N, HIDDEN))
             ours, peers = next(iter(fns)), [k for k in list(fns)[1:] if k != "user work only"]
-        res = interleaved(fns, args.rounds, budget_s=args.budget)
+        res = interleaved(fns, args.rounds, budget_s=args.budget, min_s=args.min_seconds)
         rm, rmin, best = ratio_rows(res, ours, peers)
         key = f"{N}x{P}x{D}"
         out[key] = {"seconds": res, "ratio_median": rm, "ratio_min": rmin, "best_peer": best}
@@ -207,7 +209,7 @@ def run_kmeans(shapes, args, out: dict) -> None:
         key = f"{N}x{D}x{K}"
         out[key] = {"iters": n_it}
         for mode, before in (("alone", None), ("after torch work", user)):
-            res = interleaved(fit, args.rounds, warmup=0, budget_s=args.budget, before=before)
+            res = interleaved(fit, args.rounds, warmup=0, budget_s=args.budget, before=before, min_s=args.min_seconds)
             per = {k: {s: v[s] / max(1, n_it[k]) for s in ("median", "min")} | {"rounds": v["rounds"]} for k, v in res.items()}
             rm, rmin, best = ratio_rows(per, "sqdist.KMeans", ["sklearn", "faiss"])
             out[key][mode] = {"seconds_per_iter": per, "ratio_median": rm, "ratio_min": rmin, "best_peer": best}
@@ -216,7 +218,7 @@ def run_kmeans(shapes, args, out: dict) -> None:
         pred = {"sqdist.KMeans": lambda m=models["sqdist.KMeans"][0]: m.predict(Xt),
                 "sklearn": lambda m=models["sklearn"][0]: m.predict(X),
                 "faiss": lambda m=models["faiss"][0]: m.index.search(X, 1)}
-        res = interleaved(pred, args.rounds, budget_s=args.budget, before=user)
+        res = interleaved(pred, args.rounds, budget_s=args.budget, before=user, min_s=args.min_seconds)
         rm, rmin, best = ratio_rows(res, "sqdist.KMeans", ["sklearn", "faiss"])
         out[key]["predict after torch work"] = {"seconds": res, "ratio_median": rm, "ratio_min": rmin, "best_peer": best}
         prow.append([key] + [fmt(res[k]) for k in pred] + [f"{rm:.2f}x", f"{rmin:.2f}x"])
@@ -244,7 +246,7 @@ def run_exercise(args, out: dict) -> None:
         "faiss": fa,
         "sklearn": lambda: KMeans(5, init=C0, n_init=1, max_iter=20, tol=0.0, algorithm="lloyd").fit(X),
     }
-    res = interleaved(fns, args.rounds, budget_s=args.budget, number=20)
+    res = interleaved(fns, args.rounds, budget_s=args.budget, number=20, min_s=args.min_seconds)
     out["250x2x5"] = {"seconds": res, "vs_faiss_median": res["sqdist.kmeans"]["median"] / res["faiss"]["median"],
                       "vs_sklearn_median": res["sqdist.kmeans"]["median"] / res["sklearn"]["median"],
                       "n_iter_sqdist": int(sqdist.kmeans(Xt, 5, init=C0, max_iter=20, tol=0.0).n_iter)}
@@ -318,6 +320,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
     ap.add_argument("--iters", type=int, default=5, help="Lloyd iterations per timed k-means fit")
     ap.add_argument("--budget", type=float, default=60.0, help="seconds of timing rounds per shape and mode")
+    ap.add_argument("--min-seconds", type=float, default=5.0,
+                    help="more rounds than --rounds until this many seconds per shape and mode (within --budget)")
     ap.add_argument("--out", default="realistic.json", help="JSON file to write")
     args = ap.parse_args(argv)
     sections = [s for s in args.sections.split(",") if s]
@@ -327,7 +331,9 @@ def main(argv=None) -> int:
     env = pin_threads(args.threads)
     print(f"float32, {args.threads} threads, {cpu_line(env['cpu'])}; torch {torch.__version__}; "
           f"sqdist kernels {kernels_in_use()}")
-    results: dict = {"env": env, "command": " ".join(sys.argv), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    results: dict = {"env": env, "command": " ".join(sys.argv), "rounds_at_least": args.rounds,
+                     "min_seconds": args.min_seconds, "budget_seconds": args.budget,
+                     "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                      "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
                      "sqdist_cpu_kernels": kernels_in_use(),
                      "user_work": {"loop": f"relu(B @ W) + B, B (N, {HIDDEN}), W ({HIDDEN}, {HIDDEN})",
