@@ -356,6 +356,12 @@ def test_bad_files(tmp_path):
         (dict(n_clusters=2, tol=-1.0), "tol"),
         (dict(n_clusters=2, n_init=0), "n_init"),
         (dict(n_clusters=2, random_state="x"), "random_state"),
+        # a fixed init draws nothing and builds no generator, but random_state is still checked
+        (dict(init=[0, 1], random_state="x"), "random_state: expected None, an integer"),
+        (dict(init=np.zeros((2, 2)), random_state=-1), "random_state: expected None, an integer"),
+        (dict(init=[0, 1], random_state=2**63), "random_state"),
+        (dict(init=[0, 1], random_state=True), "random_state"),
+        (dict(init=[0, 1], random_state=1.5), "random_state"),
         (dict(n_clusters=2, backend="cuda"), "backend"),
         (dict(), "n_clusters: required"),
     ],
@@ -605,3 +611,20 @@ def test_explicit_centres_round_as_tensor_to_and_never_alias(data_dtype, init_ki
         assert torch.equal(init, before) and r.init_centers.data_ptr() != init.data_ptr()
     elif isinstance(init, np.ndarray):
         assert np.array_equal(init, before) and not np.shares_memory(r.init_centers.numpy(), init)
+
+
+def test_fixed_init_draws_nothing_from_any_random_state():
+    """Fixed indices and centres use no randomness: every valid random_state gives the same bits,
+    and a NumPy generator handed in is not advanced (a name draws from it, as before)."""
+    X = make_blobs(seed=3)[0]
+    ref = kmeans(X, init=EXERCISE_INIT_INDICES[5], max_iter=20, tol=0.0)
+    for rs in (None, 0, 2**63 - 1, torch.Generator().manual_seed(5), np.random.RandomState(1)):
+        r = kmeans(X, init=EXERCISE_INIT_INDICES[5], max_iter=20, tol=0.0, random_state=rs)
+        assert r.centers.tobytes() == ref.centers.tobytes() and r.labels.tobytes() == ref.labels.tobytes()
+    g = np.random.default_rng(4)
+    kmeans(X, init=X[:5].copy(), max_iter=3, random_state=g)
+    assert g.integers(0, 2**62) == np.random.default_rng(4).integers(0, 2**62)
+    kmeans(X, 5, init="random", max_iter=3, random_state=g)
+    h = np.random.default_rng(4)
+    h.integers(0, 2**62)
+    assert g.integers(0, 2**62) != h.integers(0, 2**62)  # "random" drew one seed from it

