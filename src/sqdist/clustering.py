@@ -118,7 +118,8 @@ def kmeans(
         less than ``tol``, in data units.  Both also stop at a fixed point.
     random_state : None, int, numpy.random.Generator, numpy.random.RandomState or torch.Generator
         Source of all randomness (never a global RNG).  Same seed, same
-        bits -- across runs and CPU thread counts.
+        bits -- across runs and CPU thread counts.  A fixed init (indices or
+        centres) draws nothing from it.
     working_memory : float, optional
         MiB budget for one block of the N x K distances.
     backend : {"auto", "torch", "triton"}
