@@ -683,9 +683,6 @@ SQ_EXPORT int FN(argmin_gemm_t)(const REAL *GT, int64_t ld, const REAL *X, const
 
 #define SQ_FCHUNK 128
 #define SQ_FCENTRES 6 /* centres per sweep of the fused step */
-/* 32-byte vectors of REAL (GCC vector extensions; element alignment, so loads may be unaligned) */
-typedef REAL FN(vec) __attribute__((vector_size(32), aligned(sizeof(REAL))));
-static const int64_t FN(VL) = 32 / sizeof(REAL);
 
 /* e_k of row i of a chunk: sum_j A[k, j] * xt[j, i] over j = 0..D (xt[D, i] = 1), in the
  * order of the fused loop below (its bits, or within the same error bound where that loop
@@ -735,15 +732,15 @@ SQ_FMA_CLONES static void FN(fused_min2)(const REAL *restrict A, int64_t K, int6
         for (int64_t u = 0; u < SQ_FCENTRES; u++) /* past K: the first centre again (not read back) */
             c[u] = A + (k0 + (u < nk ? u : 0)) * (D + 1);
         /* 2 vectors of rows x 6 centres of accumulators stay in registers over the features */
-        for (int64_t i0 = 0; i0 < r; i0 += 2 * FN(VL)) {
-            FN(vec) xa = *(const FN(vec) *)(xt + i0), xb = *(const FN(vec) *)(xt + i0 + FN(VL));
-            FN(vec) p0 = c[0][0] * xa, q0 = c[0][0] * xb, p1 = c[1][0] * xa, q1 = c[1][0] * xb;
-            FN(vec) p2 = c[2][0] * xa, q2 = c[2][0] * xb, p3 = c[3][0] * xa, q3 = c[3][0] * xb;
-            FN(vec) p4 = c[4][0] * xa, q4 = c[4][0] * xb, p5 = c[5][0] * xa, q5 = c[5][0] * xb;
+        for (int64_t i0 = 0; i0 < r; i0 += 2 * SQ_RL) {
+            FN(rvec) xa = *(const FN(rvec) *)(xt + i0), xb = *(const FN(rvec) *)(xt + i0 + SQ_RL);
+            FN(rvec) p0 = c[0][0] * xa, q0 = c[0][0] * xb, p1 = c[1][0] * xa, q1 = c[1][0] * xb;
+            FN(rvec) p2 = c[2][0] * xa, q2 = c[2][0] * xb, p3 = c[3][0] * xa, q3 = c[3][0] * xb;
+            FN(rvec) p4 = c[4][0] * xa, q4 = c[4][0] * xb, p5 = c[5][0] * xa, q5 = c[5][0] * xb;
             for (int64_t j = 1; j <= D; j++) {
                 const REAL *xj = xt + j * SQ_FCHUNK + i0;
-                xa = *(const FN(vec) *)xj;
-                xb = *(const FN(vec) *)(xj + FN(VL));
+                xa = *(const FN(rvec) *)xj;
+                xb = *(const FN(rvec) *)(xj + SQ_RL);
                 p0 += c[0][j] * xa;
                 q0 += c[0][j] * xb;
                 p1 += c[1][j] * xa;
@@ -757,10 +754,10 @@ SQ_FMA_CLONES static void FN(fused_min2)(const REAL *restrict A, int64_t K, int6
                 p5 += c[5][j] * xa;
                 q5 += c[5][j] * xb;
             }
-            const FN(vec) res[2 * SQ_FCENTRES] = {p0, q0, p1, q1, p2, q2, p3, q3, p4, q4, p5, q5};
+            const FN(rvec) res[2 * SQ_FCENTRES] = {p0, q0, p1, q1, p2, q2, p3, q3, p4, q4, p5, q5};
             for (int64_t u = 0; u < SQ_FCENTRES; u++) {
-                *(FN(vec) *)(acc + u * SQ_FCHUNK + i0) = res[2 * u];
-                *(FN(vec) *)(acc + u * SQ_FCHUNK + i0 + FN(VL)) = res[2 * u + 1];
+                *(FN(rvec) *)(acc + u * SQ_FCHUNK + i0) = res[2 * u];
+                *(FN(rvec) *)(acc + u * SQ_FCHUNK + i0 + SQ_RL) = res[2 * u + 1];
             }
         }
         if (nk == SQ_FCENTRES) { /* a row's running triple in registers over the sweep's centres (vectorised) */
