@@ -734,30 +734,23 @@ SQ_FMA_CLONES static void FN(fused_min2)(const REAL *restrict A, int64_t K, int6
         /* 2 vectors of rows x 6 centres of accumulators stay in registers over the features */
         for (int64_t i0 = 0; i0 < r; i0 += 2 * SQ_RL) {
             FN(rvec) xa = *(const FN(rvec) *)(xt + i0), xb = *(const FN(rvec) *)(xt + i0 + SQ_RL);
-            FN(rvec) p0 = c[0][0] * xa, q0 = c[0][0] * xb, p1 = c[1][0] * xa, q1 = c[1][0] * xb;
-            FN(rvec) p2 = c[2][0] * xa, q2 = c[2][0] * xb, p3 = c[3][0] * xa, q3 = c[3][0] * xb;
-            FN(rvec) p4 = c[4][0] * xa, q4 = c[4][0] * xb, p5 = c[5][0] * xa, q5 = c[5][0] * xb;
+            FN(rvec) p[SQ_FCENTRES], q[SQ_FCENTRES]; /* constant trip counts: unrolled, in registers */
+            for (int u = 0; u < SQ_FCENTRES; u++) {
+                p[u] = c[u][0] * xa;
+                q[u] = c[u][0] * xb;
+            }
             for (int64_t j = 1; j <= D; j++) {
                 const REAL *xj = xt + j * SQ_FCHUNK + i0;
                 xa = *(const FN(rvec) *)xj;
                 xb = *(const FN(rvec) *)(xj + SQ_RL);
-                p0 += c[0][j] * xa;
-                q0 += c[0][j] * xb;
-                p1 += c[1][j] * xa;
-                q1 += c[1][j] * xb;
-                p2 += c[2][j] * xa;
-                q2 += c[2][j] * xb;
-                p3 += c[3][j] * xa;
-                q3 += c[3][j] * xb;
-                p4 += c[4][j] * xa;
-                q4 += c[4][j] * xb;
-                p5 += c[5][j] * xa;
-                q5 += c[5][j] * xb;
+                for (int u = 0; u < SQ_FCENTRES; u++) {
+                    p[u] += c[u][j] * xa;
+                    q[u] += c[u][j] * xb;
+                }
             }
-            const FN(rvec) res[2 * SQ_FCENTRES] = {p0, q0, p1, q1, p2, q2, p3, q3, p4, q4, p5, q5};
-            for (int64_t u = 0; u < SQ_FCENTRES; u++) {
-                *(FN(rvec) *)(acc + u * SQ_FCHUNK + i0) = res[2 * u];
-                *(FN(rvec) *)(acc + u * SQ_FCHUNK + i0 + SQ_RL) = res[2 * u + 1];
+            for (int u = 0; u < SQ_FCENTRES; u++) {
+                *(FN(rvec) *)(acc + u * SQ_FCHUNK + i0) = p[u];
+                *(FN(rvec) *)(acc + u * SQ_FCHUNK + i0 + SQ_RL) = q[u];
             }
         }
         if (nk == SQ_FCENTRES) { /* a row's running triple in registers over the sweep's centres (vectorised) */
