@@ -3,8 +3,11 @@
 ``src/sqdist/_ckernels.c`` becomes ``sqdist/_sqdist_omp*.so``: a shared library
 loaded with ctypes after torch (see ``src/sqdist/_ckernels.py``; one small
 CPython entry point besides) linked against ``libgomp.so.1``, so that its
-OpenMP regions run on torch's own thread pool.  No torch or NumPy headers are
-needed to build it, only a C compiler with OpenMP.  The extension is optional:
+OpenMP regions run on torch's own thread pool.  It needs a C compiler with
+OpenMP, and NumPy's headers for its one CPython entry point (a NumPy build
+requirement in pyproject.toml; without NumPy the library is built without the
+entry point, and sqdist calls the same kernel through ctypes).  No torch headers
+are needed.  The extension is optional:
 where it cannot be compiled (no compiler, no OpenMP, not Linux with GCC-style
 flags) the install still succeeds and sqdist uses numba (the ``fast`` extra)
 or torch instead.
@@ -26,6 +29,13 @@ class OptionalOpenMPBuild(build_ext):
         super().build_extensions()
 
 
+try:  # the CPython entry point (the small-problem iteration) makes its result arrays with NumPy's C API
+    import numpy
+
+    ENTRY_POINT = {"include_dirs": [numpy.get_include()], "define_macros": [("SQ_PYTHON", "1")]}
+except ImportError:
+    ENTRY_POINT = {}
+
 KERNELS = Extension(
     "sqdist._sqdist_omp",
     sources=["src/sqdist/_ckernels.c"],
@@ -34,8 +44,8 @@ KERNELS = Extension(
                         "-std=gnu11"],
     extra_link_args=["-fopenmp"],
     libraries=["m"],
-    define_macros=[("SQ_PYTHON", "1")],  # the one CPython entry point (the small-problem iteration)
     optional=True,
+    **ENTRY_POINT,
 )
 
 setup(ext_modules=[KERNELS], cmdclass={"build_ext": OptionalOpenMPBuild})

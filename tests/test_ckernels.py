@@ -316,13 +316,31 @@ def test_small_problem_entry_point_equals_the_ctypes_call_and_numba(dtype, monke
     mod = _ckernels.entry_point()
     if mod is None:
         pytest.skip("library built without the CPython entry point")
-    outs = (np.empty((5, 2), dtype), np.empty((5, 2)), np.empty(5, np.int64))
     with pytest.raises(ValueError, match="counts has the wrong dtype"):
-        mod.update_assign(X, C, sums, counts.astype(np.float64), 64, labels, mind, *outs)
+        mod.update_assign(64, X, C, sums, counts.astype(np.float64), labels, mind)
     with pytest.raises(ValueError, match="C has the wrong dtype or shape"):
-        mod.update_assign(X, C[:, :1].copy(), sums, counts, 64, labels, mind, *outs)
-    with pytest.raises(ValueError, match="not C-contiguous"):
-        mod.update_assign(X, C, sums, counts, 64, labels[::2], mind, *outs)
+        mod.update_assign(64, X, C[:, :1].copy(), sums, counts, labels, mind)
+    with pytest.raises(ValueError, match="C has the wrong dtype or shape"):
+        mod.update_assign(64, X, C.astype(np.float64 if dtype == np.float32 else np.float32), sums, counts, labels, mind)
+    with pytest.raises(ValueError, match="labels is not C-contiguous"):
+        mod.update_assign(64, X, C, sums, counts, np.empty(500, np.int64)[::2], mind)
+    with pytest.raises(ValueError, match="mind is read-only"):
+        ro = np.empty(250, dtype)
+        ro.flags.writeable = False
+        mod.update_assign(64, X, C, sums, counts, labels, ro)
+    with pytest.raises(ValueError, match="sums must be a NumPy array, got list"):
+        mod.update_assign(64, X, C, sums.tolist(), counts, labels, mind)
+    with pytest.raises(ValueError, match="X must be a 2-D float32 or float64 array"):
+        mod.update_assign(64, X.astype(np.float16), C, sums, counts, labels, mind)
+    with pytest.raises(ValueError, match="chunk must be positive"):
+        mod.update_assign(0, X, C, sums, counts, labels, mind)
+    with pytest.raises(TypeError, match="takes 7 arguments"):
+        mod.update_assign(64, X, C, sums, counts, labels)
+    # the results are new arrays every call (a fit's history keeps them)
+    a, b = mod.update_assign(64, X, C, sums, counts, labels, mind), mod.update_assign(64, X, C, sums, counts, labels, mind)
+    for x, y in ((a[0], b[0]), (a[3], b[3]), (a[4], b[4])):
+        assert not np.shares_memory(x, y) and x.flags.c_contiguous and x.flags.writeable
+        np.testing.assert_array_equal(x, y)
 
 
 def _fixup_min_reference(d, nx, tnt, tau, X, T):

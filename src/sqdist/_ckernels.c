@@ -35,7 +35,7 @@
 #define SQ_EXPORT __attribute__((visibility("default")))
 
 /* Bumped whenever an exported signature changes; the loader refuses a library of another version. */
-#define SQ_ABI 7
+#define SQ_ABI 8
 
 SQ_EXPORT int sq_abi(void) { return SQ_ABI; }
 
@@ -86,92 +86,109 @@ SQ_EXPORT int sq_team_size(int nthreads)
 #undef FN
 
 #ifdef SQ_PYTHON
-/* One CPython entry point for the small-problem iteration (called ~13 times per fit at the
- * exercise's size, where a ctypes call with ten array addresses cost 3x the arithmetic).
- * Built only by setup.py (which defines SQ_PYTHON); imported by sqdist._ckernels only after
- * library() accepted this file (the OpenMP runtime check).  The arrays come through the
- * buffer protocol, checked for C-contiguity, item size and shape. */
+/* One CPython entry point for the small-problem iteration (called ~10 times per fit at the
+ * exercise's size, where a ctypes call with ten array addresses cost 3x the arithmetic, and
+ * the buffer protocol's nine exports plus three np.empty calls ~4 us, as much as the arithmetic).
+ * Built only by setup.py (which defines SQ_PYTHON and finds NumPy's headers); imported by
+ * sqdist._ckernels only after library() accepted this file (the OpenMP runtime check).  The
+ * inputs are NumPy arrays, checked for type, native byte order, alignment, C-contiguity and
+ * shape; the outputs are new arrays made here. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#include <numpy/arrayobject.h>
 
-static int sq_get(PyObject *o, Py_buffer *b, Py_ssize_t item, int ndim, const Py_ssize_t *shape, int writable,
-                  const char *name)
+/* o as an aligned, native, C-contiguous array of `kind` ('f' float, 'i' signed integer) and
+ * `item` bytes with `ndim` dimensions of `shape` (-1: any), writable if asked; else NULL and a
+ * ValueError naming it. */
+static PyArrayObject *sq_arr(PyObject *o, char kind, int item, int ndim, const npy_intp *shape, int writable,
+                             const char *name)
 {
-    if (PyObject_GetBuffer(o, b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
-        return -1;
-    /* floats: the arrays named X, C, sums, mind, Cn, psums; integers (int64): counts, labels, pcounts */
-    const int integer = !strcmp(name, "counts") || !strcmp(name, "labels") || !strcmp(name, "pcounts");
-    const char f = b->format && b->format[0] ? b->format[strlen(b->format) - 1] : '?';
-    int ok = b->itemsize == item && b->ndim == ndim && (integer ? (f == 'l' || f == 'q') : (f == 'f' || f == 'd'));
+    if (!PyArray_Check(o)) {
+        PyErr_Format(PyExc_ValueError, "update_assign: %s must be a NumPy array, got %s", name, Py_TYPE(o)->tp_name);
+        return NULL;
+    }
+    PyArrayObject *a = (PyArrayObject *)o;
+    int ok = PyArray_DESCR(a)->kind == kind && PyArray_ITEMSIZE(a) == item && PyArray_NDIM(a) == ndim;
     for (int d = 0; ok && d < ndim; d++)
-        ok = shape[d] < 0 || b->shape[d] == shape[d];
+        ok = shape[d] < 0 || PyArray_DIM(a, d) == shape[d];
     if (!ok) {
         PyErr_Format(PyExc_ValueError, "update_assign: %s has the wrong dtype or shape", name);
-        PyBuffer_Release(b);
-        return -1;
+        return NULL;
     }
-    return 0;
+    if (!PyArray_IS_C_CONTIGUOUS(a) || !PyArray_ISALIGNED(a) || !PyArray_ISNOTSWAPPED(a)) {
+        PyErr_Format(PyExc_ValueError, "update_assign: %s is not C-contiguous, aligned and in native byte order", name);
+        return NULL;
+    }
+    if (writable && !PyArray_ISWRITEABLE(a)) {
+        PyErr_Format(PyExc_ValueError, "update_assign: %s is read-only", name);
+        return NULL;
+    }
+    return a;
 }
 
-/* update_assign(X, C, sums, counts, chunk, labels, mind, Cn, psums, pcounts)
- *   -> (empty clusters, largest move, sum of squared moves, inertia) */
+/* update_assign(chunk, X, C, sums, counts, labels, mind)
+ *   -> (centres, largest move, sum of squared moves, sums, counts, inertia, empty clusters)
+ * (chunk first: functools.partial binds it once per fit; the result in the order of
+ * sqdist._cpu_nb.update_assign_direct's) */
 static PyObject *sq_py_update_assign(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs != 10) {
-        PyErr_SetString(PyExc_TypeError, "update_assign takes 10 arguments");
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "update_assign takes 7 arguments");
         return NULL;
     }
-    Py_buffer b[9];
-    int got = 0;
-    PyObject *res = NULL;
-    Py_buffer peek;
-    if (PyObject_GetBuffer(args[0], &peek, PyBUF_C_CONTIGUOUS) < 0)
-        return NULL;
-    const Py_ssize_t item = peek.itemsize, n = peek.ndim == 2 ? peek.shape[0] : -1, D = peek.ndim == 2 ? peek.shape[1] : -1;
-    PyBuffer_Release(&peek);
-    if ((item != 4 && item != 8) || n < 0) {
-        PyErr_SetString(PyExc_ValueError, "update_assign: X must be a 2-D float32 or float64 array");
-        return NULL;
-    }
-    const long long chunk = PyLong_AsLongLong(args[4]);
+    const long long chunk = PyLong_AsLongLong(args[0]);
     if (chunk <= 0) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_ValueError, "update_assign: chunk must be positive");
         return NULL;
     }
-    if (sq_get(args[0], &b[got], item, 2, (const Py_ssize_t[]){n, D}, 0, "X") < 0)
-        goto done;
-    got++;
-    if (sq_get(args[1], &b[got], item, 2, (const Py_ssize_t[]){-1, D}, 0, "C") < 0)
-        goto done;
-    const Py_ssize_t K = b[got].shape[0];
-    got++;
-    const Py_ssize_t kd[2] = {K, D}, k1[1] = {K}, n1[1] = {n};
-    struct { int arg; Py_ssize_t item; int ndim; const Py_ssize_t *shape; int w; const char *name; } spec[] = {
-        {2, 8, 2, kd, 0, "sums"}, {3, 8, 1, k1, 0, "counts"}, {5, 8, 1, n1, 1, "labels"},
-        {6, item, 1, n1, 1, "mind"}, {7, item, 2, kd, 1, "Cn"}, {8, 8, 2, kd, 1, "psums"}, {9, 8, 1, k1, 1, "pcounts"}};
-    for (int s = 0; s < 7; s++) {
-        if (sq_get(args[spec[s].arg], &b[got], spec[s].item, spec[s].ndim, spec[s].shape, spec[s].w, spec[s].name) < 0)
-            goto done;
-        got++;
+    if (!PyArray_Check(args[1]) || PyArray_NDIM((PyArrayObject *)args[1]) != 2 ||
+        PyArray_DESCR((PyArrayObject *)args[1])->kind != 'f' ||
+        (PyArray_ITEMSIZE((PyArrayObject *)args[1]) != 4 && PyArray_ITEMSIZE((PyArrayObject *)args[1]) != 8)) {
+        PyErr_SetString(PyExc_ValueError, "update_assign: X must be a 2-D float32 or float64 array");
+        return NULL;
+    }
+    const int item = (int)PyArray_ITEMSIZE((PyArrayObject *)args[1]);
+    const npy_intp n = PyArray_DIM((PyArrayObject *)args[1], 0), D = PyArray_DIM((PyArrayObject *)args[1], 1);
+    PyArrayObject *X = sq_arr(args[1], 'f', item, 2, (const npy_intp[]){n, D}, 0, "X");
+    PyArrayObject *C = X ? sq_arr(args[2], 'f', item, 2, (const npy_intp[]){-1, D}, 0, "C") : NULL;
+    if (!C)
+        return NULL;
+    const npy_intp K = PyArray_DIM(C, 0), kd[2] = {K, D}, k1[1] = {K}, n1[1] = {n};
+    PyArrayObject *sums = sq_arr(args[3], 'f', 8, 2, kd, 0, "sums");
+    PyArrayObject *counts = sums ? sq_arr(args[4], 'i', 8, 1, k1, 0, "counts") : NULL;
+    PyArrayObject *labels = counts ? sq_arr(args[5], 'i', 8, 1, n1, 1, "labels") : NULL;
+    PyArrayObject *mind = labels ? sq_arr(args[6], 'f', item, 1, n1, 1, "mind") : NULL;
+    if (!mind)
+        return NULL;
+    PyObject *Cn = PyArray_SimpleNew(2, kd, item == 4 ? NPY_FLOAT32 : NPY_FLOAT64);
+    PyObject *psums = PyArray_SimpleNew(2, kd, NPY_FLOAT64);
+    PyObject *pcounts = PyArray_SimpleNew(1, k1, NPY_INT64);
+    if (!Cn || !psums || !pcounts) {
+        Py_XDECREF(Cn);
+        Py_XDECREF(psums);
+        Py_XDECREF(pcounts);
+        return NULL;
     }
     double stats[3];
     int64_t empty;
+#define SQ_D(a) PyArray_DATA((PyArrayObject *)(a))
     if (item == 4)
-        empty = update_assign_f32(b[0].buf, n, b[1].buf, K, D, b[2].buf, b[3].buf, chunk, b[4].buf, b[5].buf, b[6].buf,
-                                  b[7].buf, b[8].buf, stats);
+        empty = update_assign_f32(SQ_D(X), n, SQ_D(C), K, D, SQ_D(sums), SQ_D(counts), chunk, SQ_D(labels), SQ_D(mind),
+                                  SQ_D(Cn), SQ_D(psums), SQ_D(pcounts), stats);
     else
-        empty = update_assign_f64(b[0].buf, n, b[1].buf, K, D, b[2].buf, b[3].buf, chunk, b[4].buf, b[5].buf, b[6].buf,
-                                  b[7].buf, b[8].buf, stats);
-    if (empty < 0)
-        PyErr_NoMemory();
-    else
-        res = Py_BuildValue("(Lddd)", (long long)empty, stats[0], stats[1], stats[2]);
-done:
-    for (int i = 0; i < got; i++)
-        PyBuffer_Release(&b[i]);
-    return res;
+        empty = update_assign_f64(SQ_D(X), n, SQ_D(C), K, D, SQ_D(sums), SQ_D(counts), chunk, SQ_D(labels), SQ_D(mind),
+                                  SQ_D(Cn), SQ_D(psums), SQ_D(pcounts), stats);
+#undef SQ_D
+    if (empty < 0) {
+        Py_DECREF(Cn);
+        Py_DECREF(psums);
+        Py_DECREF(pcounts);
+        return PyErr_NoMemory();
+    }
+    return Py_BuildValue("(NddNNdL)", Cn, stats[0], stats[1], psums, pcounts, stats[2], (long long)empty);
 }
 
 static PyMethodDef sq_methods[] = {
@@ -181,5 +198,9 @@ static PyMethodDef sq_methods[] = {
 
 static struct PyModuleDef sq_module = {PyModuleDef_HEAD_INIT, "_sqdist_omp", NULL, -1, sq_methods, NULL, NULL, NULL, NULL};
 
-SQ_EXPORT PyObject *PyInit__sqdist_omp(void) { return PyModule_Create(&sq_module); }
+SQ_EXPORT PyObject *PyInit__sqdist_omp(void)
+{
+    import_array();
+    return PyModule_Create(&sq_module);
+}
 #endif

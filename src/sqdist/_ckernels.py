@@ -53,6 +53,7 @@ __all__ = [
     "assign_accumulate_direct",
     "assign_accumulate_direct_serial",
     "update_assign_direct",
+    "update_assign_bound",
     "argmin_accumulate_gemm_t",
     "assign_accumulate_fused",
     "sqdist_direct",
@@ -64,7 +65,7 @@ __all__ = [
 ]
 
 # must equal SQ_ABI in _ckernels.c (a stale build of an older source is refused)
-ABI = 7
+ABI = 8
 # row passes over at least this many elements (augment, prepare_right) run on the pool: 2-core EPYC,
 # 4096 x 128 float32 augment 1.8 ms serial (quiet), a thread hand-over ~0.02 ms quiet, milliseconds loaded
 _PARALLEL_ROWS_WORK = 1 << 18
@@ -207,19 +208,28 @@ def update_assign_direct(X, C, sums, counts, chunk, labels, mind) -> tuple:
     Through the CPython entry point when there is one: at the exercise's size the ctypes
     call and its ten array addresses cost ~3x the arithmetic (36 against 12 us for numba).
     """
+    mod = entry_point()
+    if mod is not None:
+        return mod.update_assign(chunk, X, C, sums, counts, labels, mind)
     K, D = C.shape
     Cn = np.empty((K, D), dtype=C.dtype)
     psums = np.empty((K, D), dtype=np.float64)
     pcounts = np.empty(K, dtype=np.int64)
-    mod = entry_point()
-    if mod is not None:
-        empty, shift, sumsq, inertia = mod.update_assign(X, C, sums, counts, chunk, labels, mind, Cn, psums, pcounts)
-        return Cn, shift, sumsq, psums, pcounts, inertia, empty
     stats = np.empty(3, dtype=np.float64)
     empty = _fn("update_assign", X)(_p(X), X.shape[0], _p(C), K, D, _p(sums), _p(counts), chunk, _p(labels), _p(mind),
                                     _p(Cn), _p(psums), _p(pcounts), _p(stats))
     _check(empty)
     return Cn, float(stats[0]), float(stats[1]), psums, pcounts, float(stats[2]), int(empty)
+
+
+def update_assign_bound(chunk: int) -> Any:
+    """:func:`update_assign_direct` with its row chunk bound: ``step(X, C, sums, counts, labels,
+    mind)``, the call a fit makes every iteration (the entry point itself when there is one:
+    ~10 calls per fit at the exercise's size, where each Python layer costs ~0.3 us)."""
+    mod = entry_point()
+    if mod is not None:
+        return functools.partial(mod.update_assign, chunk)
+    return lambda X, C, sums, counts, labels, mind: update_assign_direct(X, C, sums, counts, chunk, labels, mind)
 
 
 def argmin_accumulate_gemm_t(GT, X, m, C, ncmax, gamma, sub, labels, mind, psums, pcounts, pinert, Xnext,

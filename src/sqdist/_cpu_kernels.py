@@ -334,12 +334,7 @@ def update_assign_step(D: int) -> Any:
     values :func:`sqdist._step.update_centers`, :func:`sqdist._step.max_shift`
     and :func:`assign_accumulate` give one after the other.
     """
-    fn, chunk = kernels().update_assign_direct, _direct_chunk(D)
-
-    def step(X, C, sums, counts, labels, mind):
-        return fn(X, C, sums, counts, chunk, labels, mind)
-
-    return step
+    return kernels().update_assign_bound(_direct_chunk(D))
 
 
 def _group_cap(K: int, D: int, budget: int) -> int:

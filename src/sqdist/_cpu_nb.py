@@ -151,6 +151,12 @@ def update_assign_direct(X, C, sums, counts, chunk, labels, mind):  # pragma: no
 # --------------------------------------------------------------------------
 
 
+def update_assign_bound(chunk):
+    """:func:`update_assign_direct` with its row chunk bound: ``step(X, C, sums, counts, labels,
+    mind)``, the call a fit makes every iteration (as :func:`sqdist._ckernels.update_assign_bound`)."""
+    return lambda X, C, sums, counts, labels, mind: update_assign_direct(X, C, sums, counts, chunk, labels, mind)
+
+
 @njit(fastmath={"reassoc", "contract"}, **_OPTS)
 def _dist_row(X, xi, C, k):  # pragma: no cover
     """Direct-formula distance ``sum_j (X[xi, j] - C[k, j])^2``, squares added in
