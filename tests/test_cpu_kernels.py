@@ -141,7 +141,7 @@ def test_update_assign_equals_the_separate_steps():
         _, _, sums, counts, inertia = ck.assign_accumulate(X, C)
         inertias = [inertia]
         for _ in range(6):
-            C2, shift, sumsq, sums2, counts2, inertia2, n_empty = ck.update_assign_step(2)(
+            C2, shift, sumsq, sums2, counts2, inertia2, n_empty = ck.update_assign_step(X, C)(
                 X.numpy(), C.numpy(), sums.numpy(), counts.numpy(), labels.numpy(), mind.numpy())
             C2, sums2, counts2 = torch.from_numpy(C2), torch.from_numpy(sums2), torch.from_numpy(counts2)
             want_C = (sums / counts[:, None]).to(dtype)
@@ -152,8 +152,11 @@ def test_update_assign_equals_the_separate_steps():
             C, sums, counts = C2, sums2, counts2
             inertias.append(inertia2)
         assert all(b <= a * (1 + 1e-12) for a, b in zip(inertias, inertias[1:]))  # inertia never increases
-    assert ck.update_assign_supports(X, C) and not ck.update_assign_supports(X[:, :1].repeat(1, 5), C.repeat(1, 5)[:, :5])
-    assert not ck.update_assign_supports(X.repeat(70, 1), C)  # more than one row group
+    assert ck.update_assign_step(X, C) is not None
+    assert ck.update_assign_step(X[:, :1].repeat(1, 5), C.repeat(1, 5)[:, :5]) is None  # D = 5
+    assert ck.update_assign_step(X.repeat(70, 1), C) is None  # more than one row group
+    assert ck.update_assign_step(X, C.to(torch.float32 if dtype == torch.float64 else torch.float64)) is None
+    assert ck.update_assign_step(X.requires_grad_(), C) is None
 
 
 # ---------------------------------------------------------------- distances

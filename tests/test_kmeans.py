@@ -516,7 +516,7 @@ def test_dispatch_to_optional_kernels(monkeypatch):
     cpu = types.ModuleType("sqdist._cpu_kernels")
     cpu.available = lambda: True
     cpu.supports = lambda X, C: X.dtype == torch.float64
-    cpu.update_assign_supports = lambda X, C: False
+    cpu.update_assign_step = lambda X, C: None
     cpu.assign_accumulate = fake
     monkeypatch.setattr(_step, "_cpu_kernels", cpu)
     monkeypatch.setattr(_engine, "_cpu_kernels", cpu)
@@ -575,10 +575,10 @@ def test_compiled_small_step_equals_separate_steps_bit_for_bit(monkeypatch):
                   max_iter=int(rng.integers(1, 40)), tol=[0.0, 1e-4, 1e-2][trial % 3])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            assert ck.update_assign_supports(torch.from_numpy(X), torch.from_numpy(X[:K]))
+            assert ck.update_assign_step(torch.from_numpy(X), torch.from_numpy(X[:K])) is not None
             Xin = torch.from_numpy(X) if trial % 4 == 1 else X  # tensor input: tensors in the history too
             fast = kmeans(Xin, **kw)
-            monkeypatch.setattr(ck, "update_assign_supports", lambda X, C: False)
+            monkeypatch.setattr(ck, "update_assign_step", lambda X, C: None)
             general = kmeans(Xin, **kw)
             monkeypatch.undo()
         _same_result(fast, general)

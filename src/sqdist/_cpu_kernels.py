@@ -77,7 +77,6 @@ __all__ = [
     "row_min",
     "numpy_view",
     "update_assign_step",
-    "update_assign_supports",
 ]
 
 # Where the direct formula beats a product in the k-means assignment (measured on a
@@ -215,9 +214,13 @@ def supports(X: torch.Tensor, C: torch.Tensor) -> bool:
     feature and one centre, compiled kernels available.  Every shape is covered: small D
     by the direct kernel, larger D by blocked products + a compiled argmin.
     """
+    return kernels() is not None and _shapes_ok(X, C)
+
+
+def _shapes_ok(X: torch.Tensor, C: torch.Tensor) -> bool:
+    """:func:`supports` without the kernels' availability."""
     return (
-        available()
-        and _ok(X)
+        _ok(X)
         and _ok(C)
         and X.dtype == C.dtype
         and X.shape[1] == C.shape[1]
@@ -304,12 +307,6 @@ def assign_accumulate(X: torch.Tensor, C: torch.Tensor, *, labels_out: torch.Ten
     return _assign_gemm(X, C, labels, mind, budget)
 
 
-def update_assign_supports(X: torch.Tensor, C: torch.Tensor) -> bool:
-    """Whether :func:`update_assign_step` serves these inputs: the direct kernel's one-group
-    case (``n <= 16384``, ``D <= 4``), where its bits equal the separate steps'."""
-    return supports(X, C) and X.shape[0] <= _GROUP_ROWS and X.shape[1] <= _ASSIGN_DIRECT_ALWAYS_D
-
-
 def numpy_view(t: torch.Tensor) -> np.ndarray:
     """A contiguous NumPy view (or copy) of a CPU tensor, for callers that keep arrays across calls."""
     try:
@@ -319,10 +316,12 @@ def numpy_view(t: torch.Tensor) -> np.ndarray:
     return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
-def update_assign_step(D: int) -> Any:
-    """One Lloyd iteration of a small problem with D features in one compiled call, the kernels and
-    the row chunk resolved once (a fit's iterations then pay only the call; see
-    :func:`sqdist._cpu_nb.update_assign_direct`).
+def update_assign_step(X: torch.Tensor, C: torch.Tensor) -> Any:
+    """One Lloyd iteration of a small problem in one compiled call, for data X (n, D) and
+    centres like C (K, D) -- or None when it does not serve them.  It serves the direct
+    kernel's one-group case (``n <= 16384``, ``D <= 4``), where its bits equal the separate
+    steps'; the kernels and the row chunk are resolved here, once per fit (a fit's iterations
+    then pay only the call; see :func:`sqdist._cpu_nb.update_assign_direct`).
 
     ``step(X, C, sums, counts, labels, mind)``: the new centres from ``sums``
     (K, D) / ``counts`` (K,) (every count > 0), the largest centre move and the
@@ -332,9 +331,12 @@ def update_assign_step(D: int) -> Any:
     arithmetic, so the caller keeps the views.  Returns ``(centers, shift, sum
     of squared moves, sums, counts, inertia, number of empty clusters)``, the
     values :func:`sqdist._step.update_centers`, :func:`sqdist._step.max_shift`
-    and :func:`assign_accumulate` give one after the other.
+    and :func:`assign_accumulate` give one after the other, in new arrays.
     """
-    return kernels().update_assign_bound(_direct_chunk(D))
+    k = kernels()
+    if k is None or not (_shapes_ok(X, C) and X.shape[0] <= _GROUP_ROWS and X.shape[1] <= _ASSIGN_DIRECT_ALWAYS_D):
+        return None
+    return k.update_assign_bound(_direct_chunk(X.shape[1]))
 
 
 def _group_cap(K: int, D: int, budget: int) -> int:

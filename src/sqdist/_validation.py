@@ -107,6 +107,8 @@ def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
 
 
 def check_positive_number(value: Any, name: str, *, allow_zero: bool = False) -> float:
+    if type(value) is float and (value > 0 or (allow_zero and value == 0)) and value != math.inf:  # the common case
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise SqdistError(f"{name}: expected a finite real number, got {value!r}")
     if value < 0 or (value == 0 and not allow_zero):
@@ -115,6 +117,8 @@ def check_positive_number(value: Any, name: str, *, allow_zero: bool = False) ->
 
 
 def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
+    if type(value) is int and value >= minimum:  # the common case, without the ABC test (1.5 against 0.2 us)
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise SqdistError(f"{name}: expected an integer >= {minimum}, got {value!r}")
     if value < minimum:
