@@ -553,6 +553,58 @@ def _same_result(a, b):
         assert np.array_equal(np.asarray(h["sizes"]), np.asarray(g["sizes"]))
 
 
+def test_callable_init_is_called_once_per_run_as_scikit_learn_does():
+    """A callable init runs n_init times ("auto": 10, scikit-learn's rule), each call with
+    ``random_state=`` a fresh RandomState seeded from the fit's random_state; the best run wins."""
+    X, _ = make_blobs(seed=4)
+    seen = []
+
+    def init(X_, k, random_state):
+        assert isinstance(random_state, np.random.RandomState) and X_ is X and k == 5
+        seen.append(int(random_state.get_state()[1][0]))  # its seed (MT19937's first state word)
+        return X_[random_state.choice(len(X_), k, replace=False)]
+
+    r = kmeans(X, 5, init=init, random_state=0)
+    assert len(seen) == 10 and len(set(seen)) == 10  # ten runs, ten different seeds
+    assert np.random.RandomState(seen[0]).get_state()[1][0] == seen[0]
+    first = list(seen)
+    seen.clear()
+    r2 = kmeans(X, 5, init=init, random_state=0)
+    assert seen == first and r2.inertia == r.inertia  # the same seeds again
+    seen.clear()
+    r3 = kmeans(X, 5, init=init, n_init=3, random_state=0)
+    assert len(seen) == 3 and r3.inertia >= r.inertia  # the best of 3 is no better than the best of 10
+    # the result is the best of the runs: each run's centres given as a fixed init
+    each = [kmeans(X, init=X[np.random.RandomState(s).choice(len(X), 5, replace=False)]).inertia for s in first]
+    assert r.inertia == min(each)
+    est = KMeans(5, init=init, random_state=0).fit(X)
+    assert est.inertia_ == r.inertia
+    with pytest.raises(SqdistError, match="the callable returned"):
+        kmeans(X, 5, init=lambda X_, k, random_state: X_[0], n_init=1)
+    with pytest.raises(SqdistError, match=r"init: expected centres of shape \(K, 2\)"):
+        kmeans(X, 5, init=lambda X_, k, random_state: np.zeros((5, 3)), n_init=1)
+    with pytest.raises(SqdistError, match="n_clusters"):
+        kmeans(X, init=init)
+
+
+def test_compiled_small_step_labels_belong_to_the_best_run():
+    """With several runs, the fused step's labels (each run's own buffer) are the best run's, not
+    the last run's: a callable init gives the first run good centres and the second bad ones."""
+    ck = pytest.importorskip("sqdist._cpu_kernels")
+    X, _ = make_blobs(n_per_blob=30, seed=3)  # 5 blobs, rows blob by blob
+    good, bad = X[[0, 30, 60, 90]], X[[0, 1, 2, 3]]
+    assert ck.update_assign_step(torch.from_numpy(X), torch.from_numpy(good)) is not None
+    for Xin in (X, torch.from_numpy(X)):
+        first, second = kmeans(Xin, init=good.copy(), tol=0.0), kmeans(Xin, init=bad.copy(), tol=0.0)
+        assert first.inertia < second.inertia
+        inits = iter([good, bad])
+        both = kmeans(Xin, 4, init=lambda X_, k, random_state: next(inits).copy(), n_init=2, tol=0.0)
+        _same_result(both, first)
+        d = ((X[:, None, :] - np.asarray(both.centers, dtype=np.float64)[None]) ** 2).sum(-1)
+        assert np.array_equal(np.asarray(both.labels), d.argmin(1))
+        assert type(both.labels) is type(both.centers) is (np.ndarray if Xin is X else torch.Tensor)
+
+
 def test_compiled_small_step_equals_separate_steps_bit_for_bit(monkeypatch):
     """The one-call iteration for tiny problems (_cpu_kernels.update_assign) gives
     the same bits, histories, stopping iteration and relocations as the separate

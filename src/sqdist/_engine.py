@@ -94,6 +94,7 @@ class _Fused(NamedTuple):
     sums: np.ndarray | None  # (K, D) float64
     counts: np.ndarray | None  # (K,) int64
     inertia: float
+    labels: np.ndarray  # (n,) int64: the run's buffer, which every step overwrites
 
 
 class InMemory:
@@ -153,8 +154,8 @@ class InMemory:
         Xn, labels, mind = self._views
         Cn, shift, sumsq, psums, pcounts, inertia, n_empty = self._step(Xn, C, sums, counts, labels, mind)
         Ct = torch.from_numpy(Cn)
-        return _Fused(Cn, Ct, shift, sumsq, None, None, 0.0) if n_empty else _Fused(Cn, Ct, shift, sumsq, psums,
-                                                                                      pcounts, inertia)
+        return _Fused(Cn, Ct, shift, sumsq, None, None, 0.0, labels) if n_empty else \
+            _Fused(Cn, Ct, shift, sumsq, psums, pcounts, inertia, labels)
 
     def update_assign(self, stats: Stats | _Fused, C: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor, float, float, bool, Stats | _Fused]:
@@ -211,7 +212,9 @@ class InMemory:
     def fingerprint(self) -> dict[str, Any]:
         return {"n_rows": self.n_rows, "n_features": self.X.shape[1], "chunk_rows": self.n_rows}
 
-    def final_labels(self, C: torch.Tensor, stats: Stats) -> Any:
+    def final_labels(self, C: torch.Tensor, stats: Stats | _Fused) -> Any:
+        if isinstance(stats, _Fused):  # the run's own buffer (a fresh one every run)
+            return stats.labels if self.opts.was_numpy else torch.from_numpy(stats.labels)
         return stats.labels.numpy() if self.opts.was_numpy else stats.labels
 
 
@@ -392,7 +395,7 @@ class _Run:
     """One initialisation's outcome."""
 
     C: torch.Tensor
-    stats: Stats
+    stats: Stats | _Fused  # the data pass's own: inertia, counts (tensor or array), labels
     n_iter: int
     converged: bool
     history: list
@@ -428,7 +431,10 @@ def lloyd(data: InMemory | Streamed, C: torch.Tensor, opts: FitOptions, *, state
 
     ``state``: a resumed checkpoint (history, iteration, converged).
     ``on_iteration(it, C, converged, history)`` runs after every iteration
-    (checkpoints).  Returns ``(C, stats, n_iter, converged, history, stopped)``.
+    (checkpoints).  Returns ``(C, stats, n_iter, converged, history, stopped)``,
+    ``stats`` the data pass's own record of the last assignment (``data.stats``
+    makes a :class:`Stats` of it; ``inertia``, ``counts`` and ``labels`` read
+    directly).
     """
     t0 = time.perf_counter()
     stats = data.assign(C)
@@ -456,7 +462,7 @@ def lloyd(data: InMemory | Streamed, C: torch.Tensor, opts: FitOptions, *, state
             history.append(data.record(it, C, stats, 0.0, _NONE, 0.0))
         if on_iteration is not None:
             on_iteration(it, C, converged, history)
-    return C, data.stats(stats), n_iter, converged, history, stopped
+    return C, stats, n_iter, converged, history, stopped
 
 
 def fit(data: InMemory | Streamed, opts: FitOptions, gen: torch.Generator | None) -> tuple[KMeansResult, torch.Tensor]:
@@ -465,7 +471,7 @@ def fit(data: InMemory | Streamed, opts: FitOptions, gen: torch.Generator | None
     ``gen``: the fit's generator, or None for an in-memory fit whose init draws nothing (fixed
     indices or centres, no checkpoint).
 
-    Returns the result and the final counts (for the empty-cluster warning).
+    Returns the result and the final counts (a tensor or an int64 array; for the empty-cluster warning).
     """
     fp = (dict(data.fingerprint(), n_clusters=opts.n_clusters, dtype=str(opts.cdtype), tol=opts.tol)
           if opts.checkpoint is not None or opts.resume is not None else None)  # what a checkpoint must match

@@ -201,9 +201,12 @@ def initial_centers(init: Any, K: int, rows_at: Callable[[torch.Tensor], torch.T
     ``rows_at(idx)`` returns the data rows at global indices ``idx`` (fixed
     indices); ``sample()`` the rows that "random" and "k-means++" draw from
     and their sample weights or None (all rows in memory; a seeded sample of
-    a streamed data set).  A callable init was called by the public function
-    and arrives here as explicit centres.
+    a streamed data set).  A callable init arrives as ``("callable", f)``:
+    ``f(gen)`` calls the user's callable for this run and returns its centres
+    as ``("centers", C)`` (:func:`sqdist.kmeans`).
     """
+    if isinstance(init, tuple) and init[0] == "callable":  # this run's centres from the user's callable
+        init = init[1](gen)  # ("centers", C), checked as explicit centres
     if isinstance(init, tuple):  # explicit centres: a float64 array, or the caller's tensor
         C = init[1]
         if isinstance(C, np.ndarray):

@@ -104,12 +104,14 @@ def is_out_of_core(X: Any) -> bool:
     >>> sqdist.is_out_of_core("X.npy"), sqdist.is_out_of_core("X.parquet")
     (True, True)
     """
+    if isinstance(X, (np.ndarray, torch.Tensor)):  # the common case first (os.PathLike is an ABC: a slow test)
+        return False
     if isinstance(X, (str, os.PathLike)) or _is_parquet_file(X):
         return True
     if isinstance(X, Source):
         return not isinstance(X, ArraySource)
-    if isinstance(X, (np.ndarray, torch.Tensor)) or hasattr(X, "__array__") or hasattr(X, "__array_interface__"):
-        return False  # arrays, memory maps and array-likes (DataFrames, ...) are in memory
+    if hasattr(X, "__array__") or hasattr(X, "__array_interface__"):
+        return False  # memory maps and array-likes (DataFrames, ...) are in memory
     if is_sparse(X):
         return False
     if isinstance(X, (list, tuple)):

@@ -16,9 +16,11 @@ finds it, as scikit-learn and the exercise do.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -96,9 +98,10 @@ def kmeans(
     init : {"k-means++", "random"}, callable, 1-D int array-like, or array of shape (K, D)
         ``"k-means++"`` -- greedy k-means++ (2 + log K local trials, as
         scikit-learn); ``"random"`` -- K distinct rows drawn with
-        ``random_state``; a callable ``init(X, n_clusters, random_state)``
-        returning the (K, D) centres (``random_state`` a NumPy RandomState
-        seeded from ``random_state``); integers -- **fixed row indices** into
+        ``random_state``; a callable ``init(X, n_clusters, random_state=rs)``
+        returning the (K, D) centres, called once per run (``rs`` a NumPy
+        RandomState seeded from ``random_state``, a new seed every run);
+        integers -- **fixed row indices** into
         X (the exercise's reproducible choice, e.g. ``[0, 50, 100, 150,
         200]``); a 2-D array -- the centres.
     n_init : int or "auto", default "auto"
@@ -156,8 +159,11 @@ def kmeans(
     else:  # fixed indices or centres: nothing to draw, so no generator (random_state is still checked)
         check_random_state(random_state)
         gen = None
-    init = _call_init(init, X, n_clusters, gen)
-    init_k, K = parse_init(init, n_clusters, N, D, Xt.device)
+    if callable(init):  # called once per run, as scikit-learn does (sqdist._init.initial_centers)
+        K = check_positive_int(n_clusters, "n_clusters")
+        init_k = ("callable", functools.partial(_call_init, init, X, K, N, D, Xt.device))
+    else:
+        init_k, K = parse_init(init, n_clusters, N, D, Xt.device)
     _check_positive_weights(w, K, init_k)
     budget = _chunking.resolve_budget(working_memory)
     tol_mode = check_choice(tol_mode, "tol_mode", TOL_MODES)
@@ -409,17 +415,17 @@ def _check_positive_weights(w: torch.Tensor | None, K: int, init: Any) -> None:
                           f"only {int((w > 0).sum())} have one")
 
 
-def _call_init(init: Any, X: Any, n_clusters: Any, gen: torch.Generator) -> Any:
-    """A callable init called as scikit-learn calls it: ``init(X, n_clusters, random_state)``; else ``init``."""
-    if not callable(init):
-        return init
-    K = check_positive_int(n_clusters, "n_clusters")
+def _call_init(init: Callable, X: Any, K: int, N: int, D: int, device: torch.device,
+               gen: torch.Generator) -> tuple[str, Any]:
+    """One run's centres from a callable init, called as scikit-learn calls it: ``init(X,
+    n_clusters, random_state=...)`` with a NumPy RandomState seeded from ``gen``; returns
+    ``("centers", C)``, checked as explicit centres are (:func:`sqdist._init.parse_init`)."""
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
-    centers = init(X, K, np.random.RandomState(seed))
+    centers = init(X, K, random_state=np.random.RandomState(seed))
     arr = host_array(centers) if isinstance(centers, torch.Tensor) else np.asarray(centers)
     if arr.ndim != 2:
         raise SqdistError(f"init: the callable returned {describe(centers)}; expected centres of shape ({K}, D)")
-    return np.asarray(arr, dtype=np.float64)  # its shape is checked as any explicit centres are
+    return parse_init(np.asarray(arr, dtype=np.float64), K, N, D, device)[0]
 
 
 def _mean_variance(X: torch.Tensor, budget: int) -> float:
@@ -463,9 +469,10 @@ def _runs(init: Any, init_k: Any, n_init: Any) -> int:
     return runs
 
 
-def _warn_if_empty(counts: torch.Tensor, K: int) -> None:
-    """ConvergenceWarning when the final clustering has empty clusters."""
-    n_nonempty = int(np.count_nonzero(counts.numpy())) if counts.is_cpu else int((counts > 0).sum())
+def _warn_if_empty(counts: torch.Tensor | np.ndarray, K: int) -> None:
+    """ConvergenceWarning when the final clustering has empty clusters (``counts``: a tensor or an array)."""
+    n_nonempty = (int(np.count_nonzero(counts)) if isinstance(counts, np.ndarray)
+                  else int(np.count_nonzero(counts.numpy())) if counts.is_cpu else int((counts > 0).sum()))
     if n_nonempty < K:
         warnings.warn(
             f"Number of distinct clusters ({n_nonempty}) found smaller than n_clusters ({K}). Possibly due to "
