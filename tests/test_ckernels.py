@@ -343,6 +343,60 @@ def test_small_problem_entry_point_equals_the_ctypes_call_and_numba(dtype, monke
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nearest_direct_equals_the_matrix_row_minimum(dtype, monkeypatch):
+    """The one-pass direct nearest (labels and distances, no (n, P) matrix) gives the bits of the
+    direct matrix's ``min(1)``: values, first index on exact ties, NaN first (in X or in T), +-inf
+    -- for row counts that end inside a block, 1 and 2 threads, and numba's kernel alike."""
+    rng = np.random.default_rng(11)
+    runs = 0
+    for trial in range(60):
+        n, P, D = int(rng.integers(1, 2000)), int(rng.integers(1, 40)), int(rng.integers(1, 25))
+        X = np.round(rng.normal(size=(n, D)), 1).astype(dtype)
+        T = np.round(rng.normal(size=(P, D)), 1).astype(dtype)
+        if trial % 3 == 0 and P > 2:
+            T[P - 1] = T[0]  # exact ties
+            X[: n // 3] = T[rng.integers(0, P, n // 3)]  # exact zeros
+        if trial % 4 == 1:
+            X[rng.integers(0, n, 3), rng.integers(0, D)] = np.nan
+        if trial % 5 == 2:
+            T[rng.integers(0, P), rng.integers(0, D)] = np.nan
+        if trial % 7 == 3:
+            X[rng.integers(0, n), 0] = np.inf
+            T[rng.integers(0, P), 0] = -np.inf
+        Xt, Tt = torch.from_numpy(X), torch.from_numpy(T)
+        full = _cpu_kernels.sqdist_small(Xt, Tt, torch.empty((n, P), dtype=Xt.dtype))
+        v, j = full.min(1)
+        outs = []
+        for threads in (1, 2):
+            monkeypatch.setattr(_ckernels, "_threads", lambda t=threads: t)
+            monkeypatch.setattr(_ckernels, "_PARALLEL_ROWS_WORK", 0)  # every size in parallel
+            dmin, imin = torch.empty(n, dtype=Xt.dtype), torch.empty(n, dtype=torch.int64)
+            _cpu_kernels.nearest_small(Xt, Tt, dmin, imin)
+            outs.append((dmin, imin))
+            monkeypatch.undo()
+        if HAS_NUMBA:
+            from sqdist import _cpu_nb
+            labels, mind = np.empty(n, np.int64), np.empty(n, dtype)
+            _cpu_nb.nearest_direct(X, T, 64, labels, mind)
+            outs.append((torch.from_numpy(mind), torch.from_numpy(labels)))
+        for dmin, imin in outs:
+            assert torch.equal(imin, j), trial
+            np.testing.assert_array_equal(dmin.numpy(), v.numpy())  # NaN where NaN
+        runs += 1
+    assert runs == 60
+
+
+def test_nearest_small_d_half_precision_rounds_as_the_block_path():
+    """float16 in: computed in float32 by the one-pass kernel, the distances rounded to float16 as
+    the direct matrix's minimum is."""
+    g = torch.Generator().manual_seed(2)
+    X, T = torch.randn(500, 3, generator=g).half(), torch.randn(7, 3, generator=g).half()
+    d, i = sqdist.nearest(X, T)
+    v, j = sqdist.sqdist(X.float(), T.float()).min(1, keepdim=True)
+    assert d.dtype == torch.float16 and torch.equal(i, j) and torch.equal(d, v.half())
+
+
 def _fixup_min_reference(d, nx, tnt, tau, X, T):
     """numba's gemm_fixup on a copy, then torch.min (NaN first, first index on ties)."""
     nb = pytest.importorskip("sqdist._cpu_nb")

@@ -553,6 +553,27 @@ def _same_result(a, b):
         assert np.array_equal(np.asarray(h["sizes"]), np.asarray(g["sizes"]))
 
 
+def test_predict_labels_are_the_assignment_labels():
+    """predict's labels-only pass gives the labels of the full assignment (sums and all) bit for
+    bit: direct-formula shapes (exact ties to the lowest index included) and product shapes."""
+    from sqdist._step import assign_accumulate, assign_labels
+
+    rng = np.random.default_rng(9)
+    for trial in range(40):
+        n, D, K = int(rng.integers(70, 3000)), int(rng.integers(1, 40)), int(rng.integers(1, 70))
+        X = np.round(rng.normal(size=(n, D)), 1).astype([np.float32, np.float64][trial % 2])
+        C = np.round(rng.normal(size=(K, D)), 1).astype(X.dtype)
+        if trial % 3 == 0 and K > 1:
+            C[-1] = C[0]  # duplicated centres: exact ties
+            X[: n // 2] = C[rng.integers(0, K, n // 2)]
+        Xt, Ct = torch.from_numpy(X), torch.from_numpy(C)
+        want = assign_accumulate(Xt, Ct, budget=2**26, backend="torch").labels
+        assert torch.equal(assign_labels(Xt, Ct, budget=2**26, backend="torch"), want), trial
+        m = KMeans(K, init=C, n_init=1, max_iter=1).fit(X)
+        assert np.array_equal(m.predict(X), assign_accumulate(Xt, torch.as_tensor(m.cluster_centers_),
+                                                             budget=2**26, backend="torch").labels.numpy())
+
+
 def test_callable_init_is_called_once_per_run_as_scikit_learn_does():
     """A callable init runs n_init times ("auto": 10, scikit-learn's rule), each call with
     ``random_state=`` a fresh RandomState seeded from the fit's random_state; the best run wins."""

@@ -54,6 +54,7 @@ __all__ = [
     "assign_accumulate_direct_serial",
     "update_assign_direct",
     "update_assign_bound",
+    "nearest_direct",
     "argmin_accumulate_gemm_t",
     "assign_accumulate_fused",
     "sqdist_direct",
@@ -75,6 +76,7 @@ _P, _I, _D, _N = ctypes.c_void_p, ctypes.c_int, ctypes.c_double, ctypes.c_int64
 _SIGNATURES = {
     "assign_direct": (_I, [_P, _P, _N, _N, _P, _N, _N, _P, _P, _P, _P, _P, _I]),
     "update_assign": (_N, [_P, _N, _P, _N, _N, _P, _P, _N, _P, _P, _P, _P, _P, _P]),
+    "nearest_direct": (_I, [_P, _N, _P, _N, _N, _N, _P, _P, _I]),
     "argmin_gemm_t": (_I, [_P, _N, _P, _P, _P, _N, _N, _D, _D, _P, _N, _P, _P, _P, _P, _P, _P, _N, _P, _I]),
     "assign_fused": (_I, [_P, _P, _P, _P, _N, _N, _D, _D, _P, _N, _P, _P, _P, _P, _P, _I]),
     "sqdist_direct": (None, [_P, _P, _P, _N, _N, _N, _I]),
@@ -185,6 +187,14 @@ def assign_accumulate_direct(X, C, bounds, chunk, labels, mind, psums, pcounts, 
 def assign_accumulate_direct_serial(X, C, bounds, chunk, labels, mind, psums, pcounts, pinert) -> None:
     """The same on the calling thread."""
     _assign_direct(X, C, bounds, chunk, labels, mind, psums, pcounts, pinert, 1)
+
+
+def nearest_direct(X, C, chunk, labels, mind) -> None:
+    """Every row's nearest centre by the direct formula, labels and distances only (see
+    :func:`sqdist._cpu_nb.nearest_direct`); blocks of ``chunk`` rows in parallel."""
+    n = X.shape[0]
+    threads = _threads() if n * C.shape[0] * X.shape[1] >= _PARALLEL_ROWS_WORK else 1
+    _check(_fn("nearest_direct", X)(_p(X), n, _p(C), C.shape[0], X.shape[1], chunk, _p(labels), _p(mind), threads))
 
 
 @functools.cache

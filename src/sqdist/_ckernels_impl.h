@@ -36,6 +36,36 @@ static inline double FN(take)(const REAL *restrict x, int64_t D, int64_t bk, dou
 static int64_t FN(near_tie)(const REAL *x, const REAL *C, int64_t K, int64_t D, double lim, const REAL *e, int64_t es,
                             const REAL *A, const REAL *xt, int64_t xi, double *best);
 
+/* Rows s:s+r of X (n, D) transposed into xt (D, chunk). */
+static inline __attribute__((always_inline)) void FN(transpose_rows)(const REAL *restrict X, int64_t D, int64_t s,
+                                                                      int64_t r, int64_t chunk, REAL *restrict xt)
+{
+    for (int64_t i = 0; i < r; i++)
+        for (int64_t j = 0; j < D; j++)
+            xt[j * chunk + i] = X[(s + i) * D + j];
+}
+
+/* d[i] = sum_j (xt[j, i] - c[j])^2 for the r rows of a transposed chunk xt (D, chunk): the
+ * direct formula, features added in order in REAL, vectorised over the rows (inlined into
+ * every caller's instruction-set clone). */
+static inline __attribute__((always_inline)) void FN(chunk_dist)(const REAL *restrict xt, const REAL *restrict c,
+                                                                  int64_t D, int64_t r, int64_t chunk, REAL *restrict d)
+{
+    const REAL c0 = c[0];
+    for (int64_t i = 0; i < r; i++) {
+        const REAL t = xt[i] - c0;
+        d[i] = t * t;
+    }
+    for (int64_t j = 1; j < D; j++) {
+        const REAL cj = c[j];
+        const REAL *restrict xj = xt + j * chunk;
+        for (int64_t i = 0; i < r; i++) {
+            const REAL t = xj[i] - cj;
+            d[i] += t * t;
+        }
+    }
+}
+
 /* Rows lo:hi of the direct assign + accumulate; returns their float64 inertia.
  * chunk rows at a time are transposed into xt (D, chunk); every loop then runs
  * element-wise over the chunk's rows (vectorised): the distance to centre k
@@ -48,24 +78,9 @@ SQ_CLONES static double FN(assign_rows)(const REAL *restrict X, const REAL *rest
     double acc = 0.0;
     for (int64_t s = lo; s < hi; s += chunk) {
         const int64_t r = hi - s < chunk ? hi - s : chunk;
-        for (int64_t i = 0; i < r; i++)
-            for (int64_t j = 0; j < D; j++)
-                xt[j * chunk + i] = X[(s + i) * D + j];
+        FN(transpose_rows)(X, D, s, r, chunk, xt);
         for (int64_t k = 0; k < K; k++) {
-            const REAL *c = C + k * D;
-            const REAL c0 = c[0];
-            for (int64_t i = 0; i < r; i++) {
-                const REAL t = xt[i] - c0;
-                d[i] = t * t;
-            }
-            for (int64_t j = 1; j < D; j++) {
-                const REAL cj = c[j];
-                const REAL *restrict xj = xt + j * chunk;
-                for (int64_t i = 0; i < r; i++) {
-                    const REAL t = xj[i] - cj;
-                    d[i] += t * t;
-                }
-            }
+            FN(chunk_dist)(xt, C + k * D, D, r, chunk, d);
             if (k == 0) {
                 for (int64_t i = 0; i < r; i++) {
                     m1[i] = d[i];
@@ -85,6 +100,41 @@ SQ_CLONES static double FN(assign_rows)(const REAL *restrict X, const REAL *rest
             acc += FN(take)(X + (s + i) * D, D, ix[i], (double)m1[i], labels + s + i, mind + s + i, pcounts, psums);
     }
     return acc;
+}
+
+/* Rows lo:hi's nearest centre by the direct formula, labels and distances only (no sums): the
+ * distances of assign_rows, and the index of the first smallest -- NaN first, as torch.min (a
+ * NaN distance wins over every number; the first NaN over later ones).  For finite rows the
+ * labels and mind of assign_rows. */
+SQ_CLONES static void FN(nearest_rows)(const REAL *restrict X, const REAL *restrict C, int64_t D, int64_t K, int64_t lo,
+                                       int64_t hi, int64_t chunk, int64_t *restrict labels, REAL *restrict mind,
+                                       REAL *restrict xt, REAL *restrict d, REAL *restrict m1, IDX *restrict ix)
+{
+    for (int64_t s = lo; s < hi; s += chunk) {
+        const int64_t r = hi - s < chunk ? hi - s : chunk;
+        FN(transpose_rows)(X, D, s, r, chunk, xt);
+        for (int64_t k = 0; k < K; k++) {
+            FN(chunk_dist)(xt, C + k * D, D, r, chunk, d);
+            if (k == 0) {
+                for (int64_t i = 0; i < r; i++) {
+                    m1[i] = d[i];
+                    ix[i] = 0;
+                }
+            } else {
+                const IDX kk = (IDX)k;
+                for (int64_t i = 0; i < r; i++) {
+                    const REAL v = d[i], m = m1[i];
+                    const int lt = (v < m) | ((v != v) & (m == m));
+                    m1[i] = lt ? v : m;
+                    ix[i] = lt ? kk : ix[i];
+                }
+            }
+        }
+        for (int64_t i = 0; i < r; i++) {
+            labels[s + i] = ix[i];
+            mind[s + i] = m1[i];
+        }
+    }
 }
 
 /* Scratch of one assign_rows caller: xt (D, chunk), d, m1 (chunk,), ix (chunk,). */
@@ -128,6 +178,33 @@ SQ_EXPORT int FN(assign_direct)(const REAL *X, const REAL *C, int64_t D, int64_t
         for (int64_t g = 0; g < G; g++)
             pinert[g] = FN(assign_group)(X, C, D, K, bounds[g], bounds[g + 1], chunk, labels, mind, psums + g * K * D,
                                          pcounts + g * K, buf);
+        free(buf);
+    }
+    return err ? -1 : 0;
+}
+
+/* Every row's nearest centre by the direct formula (nearest_rows), rows in blocks of `chunk`
+ * spread over the threads: labels (n,) and their distances mind (n,), without the (n, K)
+ * matrix.  Each row's result depends on that row only, so the bytes never depend on the
+ * thread count.  Returns 0, or -1 when scratch memory could not be allocated. */
+SQ_EXPORT int FN(nearest_direct)(const REAL *X, int64_t n, const REAL *C, int64_t K, int64_t D, int64_t chunk,
+                                 int64_t *labels, REAL *mind, int nthreads)
+{
+    const int64_t nb = (n + chunk - 1) / chunk;
+    int err = 0;
+#pragma omp parallel num_threads(nthreads > nb ? (int)(nb > 0 ? nb : 1) : nthreads) reduction(| : err)
+    {
+        REAL *buf = FN(scratch)(D, chunk);
+        if (!buf)
+            err = 1;
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < nb; b++) {
+            if (!buf)
+                continue;
+            REAL *xt = buf, *d = buf + D * chunk, *m1 = d + chunk;
+            const int64_t lo = b * chunk, hi = lo + chunk < n ? lo + chunk : n;
+            FN(nearest_rows)(X, C, D, K, lo, hi, chunk, labels, mind, xt, d, m1, (IDX *)(m1 + chunk));
+        }
         free(buf);
     }
     return err ? -1 : 0;

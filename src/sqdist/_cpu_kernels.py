@@ -74,9 +74,10 @@ __all__ = [
     "gemm_product",
     "gemm_fixup",
     "gemm_min",
-    "row_min",
     "numpy_view",
     "update_assign_step",
+    "nearest_small",
+    "assign_labels",
 ]
 
 # Where the direct formula beats a product in the k-means assignment (measured on a
@@ -302,9 +303,27 @@ def assign_accumulate(X: torch.Tensor, C: torch.Tensor, *, labels_out: torch.Ten
     labels = torch.empty(n, dtype=torch.int64) if labels_out is None else labels_out
     mind = torch.empty(n, dtype=X.dtype) if mind_out is None else mind_out
     budget = BLOCK_BYTES if budget is None else max(1, int(budget))
-    if D <= _ASSIGN_DIRECT_ALWAYS_D or (D <= _ASSIGN_DIRECT_MAX_D and K * D <= _ASSIGN_DIRECT_MAX_KD):
+    if _direct_assign(D, K):
         return _assign_direct(X, C, labels, mind, budget)
     return _assign_gemm(X, C, labels, mind, budget)
+
+
+def _direct_assign(D: int, K: int) -> bool:
+    """Whether the assignment of rows of D features to K centres takes the direct formula."""
+    return D <= _ASSIGN_DIRECT_ALWAYS_D or (D <= _ASSIGN_DIRECT_MAX_D and K * D <= _ASSIGN_DIRECT_MAX_KD)
+
+
+def assign_labels(X: torch.Tensor, C: torch.Tensor, budget: int | None = None) -> torch.Tensor:
+    """The labels of :func:`assign_accumulate` (n,), without its sums, counts and inertia: for
+    the direct formula one pass of :func:`nearest_small` (the same distances and ties, hence
+    the same labels, for finite rows), else the assignment itself.  Inputs as
+    :func:`assign_accumulate`'s, rows finite."""
+    n, D = X.shape
+    if _direct_assign(D, C.shape[0]):
+        labels = torch.empty(n, dtype=torch.int64)
+        nearest_small(X.contiguous(), C.contiguous(), torch.empty(n, dtype=X.dtype), labels)
+        return labels
+    return assign_accumulate(X, C, budget=budget)[0]
 
 
 def numpy_view(t: torch.Tensor) -> np.ndarray:
@@ -563,6 +582,16 @@ def sqdist_small(X: torch.Tensor, T: torch.Tensor, out: torch.Tensor) -> torch.T
     return out
 
 
+def nearest_small(X: torch.Tensor, T: torch.Tensor, dmin: torch.Tensor, imin: torch.Tensor) -> None:
+    """Every row's nearest row of ``T`` (P, D) by the direct formula, in one pass without the
+    (N, P) matrix: the distance into ``dmin`` (N,) and the index of its first occurrence into
+    ``imin`` (N,, int64), NaN first -- the values of ``sqdist_small(X, T).min(1)``, bit for bit
+    (the same sums in the same order).  X and T: contiguous CPU tensors of one dtype; dmin/imin
+    contiguous.  At 10^6 x 8 x 2 float32 (2-core EPYC, 2 threads) ``nearest`` took 36 ms
+    through the (n, P) block and a compiled row minimum (docs/performance.md)."""
+    kernels().nearest_direct(_np(X), _np(T), _direct_chunk(X.shape[1]), imin.numpy(), dmin.numpy())
+
+
 def augment(X: torch.Tensor, c: torch.Tensor):
     """Centred, augmented rows ``[X - c, ||X - c||^2, 1]`` (n, D+2), the norms (n,)
     and the number of non-finite rows, in one compiled pass."""
@@ -601,16 +630,6 @@ def gemm_fixup(d: torch.Tensor, nx: torch.Tensor, tnt: torch.Tensor, tau: float,
     """Recompute, in place, the entries of a gemm block ``d`` (n, P) that are
     below ``tau * nx[i] + tnt[j]`` (``tnt = tau * nt``); returns how many were recomputed."""
     return int(kernels().gemm_fixup(d.numpy(), _np(nx), _np(tnt), float(tau), _np(X), _np(T)))
-
-
-def row_min(d: torch.Tensor, dmin: torch.Tensor, imin: torch.Tensor) -> None:
-    """Every row's smallest entry of ``d`` (n, P) into ``dmin`` (n,) and the index of its first
-    occurrence into ``imin`` (n,, int64), NaN first -- the values of ``d.min(1)`` in one parallel
-    pass (torch's ``min(1)`` over few columns measured 40 ms for 10^6 x 8): :func:`gemm_min`
-    with nothing to fix (zero thresholds)."""
-    n, P = d.shape
-    z = np.zeros(max(n, P), dtype=_np(d).dtype)
-    kernels().gemm_min(_np(d), z[:n], z[:P], 0.0, z[:n].reshape(n, 1), z[:P].reshape(P, 1), _np(dmin), _np(imin))
 
 
 def gemm_min(d: torch.Tensor, nx: torch.Tensor, tnt: torch.Tensor, tau: float, X: torch.Tensor, T: torch.Tensor,

@@ -151,6 +151,38 @@ def update_assign_direct(X, C, sums, counts, chunk, labels, mind):  # pragma: no
 # --------------------------------------------------------------------------
 
 
+@njit(**_OPTS)
+def _nearest_rows(X, C, lo, hi, labels, mind):  # pragma: no cover
+    """Rows lo:hi's nearest centre by the direct formula (features added in order in X's dtype):
+    the index of the first smallest distance, NaN first (as torch.min), and the distance."""
+    K, D = C.shape
+    for i in range(lo, hi):
+        best = mind[i]  # (its dtype; replaced at k = 0)
+        bk = 0
+        for k in range(K):
+            t = X[i, 0] - C[k, 0]
+            dist = t * t
+            for j in range(1, D):
+                t = X[i, j] - C[k, j]
+                dist += t * t
+            if k == 0 or dist < best or (dist != dist and best == best):
+                best = dist
+                bk = k
+        labels[i] = bk
+        mind[i] = best
+
+
+@njit(parallel=True, **_OPTS)
+def nearest_direct(X, C, chunk, labels, mind):  # pragma: no cover
+    """Every row's nearest centre by the direct formula, labels (n,) and distances (n,) only,
+    without the (n, K) matrix: blocks of ``chunk`` rows in parallel (each row's result depends
+    on that row alone).  For finite rows the labels and distances of the assignment kernels."""
+    n = X.shape[0]
+    nb = (n + chunk - 1) // chunk
+    for b in prange(nb):
+        _nearest_rows(X, C, b * chunk, min(n, (b + 1) * chunk), labels, mind)
+
+
 def update_assign_bound(chunk):
     """:func:`update_assign_direct` with its row chunk bound: ``step(X, C, sums, counts, labels,
     mind)``, the call a fit makes every iteration (as :func:`sqdist._ckernels.update_assign_bound`)."""

@@ -246,7 +246,13 @@ def nearest_rows(X: torch.Tensor, T: torch.Tensor, k: int, backend: str, budget:
     Td = T.detach().to(cdtype) if direct else None
     prep = None if direct else prepare(T, cdtype)
     fused = not direct and k == 1 and not differentiable(X) and _compiled(prep.T, cdtype)
-    direct_min = direct and k == 1 and _compiled(Td, cdtype)  # the row minimum in one compiled pass
+    direct_min = direct and k == 1 and _compiled(Td, cdtype)  # distances and row minimum in one compiled pass
+    if direct_min:  # one compiled pass over all rows: no (n, P) block at all
+        dm = dist.view(-1) if dtype == cdtype else torch.empty(N, dtype=cdtype)  # (N,)
+        _cpu_kernels.nearest_small(X.detach().to(cdtype).contiguous(), Td.contiguous(), dm, idx.view(-1))
+        if dtype != cdtype:  # half precision in: the distances rounded as the block path rounds them
+            dist.view(-1).copy_(dm)
+        return dist, idx
     for sl in _chunking.row_slices(N, chunk):
         if fused and _nearest_fused(X[sl], prep, dist[sl], idx[sl]):
             continue
@@ -255,10 +261,7 @@ def nearest_rows(X: torch.Tensor, T: torch.Tensor, k: int, backend: str, budget:
             d = _cpu_kernels.sqdist_small(Xd, Td, torch.empty((Xd.shape[0], P), dtype=cdtype))  # (n, P)
         else:
             d = gemm_rows(X[sl], prep, None, budget)  # (n, P)
-        if direct_min:  # the values of min(1)
-            v, j = torch.empty((d.shape[0], 1), dtype=cdtype), idx[sl]
-            _cpu_kernels.row_min(d, v.view(-1), j.view(-1))
-        elif k == 1:
+        if k == 1:
             v, j = d.min(dim=1, keepdim=True)  # first index on ties
         else:
             v, j = torch.topk(d, k, dim=1, largest=False, sorted=True)

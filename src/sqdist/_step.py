@@ -31,7 +31,7 @@ from ._numerics import assign_margin, centre, ordered_sum, segment_add
 from ._sparse import CSR
 from ._validation import compute_dtype
 
-__all__ = ["Stats", "assign_accumulate", "max_shift", "order_far", "plan_relocation", "relocation_pending",
+__all__ = ["Stats", "assign_accumulate", "assign_labels", "max_shift", "order_far", "plan_relocation", "relocation_pending",
            "update_centers", "with_far"]
 
 # target size of one (n, K) block of the torch assignment: small blocks stay in cache
@@ -170,6 +170,14 @@ def assign_accumulate(X: torch.Tensor, centers: torch.Tensor, *, budget: int, ba
         inertia = ordered_sum(mind.to(torch.float64) * w)
     inertia = torch.as_tensor(inertia, dtype=torch.float64, device=X.device)
     return with_far(X, centers, labels, mind, sums, counts, inertia, offset, weight=weight, weights=weights)
+
+
+def assign_labels(X: torch.Tensor, centers: torch.Tensor, *, budget: int, backend: str) -> torch.Tensor:
+    """The labels of :func:`assign_accumulate` (n,) alone (``predict``): on the CPU without the
+    sums, counts, inertia and farthest points it also computes.  Inputs as its, rows finite."""
+    if not isinstance(X, CSR) and backend == "torch" and _cpu_kernels.supports(X, centers):
+        return _cpu_kernels.assign_labels(X, centers, budget=budget)
+    return assign_accumulate(X, centers, budget=budget, backend=backend).labels
 
 
 def with_far(X, centers, labels, mind, sums, counts, inertia, offset: int = 0, *, weight: torch.Tensor | None = None,

@@ -20,7 +20,7 @@ from ._results import KMeansResult
 from ._sources import is_out_of_core
 from ._sparse import CSR, as_csr, is_sparse
 from ._sparse import check_points as sparse_points
-from ._step import assign_accumulate
+from ._step import assign_accumulate, assign_labels
 from ._validation import (
     ConvergenceWarning,
     SqdistError,
@@ -128,8 +128,10 @@ class _BaseKMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixi
 
     def predict(self, X: Any) -> Any:
         """Index of the nearest centre of every row of X (ties: lowest index)."""
-        st, was_numpy = self._assign(X)
-        return to_output(st.labels, was_numpy)
+        Xt, was_numpy, C = self._centres_for(X)
+        labels = assign_labels(Xt.to(C.dtype), C, budget=_chunking.resolve_budget(self.working_memory),
+                               backend=resolve_backend(self.backend, Xt.device))
+        return to_output(labels, was_numpy)
 
     def transform(self, X: Any) -> Any:
         """Euclidean distances of X (n, D) to the centres: (n, K) (scikit-learn's meaning)."""
