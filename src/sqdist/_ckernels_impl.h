@@ -66,6 +66,36 @@ static inline __attribute__((always_inline)) void FN(chunk_dist)(const REAL *res
     }
 }
 
+/* The nearest of the K centres C (K, D) for the r rows of a transposed chunk xt (D, chunk): the
+ * running (min, index) updated element-wise over the rows (vectorised), centre by centre, into
+ * m1 / ix (r,); d (chunk,) is scratch.  Strict "<": the smallest index wins ties.  nan_first
+ * (a constant at each inlined call): a NaN distance wins over every number and the first NaN
+ * over later ones, as torch.min -- else a NaN never replaces the running minimum (the k-means
+ * assignment, whose rows are finite). */
+static inline __attribute__((always_inline)) void FN(chunk_argmin)(const REAL *restrict xt, const REAL *restrict C,
+                                                                    int64_t D, int64_t K, int64_t r, int64_t chunk,
+                                                                    REAL *restrict d, REAL *restrict m1,
+                                                                    IDX *restrict ix, const int nan_first)
+{
+    for (int64_t k = 0; k < K; k++) {
+        FN(chunk_dist)(xt, C + k * D, D, r, chunk, d);
+        if (k == 0) {
+            for (int64_t i = 0; i < r; i++) {
+                m1[i] = d[i];
+                ix[i] = 0;
+            }
+        } else {
+            const IDX kk = (IDX)k;
+            for (int64_t i = 0; i < r; i++) {
+                const REAL v = d[i], m = m1[i];
+                const int lt = nan_first ? (v < m) | ((v != v) & (m == m)) : v < m;
+                m1[i] = lt ? v : m;
+                ix[i] = lt ? kk : ix[i];
+            }
+        }
+    }
+}
+
 /* Rows lo:hi of the direct assign + accumulate; returns their float64 inertia.
  * chunk rows at a time are transposed into xt (D, chunk); every loop then runs
  * element-wise over the chunk's rows (vectorised): the distance to centre k
@@ -79,23 +109,7 @@ SQ_CLONES static double FN(assign_rows)(const REAL *restrict X, const REAL *rest
     for (int64_t s = lo; s < hi; s += chunk) {
         const int64_t r = hi - s < chunk ? hi - s : chunk;
         FN(transpose_rows)(X, D, s, r, chunk, xt);
-        for (int64_t k = 0; k < K; k++) {
-            FN(chunk_dist)(xt, C + k * D, D, r, chunk, d);
-            if (k == 0) {
-                for (int64_t i = 0; i < r; i++) {
-                    m1[i] = d[i];
-                    ix[i] = 0;
-                }
-            } else {
-                const IDX kk = (IDX)k;
-                for (int64_t i = 0; i < r; i++) {
-                    const REAL v = d[i];
-                    const int lt = v < m1[i];
-                    m1[i] = lt ? v : m1[i];
-                    ix[i] = lt ? kk : ix[i];
-                }
-            }
-        }
+        FN(chunk_argmin)(xt, C, D, K, r, chunk, d, m1, ix, 0);
         for (int64_t i = 0; i < r; i++)
             acc += FN(take)(X + (s + i) * D, D, ix[i], (double)m1[i], labels + s + i, mind + s + i, pcounts, psums);
     }
@@ -103,9 +117,8 @@ SQ_CLONES static double FN(assign_rows)(const REAL *restrict X, const REAL *rest
 }
 
 /* Rows lo:hi's nearest centre by the direct formula, labels and distances only (no sums): the
- * distances of assign_rows, and the index of the first smallest -- NaN first, as torch.min (a
- * NaN distance wins over every number; the first NaN over later ones).  For finite rows the
- * labels and mind of assign_rows. */
+ * distances of assign_rows, and the index of the first smallest, NaN first (chunk_argmin).
+ * For finite rows the labels and mind of assign_rows. */
 SQ_CLONES static void FN(nearest_rows)(const REAL *restrict X, const REAL *restrict C, int64_t D, int64_t K, int64_t lo,
                                        int64_t hi, int64_t chunk, int64_t *restrict labels, REAL *restrict mind,
                                        REAL *restrict xt, REAL *restrict d, REAL *restrict m1, IDX *restrict ix)
@@ -113,23 +126,7 @@ SQ_CLONES static void FN(nearest_rows)(const REAL *restrict X, const REAL *restr
     for (int64_t s = lo; s < hi; s += chunk) {
         const int64_t r = hi - s < chunk ? hi - s : chunk;
         FN(transpose_rows)(X, D, s, r, chunk, xt);
-        for (int64_t k = 0; k < K; k++) {
-            FN(chunk_dist)(xt, C + k * D, D, r, chunk, d);
-            if (k == 0) {
-                for (int64_t i = 0; i < r; i++) {
-                    m1[i] = d[i];
-                    ix[i] = 0;
-                }
-            } else {
-                const IDX kk = (IDX)k;
-                for (int64_t i = 0; i < r; i++) {
-                    const REAL v = d[i], m = m1[i];
-                    const int lt = (v < m) | ((v != v) & (m == m));
-                    m1[i] = lt ? v : m;
-                    ix[i] = lt ? kk : ix[i];
-                }
-            }
-        }
+        FN(chunk_argmin)(xt, C, D, K, r, chunk, d, m1, ix, 1);
         for (int64_t i = 0; i < r; i++) {
             labels[s + i] = ix[i];
             mind[s + i] = m1[i];
