@@ -606,6 +606,12 @@ def test_callable_init_is_called_once_per_run_as_scikit_learn_does():
         kmeans(X, 5, init=lambda X_, k, random_state: np.zeros((5, 3)), n_init=1)
     with pytest.raises(SqdistError, match="n_clusters"):
         kmeans(X, init=init)
+    with pytest.raises(SqdistError, match="init: expected row indices or a"):
+        kmeans(X, 5, init=lambda X_, k, random_state: np.array([["a", "b"]] * 5), n_init=1)
+    # sparse centres are densified, as scikit-learn does (the same helper as MiniBatchKMeans's)
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    dense = kmeans(X, init=X[:5].copy())
+    _same_result(kmeans(X, 5, init=lambda X_, k, random_state: scipy_sparse.csr_matrix(X_[:k]), n_init=1), dense)
 
 
 def test_compiled_small_step_labels_belong_to_the_best_run():

@@ -12,11 +12,11 @@ import torch
 from . import _chunking
 from ._dense import bytes_per_row, gemm_rows, prepare
 from ._numerics import segment_add
-from ._sparse import CSR, sqdist_into
+from ._sparse import CSR, as_csr, is_sparse, sqdist_into
 from ._validation import SqdistError, check_positive_int, check_seed, describe, host_array, make_generator
 
-__all__ = ["INITS", "as_generator", "check_random_state", "draws", "initial_centers", "kmeans_plusplus", "n_clusters_of",
-           "parse_init"]
+__all__ = ["INITS", "as_generator", "call_init", "check_random_state", "draws", "initial_centers", "kmeans_plusplus",
+           "n_clusters_of", "parse_init"]
 
 INITS = ("k-means++", "random")
 
@@ -111,6 +111,21 @@ def parse_init(init: Any, n_clusters: int | None, N: int, D: int, device: torch.
     # a tensor stays one (its device); anything else becomes a float64 array that never aliases the caller's
     C = init if isinstance(init, torch.Tensor) else np.array(arr, dtype=np.float64)
     return ("centers", C), K
+
+
+def call_init(init: Callable, arg: Any, K: int, N: int, D: int, device: torch.device,
+              gen: torch.Generator) -> tuple[str, Any]:
+    """One run's centres from a callable init, called as scikit-learn calls it: ``init(arg, K,
+    random_state=rs)``, ``rs`` a NumPy RandomState seeded from ``gen`` (a new seed every call);
+    sparse centres are densified, as scikit-learn does.  Returns ``("centers", C)``, checked as
+    explicit centres for data of N rows and D features are (:func:`parse_init`)."""
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+    out = init(arg, K, random_state=np.random.RandomState(seed))
+    out = as_csr(out, "init").dense() if is_sparse(out) else out
+    arr = host_array(out) if isinstance(out, torch.Tensor) else np.asarray(out)
+    if arr.ndim != 2:
+        raise SqdistError(f"init: the callable returned {describe(out)}; expected centres of shape ({K}, D)")
+    return parse_init(arr, K, N, D, device)[0]
 
 
 def n_clusters_of(init: Any, n_clusters: Any) -> int:

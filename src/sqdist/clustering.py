@@ -20,7 +20,6 @@ import functools
 import os
 import sys
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -30,7 +29,7 @@ from . import _chunking
 from ._backend import resolve_backend
 from ._comm import Comm, is_distributed
 from ._engine import FitOptions, InMemory, Streamed, fit
-from ._init import INITS, as_generator, check_random_state, draws, n_clusters_of, parse_init
+from ._init import INITS, as_generator, call_init, check_random_state, draws, n_clusters_of, parse_init
 from ._init import kmeans_plusplus as kmeans_plusplus_impl
 from ._numerics import block_moments, merge_moments
 from ._results import KMeansResult
@@ -52,7 +51,6 @@ from ._validation import (
     check_positive_number,
     compute_dtype,
     describe,
-    host_array,
     resolve_device,
 )
 
@@ -161,7 +159,7 @@ def kmeans(
         gen = None
     if callable(init):  # called once per run, as scikit-learn does (sqdist._init.initial_centers)
         K = check_positive_int(n_clusters, "n_clusters")
-        init_k = ("callable", functools.partial(_call_init, init, X, K, N, D, Xt.device))
+        init_k = ("callable", functools.partial(call_init, init, X, K, N, D, Xt.device))
     else:
         init_k, K = parse_init(init, n_clusters, N, D, Xt.device)
     _check_positive_weights(w, K, init_k)
@@ -413,19 +411,6 @@ def _check_positive_weights(w: torch.Tensor | None, K: int, init: Any) -> None:
     if w is not None and isinstance(init, str) and init == "random" and int((w > 0).sum()) < K:
         raise SqdistError(f"sample_weight: init='random' draws {K} distinct points of positive weight, "
                           f"only {int((w > 0).sum())} have one")
-
-
-def _call_init(init: Callable, X: Any, K: int, N: int, D: int, device: torch.device,
-               gen: torch.Generator) -> tuple[str, Any]:
-    """One run's centres from a callable init, called as scikit-learn calls it: ``init(X,
-    n_clusters, random_state=...)`` with a NumPy RandomState seeded from ``gen``; returns
-    ``("centers", C)``, checked as explicit centres are (:func:`sqdist._init.parse_init`)."""
-    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
-    centers = init(X, K, random_state=np.random.RandomState(seed))
-    arr = host_array(centers) if isinstance(centers, torch.Tensor) else np.asarray(centers)
-    if arr.ndim != 2:
-        raise SqdistError(f"init: the callable returned {describe(centers)}; expected centres of shape ({K}, D)")
-    return parse_init(np.asarray(arr, dtype=np.float64), K, N, D, device)[0]
 
 
 def _mean_variance(X: torch.Tensor, budget: int) -> float:

@@ -17,7 +17,7 @@ import torch
 from . import _chunking
 from ._backend import resolve_backend
 from ._comm import Comm
-from ._init import as_generator, initial_centers, parse_init
+from ._init import as_generator, call_init, initial_centers, parse_init
 from ._minibatch_step import (
     BatchSampler,
     CentreCache,
@@ -31,7 +31,7 @@ from ._minibatch_step import (
 )
 from ._numerics import block_moments, merge_moments
 from ._sources import as_source, chunk_rows, is_out_of_core
-from ._sparse import CSR, as_csr, is_sparse
+from ._sparse import CSR, is_sparse
 from ._sparse import check_points as sparse_points
 from ._sparse import mean_variance as sparse_mean_variance
 from ._step import assign_accumulate
@@ -43,7 +43,6 @@ from ._validation import (
     check_positive_number,
     compute_dtype,
     describe,
-    host_array,
     make_generator,
     resolve_device,
     to_output,
@@ -296,16 +295,11 @@ class MiniBatchKMeans(_BaseKMeans):
     def _init_once(self, X: torch.Tensor, w: torch.Tensor | None, S: torch.Tensor, ws: torch.Tensor | None, K: int,
                    gen: torch.Generator, was_numpy: bool, budget: int) -> torch.Tensor:
         """Initial centres (K, D) from the sample ``S`` (weights ``ws``); fixed indices index ``X``."""
-        init = self.init
-        if callable(init):
-            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+        if callable(self.init):  # called on the sample, once per initialisation
             arg = (S.cpu().numpy() if was_numpy else S) if not isinstance(S, CSR) else _sparse_out(S, was_numpy)
-            out = init(arg, K, random_state=np.random.RandomState(seed))
-            out = as_csr(out, "init").dense() if is_sparse(out) else out  # K sparse rows: densified, as scikit-learn
-            init = host_array(out) if isinstance(out, torch.Tensor) else np.asarray(out, dtype=np.float64)
-            if init.ndim != 2:
-                raise SqdistError(f"init: the callable returned {describe(out)}; expected centres of shape ({K}, D)")
-        init_k, _ = parse_init(init, K, X.shape[0], X.shape[1], X.device)
+            init_k = call_init(self.init, arg, K, X.shape[0], X.shape[1], X.device, gen)
+        else:
+            init_k, _ = parse_init(self.init, K, X.shape[0], X.shape[1], X.device)
         if isinstance(init_k, str) and init_k == "random" and ws is not None and int((ws > 0).sum()) < K:
             raise SqdistError(f"sample_weight: init='random' draws {K} distinct points of positive weight, "
                               f"only {int((ws > 0).sum())} have one in the initialisation sample")
