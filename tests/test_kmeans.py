@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 import sqdist
 from sqdist import ConvergenceWarning, KMeans, NotFittedError, SqdistError, kmeans
 from sqdist._step import assign_accumulate as _assign_accumulate
+from sqdist._step import assign_labels as _assign_labels
 from sqdist._step import order_far
 from sqdist._step import update_centers as _update_centers
 from sqdist.datasets import EXERCISE_INIT_INDICES, make_blobs
@@ -556,8 +557,6 @@ def _same_result(a, b):
 def test_predict_labels_are_the_assignment_labels():
     """predict's labels-only pass gives the labels of the full assignment (sums and all) bit for
     bit: direct-formula shapes (exact ties to the lowest index included) and product shapes."""
-    from sqdist._step import assign_accumulate, assign_labels
-
     rng = np.random.default_rng(9)
     for trial in range(40):
         n, D, K = int(rng.integers(70, 3000)), int(rng.integers(1, 40)), int(rng.integers(1, 70))
@@ -567,10 +566,10 @@ def test_predict_labels_are_the_assignment_labels():
             C[-1] = C[0]  # duplicated centres: exact ties
             X[: n // 2] = C[rng.integers(0, K, n // 2)]
         Xt, Ct = torch.from_numpy(X), torch.from_numpy(C)
-        want = assign_accumulate(Xt, Ct, budget=2**26, backend="torch").labels
-        assert torch.equal(assign_labels(Xt, Ct, budget=2**26, backend="torch"), want), trial
+        want = _assign_accumulate(Xt, Ct, budget=2**26, backend="torch").labels
+        assert torch.equal(_assign_labels(Xt, Ct, budget=2**26, backend="torch"), want), trial
         m = KMeans(K, init=C, n_init=1, max_iter=1).fit(X)
-        assert np.array_equal(m.predict(X), assign_accumulate(Xt, torch.as_tensor(m.cluster_centers_),
+        assert np.array_equal(m.predict(X), _assign_accumulate(Xt, torch.as_tensor(m.cluster_centers_),
                                                              budget=2**26, backend="torch").labels.numpy())
 
 

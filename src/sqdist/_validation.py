@@ -117,7 +117,7 @@ def check_positive_number(value: Any, name: str, *, allow_zero: bool = False) ->
 
 
 def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
-    if type(value) is int and value >= minimum:  # the common case, without the ABC test (1.5 against 0.2 us)
+    if type(value) is int and value >= minimum:  # the common case, without the ABC test (1.45 against 0.13 us)
         return value
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise SqdistError(f"{name}: expected an integer >= {minimum}, got {value!r}")
