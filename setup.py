@@ -39,7 +39,7 @@ except ImportError:
 KERNELS = Extension(
     "sqdist._sqdist_omp",
     sources=["src/sqdist/_ckernels.c"],
-    depends=["src/sqdist/_ckernels_impl.h"],
+    depends=["src/sqdist/_ckernels_impl.h", "src/sqdist/_ckernels_gemm.h"],
     extra_compile_args=["-O3", "-fopenmp", "-ffp-contract=off", "-fno-math-errno", "-fvisibility=hidden",
                         "-std=gnu11"],
     extra_link_args=["-fopenmp"],

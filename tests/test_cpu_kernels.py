@@ -253,7 +253,7 @@ def test_gemm_fixup_recomputes_close_pairs():
     d = torch.empty(20, 20)
     prep = prepare(T, torch.float32)
     Xa, nx, bad = ck.augment(X, prep.c)
-    ck.gemm_product(Xa, prep.Ta, d)
+    ck.product_nt(Xa, prep.Ta, d)
     n = ck.gemm_fixup(d, nx, prep.nt * prep.tau, prep.tau, X, prep.T)
     assert bad == 0 and n >= 20  # at least the diagonal
     assert torch.allclose(d.diagonal().double(), ref64(X, T).diagonal(), rtol=1e-3)

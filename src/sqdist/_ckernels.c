@@ -35,7 +35,7 @@
 #define SQ_EXPORT __attribute__((visibility("default")))
 
 /* Bumped whenever an exported signature changes; the loader refuses a library of another version. */
-#define SQ_ABI 8
+#define SQ_ABI 9
 
 SQ_EXPORT int sq_abi(void) { return SQ_ABI; }
 
@@ -76,6 +76,8 @@ SQ_EXPORT int sq_team_size(int nthreads)
 #undef REAL
 #undef IDX
 #undef FN
+
+#include "_ckernels_gemm.h"
 
 #define REAL double
 #define IDX int64_t

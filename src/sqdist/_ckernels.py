@@ -63,10 +63,13 @@ __all__ = [
     "augment",
     "gemm_fixup",
     "gemm_min",
+    "gemm_supported",
+    "sgemm_nt",
+    "gemm_sqdist",
 ]
 
 # must equal SQ_ABI in _ckernels.c (a stale build of an older source is refused)
-ABI = 8
+ABI = 9
 # row passes over at least this many elements (augment, prepare_right) run on the pool: 2-core EPYC,
 # 4096 x 128 float32 augment 1.8 ms serial (quiet), a thread hand-over ~0.02 ms quiet, milliseconds loaded
 _PARALLEL_ROWS_WORK = 1 << 18
@@ -84,6 +87,12 @@ _SIGNATURES = {
     "augment": (_N, [_P, _P, _P, _P, _N, _N, _I]),
     "gemm_fixup": (_N, [_P, _P, _P, _D, _P, _P, _N, _N, _N, _I]),
     "gemm_min": (_N, [_P, _P, _P, _D, _P, _P, _N, _N, _N, _P, _P, _I]),
+}
+# float32 only (_ckernels_gemm.h): exported name: (result type, argument types)
+_SIGNATURES_F32 = {
+    "sq_gemm_supported": (_I, []),
+    "sgemm_nt": (_I, [_P, _N, _P, _N, _P, _N, _N, _N, _N, _I]),
+    "gemm_sqdist_f32": (_N, [_P, _P, _P, _N, _N, _N, _P, _P, _P, _D, _P, _P, _I]),
 }
 
 
@@ -143,6 +152,9 @@ def library() -> Any:
         for sfx in ("_f32", "_f64"):
             fn = getattr(lib, name + sfx)
             fn.restype, fn.argtypes = res, args
+    for name, (res, args) in _SIGNATURES_F32.items():
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = res, args
     return lib
 
 
@@ -310,5 +322,34 @@ def gemm_min(d, nx, tnt, tau, X, T, dmin, imin) -> int:
     threads = _threads() if n * P >= 1 << 16 else 1
     cnt = int(_fn("gemm_min", d)(_p(d), _p(nx), _p(tnt), float(tau), _p(X), _p(T), n, P, X.shape[1], _p(dmin),
                                  _p(imin), threads))
+    _check(cnt)
+    return cnt
+
+
+@functools.cache
+def gemm_supported() -> bool:
+    """Whether the library's float32 product (``_ckernels_gemm.h``: AVX2 and FMA) runs on this CPU."""
+    lib = library()
+    return lib is not None and bool(lib.sq_gemm_supported())
+
+
+def sgemm_nt(A, B, C) -> None:
+    """``C = A @ B.T`` for float32 C-contiguous A (n, K), B (P, K), C (n, P), on torch's pool
+    (packed 6 x 16 register tiles; each entry one sequential chain of fused multiply-adds in k,
+    the same bits on any thread count)."""
+    n, K = A.shape
+    P = B.shape[0]
+    _check(library().sgemm_nt(_p(A), K, _p(B), K, _p(C), P, n, P, K, _threads()))
+
+
+def gemm_sqdist(Xa, Ta, d, nx, nt, tnt, tau, X, T) -> int:
+    """:func:`gemm_fixup` fused into the product ``d = Xa @ Ta.T`` (float32; the augmented rows
+    (n, D+2) of :func:`augment` and (P, D+2) of :func:`prepare_right`, D >= 1): the product over
+    the first D columns, the last two added in each register tile with the augmented product's
+    bits, then the screen in registers and the exact fix-up of flagged rows while the tile is in
+    cache.  Returns how many entries were recomputed."""
+    n, D = X.shape
+    cnt = int(library().gemm_sqdist_f32(_p(Xa), _p(Ta), _p(d), n, Ta.shape[0], D, _p(nx), _p(nt), _p(tnt),
+                                        float(tau), _p(X), _p(T), _threads()))
     _check(cnt)
     return cnt

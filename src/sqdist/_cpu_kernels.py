@@ -39,10 +39,14 @@ Fast paths
     the screen flags it).
 ``gemm_min`` -- ``gemm_fixup`` and every row's minimum and first index in the
     same pass (``sqdist.nearest`` on the product path, no ``min`` pass).
-``prepare_right`` / ``augment`` / ``gemm_product`` -- the distance matrix's
-    product path: two compiled passes around one ``torch.mm`` (the same values
-    as the torch path).  Every matrix product goes through torch, on torch's
-    thread pool.
+``prepare_right`` / ``augment`` / ``gemm_distances`` -- the distance matrix's
+    product path: two compiled passes and the product of the augmented rows
+    (the same values as the torch path up to the product's rounding).
+``product_nt`` -- every matrix product here: ``A @ B.T`` on torch's thread
+    pool, by the C kernels' own packed float32 product where it measured faster
+    than torch's BLAS (AVX2 + FMA CPUs that torch runs at AVX2, see
+    :func:`own_gemm`), else ``torch.mm``; with the own product the distance
+    matrix's fix-up runs inside the product's register tiles (no second pass).
 
 Determinism: row groups are fixed from the shape alone and combined in order
 (see :mod:`sqdist._cpu_nb`), so results are bit-identical for any thread count.
@@ -71,7 +75,9 @@ __all__ = [
     "sqdist_small_wins",
     "prepare_right",
     "augment",
-    "gemm_product",
+    "own_gemm",
+    "product_nt",
+    "gemm_distances",
     "gemm_fixup",
     "gemm_min",
     "numpy_view",
@@ -554,7 +560,7 @@ def _assign_gemm_transposed(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Te
     for s in range(0, n, nb):
         e = min(n, s + nb)
         r = e - s
-        g = torch.mm(CaT, xt[:r].T, out=gflat[: K * r].view(K, r))  # (K, r)
+        g = product_nt(CaT, xt[:r], gflat[: K * r].view(K, r))  # (K, r)
         sub = np.linspace(0, r, S + 1).round().astype(np.int64)
         # the C pass also centres the next block's rows into xbuf (its products are done)
         _ckernels.argmin_accumulate_gemm_t(g.numpy(), Xn[s:e], mn, Cn, ncmax, gamma, sub, labels[s:e], mind[s:e],
@@ -616,14 +622,62 @@ def prepare_right(T: torch.Tensor) -> RightOperand:
     return RightOperand(T, c, Ta, nt, tau(T.dtype, D), bad)
 
 
-def gemm_product(Xa: torch.Tensor, Ta: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
-    """``Xa @ Ta.T`` (n, P) through torch's BLAS on torch's thread pool, into ``out`` (contiguous) when given.
+@functools.cache
+def _own_gemm_cpu() -> bool:
+    """Whether this CPU takes the C kernels' own float32 product: AVX2 and FMA, and torch's
+    kernels dispatched at AVX2 (on AVX-512, torch's BLAS has twice the vector width of ours).
 
-    ``out=None`` allocates the result with ``torch.mm`` itself (the ordinary allocator).
-    """
-    if out is None:
-        return torch.mm(Xa, Ta.T)
-    return torch.mm(Xa, Ta.T, out=out)
+    Measured on the 2-core AVX2 EPYC (Zen 1), 2 threads, ms into a reused result, own / torch.mm:
+    4096 x 4096 x 130 65 / 72, 16384 x 1024 x 258 121 / 143, 1024 x 20000 x 129 87 / 91; one
+    thread 36 against 32 GFLOP/s (scratch/gemm, docs/performance.md)."""
+    return _ckernels.gemm_supported() and torch.backends.cpu.get_cpu_capability() == "AVX2"
+
+
+# fewest rows / columns of a product for the own kernel (6 x 16 register tiles: a thinner product
+# pads them): 2-core AVX2 EPYC, sqdist(X, T) at D = 128, us own / torch.mm, 2 threads (1 thread):
+# (1, 4096) 2537 / 2364 (2785 / 2491), (4096, 1) 2363 / 2285 (2359 / 1763), (8, 4096) 2105 / 2464
+# (3124 / 3276), (4096, 8) 1611 / 1577 (2458 / 2295), (4096, 32) 2062 / 2173 (2881 / 2927)
+_OWN_GEMM_MIN_ROWS = 8
+_OWN_GEMM_MIN_COLS = 32
+
+
+def own_gemm(dtype: torch.dtype, n: int = _OWN_GEMM_MIN_ROWS, P: int = _OWN_GEMM_MIN_COLS) -> bool:
+    """Whether an (n, P) product of ``dtype`` takes the C kernels' own product (float32 only)."""
+    return (
+        dtype == torch.float32 and n >= _OWN_GEMM_MIN_ROWS and P >= _OWN_GEMM_MIN_COLS
+        and kernels() is _ckernels and _own_gemm_cpu()
+    )
+
+
+def product_nt(A: torch.Tensor, B: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``A @ B.T`` (n, P) for contiguous CPU ``A`` (n, K), ``B`` (P, K) on torch's thread pool,
+    into ``out`` (contiguous) when given, else a fresh tensor (the ordinary allocator): the C
+    kernels' own product where :func:`own_gemm` (each entry one sequential chain of fused
+    multiply-adds: the same bits on any thread count), else ``torch.mm``."""
+    if own_gemm(A.dtype, A.shape[0], B.shape[0]) and A.is_contiguous() and B.is_contiguous():
+        if out is None:
+            out = torch.empty((A.shape[0], B.shape[0]), dtype=A.dtype)  # (n, P)
+        _ckernels.sgemm_nt(A.numpy(), B.numpy(), out.numpy())
+        return out
+    return torch.mm(A, B.T) if out is None else torch.mm(A, B.T, out=out)
+
+
+def gemm_distances(Xa: torch.Tensor, nx: torch.Tensor, Xb: torch.Tensor, prep: RightOperand,
+                   out: torch.Tensor | None) -> torch.Tensor:
+    """The distance block of the augmented rows ``Xa`` (n, D+2) (:func:`augment`; ``nx`` (n,) their
+    norms, ``Xb`` (n, D) the rows themselves) against ``prep``: ``Xa @ prep.Ta.T`` with
+    :func:`gemm_fixup` applied, into ``out`` (contiguous) when given.  With :func:`own_gemm` the
+    fix-up runs in the product's register tiles while they are in cache (one pass instead of a
+    product and a second read of the whole block)."""
+    tnt = prep.nt * prep.tau  # (P,)
+    if own_gemm(Xa.dtype, Xa.shape[0], prep.Ta.shape[0]) and Xb.shape[1] >= 1:
+        d = out if out is not None else torch.empty((Xa.shape[0], prep.Ta.shape[0]), dtype=Xa.dtype)  # (n, P)
+        _ckernels.gemm_sqdist(Xa.numpy(), prep.Ta.numpy(), d.numpy(), nx.numpy(), prep.nt.numpy(), tnt.numpy(),
+                              prep.tau, _np(Xb), _np(prep.T))
+        return d
+    d = product_nt(Xa, prep.Ta, out)  # (n, P)
+    gemm_fixup(d, nx, tnt, prep.tau, Xb, prep.T)
+    return d
 
 
 def gemm_fixup(d: torch.Tensor, nx: torch.Tensor, tnt: torch.Tensor, tau: float, X: torch.Tensor, T: torch.Tensor) -> int:

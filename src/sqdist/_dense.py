@@ -61,13 +61,12 @@ def gemm_rows(Xb: torch.Tensor, prep: RightOperand, out: torch.Tensor | None, bu
     grad = differentiable(Xb, prep.T)
     if not grad and _compiled(prep.T, prep.T.dtype):
         # compiled CPU path: one pass builds [x_c, |x_c|^2, 1] and counts
-        # unsafe rows, the product goes straight into the output, then ONE
-        # pass tests each entry against its threshold and recomputes the few
-        # close pairs directly (replacing clamp + threshold tensor + mask +
-        # nonzero + gather/scatter).
+        # unsafe rows, the product goes straight into the output, and each
+        # entry is tested against its threshold (inside the product's tiles,
+        # or in ONE pass after it) and the few close pairs recomputed directly
+        # (replacing clamp + threshold tensor + mask + nonzero + gather/scatter).
         Xa, nx, nbad = _cpu_kernels.augment(Xb, prep.c)  # (n, D+2), (n,)
-        d = _cpu_kernels.gemm_product(Xa, prep.Ta, out if out is not None and out.is_contiguous() else None)  # (n, P)
-        _cpu_kernels.gemm_fixup(d, nx, prep.nt * prep.tau, prep.tau, Xb, prep.T)
+        d = _cpu_kernels.gemm_distances(Xa, nx, Xb, prep, out if out is not None and out.is_contiguous() else None)
         return _fix_unsafe(d, Xb, nx, prep, False) if (nbad or prep.bad_cols.numel()) else d
     Xc = Xb - prep.c  # (n, D)
     nx = (Xc * Xc).sum(1)  # (n,)
@@ -273,7 +272,7 @@ def nearest_rows(X: torch.Tensor, T: torch.Tensor, k: int, backend: str, budget:
 
 def _nearest_fused(Xb: torch.Tensor, prep: RightOperand, dist: torch.Tensor, idx: torch.Tensor) -> bool:
     """The nearest row of T for the rows ``Xb`` (n, D) into ``dist`` / ``idx`` (n, 1) on the compiled
-    CPU path: sub-blocks of rows (about _NEAREST_SUB_BYTES of products, one ``torch.mm`` each into
+    CPU path: sub-blocks of rows (about _NEAREST_SUB_BYTES of products, one product each into
     a reused buffer) get the cancellation fix-up and the row minimum in one compiled pass, row by
     row while the row is in cache (no second pass, no ``min``) -- the values of
     ``gemm_rows(Xb).min(1)``.  Returns False (nothing written) for rows or columns with unsafe
@@ -290,7 +289,7 @@ def _nearest_fused(Xb: torch.Tensor, prep: RightOperand, dist: torch.Tensor, idx
     tnt = prep.nt * prep.tau  # (P,)
     for s in range(0, n, rows):
         e = min(n, s + rows)
-        g = torch.mm(Xa[s:e], prep.Ta.T, out=buf[: (e - s) * P].view(e - s, P))  # (r, P)
+        g = _cpu_kernels.product_nt(Xa[s:e], prep.Ta, buf[: (e - s) * P].view(e - s, P))  # (r, P)
         _cpu_kernels.gemm_min(g, nx[s:e], tnt, prep.tau, Xb[s:e], prep.T, dmin[s:e], imin[s:e])
     dist[:, 0] = dmin
     idx[:, 0] = imin

@@ -1,0 +1,300 @@
+/* float32 products C = A B^T on AVX2 + FMA, on torch's pool, and the distance matrix's product
+ * with its cancellation screen fused into each register tile (included once by _ckernels.c,
+ * after the float32 kernels whose screen thresholds and direct fix-up it reuses).
+ *
+ * Why our own product: on the 2-core AVX2 EPYC (Zen 1) torch's MKL sgemm ran at 32 GFLOP/s on
+ * one thread and 55-61 on two (4096 x 4096 x 128..256), OpenBLAS at 33-36 / 64-70; the packed
+ * 6 x 16 tiles below at 36 / 71-74.  Fusing the screen into the tiles also removes the second
+ * pass over the result (4.1 ms of reading at 4096 x 4096).  AVX-512 machines keep torch.mm
+ * (this kernel uses half their vector width); sqdist._cpu_kernels decides.
+ *
+ * Layout (Goto / BLIS): columns in blocks of nc (their packed B fits 1 MiB of the shared
+ * cache), K in blocks of at most SQ_KC, rows in blocks of SQ_MC packed per thread; a 6 x 16
+ * tile's 12 accumulators stay in registers across its k block.  Every C entry is one
+ * sequential chain of fused multiply-adds in k (a k block's partial sum is stored as float32
+ * and reloaded unchanged): the same bits on any thread count. */
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+
+#define SQ_MR 6
+#define SQ_NR 16
+/* Rows per packed block and bytes of packed B per column block: 2-core AVX2 EPYC, 2 threads, ms
+ * (median of 9 interleaved) at 4096 x 4096 x 128 / 16384 x 1024 x 256 / 1024 x 4096 x 128 for
+ * (MC, bytes) = (48, 2 MiB) 72.5 / 126 / -, (96, 2 MiB) 65.4 / 121 / -, (72..144, 0.5..1 MiB)
+ * 62.5-67.0 / 120-126 / 16.1-17.8 (within the noise), torch.mm 71.9 / 134 / 19.1. */
+#ifndef SQ_MC
+#define SQ_MC 96
+#endif
+#define SQ_KC 384
+#ifndef SQ_NC_BYTES
+#define SQ_NC_BYTES (1 << 20)
+#endif
+
+/* Whether this CPU runs the kernels below (AVX2 and FMA). */
+SQ_EXPORT int sq_gemm_supported(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+/* The distance matrix's epilogue (NULL for a plain product).  The product runs over the first D
+ * columns of the augmented rows [x_c, nx, 1] . [-2 t_c, 1, nt]; the tile then adds nx[i] and nt[j]
+ * in that order, the bits of the augmented chain's last two fused multiply-adds (fma(nx, 1, a) =
+ * a + nx rounded once); entries below tiu[i] + tup[j] take the exact test and the direct formula
+ * (fix_row_f32). */
+typedef struct {
+    const float *tiu; /* (n,) up(tau * nx[i]) */
+    const float *nx;  /* (n,) */
+    const float *nt;  /* (P,) */
+    const float *tup; /* (P,) up(tnt[j]) */
+    const float *tnt; /* (P,) tau * nt[j] */
+    const float *X;   /* (n, D) the original rows */
+    const float *T;   /* (P, D) */
+    double tau;
+    int64_t D;
+} sq_screen;
+
+/* The 6 x 16 register tile: c (6 rows, stride ldc) = [c +] a (kc, 6) . b (kc, 16). */
+__attribute__((target("avx2,fma"))) static int sq_kernel(int64_t kc, const float *restrict a,
+                                                         const float *restrict b, float *restrict c, int64_t ldc,
+                                                         int acc, const float *restrict en, const float *restrict eu,
+                                                         const float *restrict ex, const float *restrict ei)
+{
+    __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+    if (acc) {
+        c00 = _mm256_loadu_ps(c + 0 * ldc), c01 = _mm256_loadu_ps(c + 0 * ldc + 8);
+        c10 = _mm256_loadu_ps(c + 1 * ldc), c11 = _mm256_loadu_ps(c + 1 * ldc + 8);
+        c20 = _mm256_loadu_ps(c + 2 * ldc), c21 = _mm256_loadu_ps(c + 2 * ldc + 8);
+        c30 = _mm256_loadu_ps(c + 3 * ldc), c31 = _mm256_loadu_ps(c + 3 * ldc + 8);
+        c40 = _mm256_loadu_ps(c + 4 * ldc), c41 = _mm256_loadu_ps(c + 4 * ldc + 8);
+        c50 = _mm256_loadu_ps(c + 5 * ldc), c51 = _mm256_loadu_ps(c + 5 * ldc + 8);
+    } else {
+        c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
+    }
+    for (int64_t k = 0; k < kc; k++) {
+        const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8); /* (16,) */
+        __m256 t = _mm256_broadcast_ss(a + 0);
+        c00 = _mm256_fmadd_ps(t, b0, c00);
+        c01 = _mm256_fmadd_ps(t, b1, c01);
+        t = _mm256_broadcast_ss(a + 1);
+        c10 = _mm256_fmadd_ps(t, b0, c10);
+        c11 = _mm256_fmadd_ps(t, b1, c11);
+        t = _mm256_broadcast_ss(a + 2);
+        c20 = _mm256_fmadd_ps(t, b0, c20);
+        c21 = _mm256_fmadd_ps(t, b1, c21);
+        t = _mm256_broadcast_ss(a + 3);
+        c30 = _mm256_fmadd_ps(t, b0, c30);
+        c31 = _mm256_fmadd_ps(t, b1, c31);
+        t = _mm256_broadcast_ss(a + 4);
+        c40 = _mm256_fmadd_ps(t, b0, c40);
+        c41 = _mm256_fmadd_ps(t, b1, c41);
+        t = _mm256_broadcast_ss(a + 5);
+        c50 = _mm256_fmadd_ps(t, b0, c50);
+        c51 = _mm256_fmadd_ps(t, b1, c51);
+        a += SQ_MR;
+        b += SQ_NR;
+    }
+    int flagged = 0;
+    if (en) { /* the epilogue (ex, ei: this tile's 6 nx and tiu; en, eu: its 16 nt and tup) */
+        const __m256 n0 = _mm256_loadu_ps(en), n1 = _mm256_loadu_ps(en + 8);
+        const __m256 u0 = _mm256_loadu_ps(eu), u1 = _mm256_loadu_ps(eu + 8);
+        __m256 m = _mm256_setzero_ps(), x, t;
+#define SQ_EPI(r, v0, v1)                                                                                              \
+    x = _mm256_broadcast_ss(ex + r);                                                                                   \
+    v0 = _mm256_add_ps(_mm256_add_ps(v0, x), n0);                                                                      \
+    v1 = _mm256_add_ps(_mm256_add_ps(v1, x), n1);                                                                      \
+    t = _mm256_broadcast_ss(ei + r);                                                                                   \
+    m = _mm256_or_ps(m, _mm256_cmp_ps(v0, _mm256_add_ps(t, u0), _CMP_LT_OQ));                                         \
+    m = _mm256_or_ps(m, _mm256_cmp_ps(v1, _mm256_add_ps(t, u1), _CMP_LT_OQ));
+        SQ_EPI(0, c00, c01)
+        SQ_EPI(1, c10, c11)
+        SQ_EPI(2, c20, c21)
+        SQ_EPI(3, c30, c31)
+        SQ_EPI(4, c40, c41)
+        SQ_EPI(5, c50, c51)
+#undef SQ_EPI
+        flagged = _mm256_movemask_ps(m);
+    }
+    _mm256_storeu_ps(c + 0 * ldc, c00), _mm256_storeu_ps(c + 0 * ldc + 8, c01);
+    _mm256_storeu_ps(c + 1 * ldc, c10), _mm256_storeu_ps(c + 1 * ldc + 8, c11);
+    _mm256_storeu_ps(c + 2 * ldc, c20), _mm256_storeu_ps(c + 2 * ldc + 8, c21);
+    _mm256_storeu_ps(c + 3 * ldc, c30), _mm256_storeu_ps(c + 3 * ldc + 8, c31);
+    _mm256_storeu_ps(c + 4 * ldc, c40), _mm256_storeu_ps(c + 4 * ldc + 8, c41);
+    _mm256_storeu_ps(c + 5 * ldc, c50), _mm256_storeu_ps(c + 5 * ldc + 8, c51);
+    return flagged;
+}
+
+/* The rows of a finished tile c (mr, nr) at rows i0.., columns j0.. that the screen flags take
+ * the exact test and the direct formula; returns the recomputed entries. */
+static int64_t sq_fix_tile(float *c, int64_t ldc, int64_t mr, int64_t nr, int64_t i0, int64_t j0, const sq_screen *s)
+{
+    int64_t hits = 0;
+    for (int64_t r = 0; r < mr; r++) {
+        float *row = c + r * ldc;
+        const float tiu = s->tiu[i0 + r];
+        int any = 0;
+        for (int64_t u = 0; u < nr; u++)
+            any |= row[u] < tiu + s->tup[j0 + u];
+        if (any)
+            hits += fix_row_f32(row, s->tau * (double)s->nx[i0 + r], s->tnt + j0, s->X + (i0 + r) * s->D,
+                                s->T + j0 * s->D, nr, s->D);
+    }
+    return hits;
+}
+
+/* One tile (mr <= 6, nr <= 16) of c, with the epilogue s on the last k block: edges go through
+ * a full 6 x 16 buffer (and take the epilogue in scalar code, the same operations). */
+static int64_t sq_tile(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int64_t mr, int64_t nr,
+                       int acc, int last, int64_t i0, int64_t j0, const sq_screen *s)
+{
+    const int epi = last && s;
+    if (mr == SQ_MR && nr == SQ_NR) {
+        const int flagged = epi ? sq_kernel(kc, a, b, c, ldc, acc, s->nt + j0, s->tup + j0, s->nx + i0, s->tiu + i0)
+                                : sq_kernel(kc, a, b, c, ldc, acc, NULL, NULL, NULL, NULL);
+        return flagged ? sq_fix_tile(c, ldc, mr, nr, i0, j0, s) : 0;
+    }
+    float buf[SQ_MR * SQ_NR] __attribute__((aligned(32))) = {0};
+    if (acc)
+        for (int64_t r = 0; r < mr; r++)
+            memcpy(buf + r * SQ_NR, c + r * ldc, (size_t)nr * sizeof(float));
+    sq_kernel(kc, a, b, buf, SQ_NR, acc, NULL, NULL, NULL, NULL);
+    for (int64_t r = 0; r < mr; r++) {
+        float *row = c + r * ldc;
+        for (int64_t u = 0; u < nr; u++)
+            row[u] = epi ? (buf[r * SQ_NR + u] + s->nx[i0 + r]) + s->nt[j0 + u] : buf[r * SQ_NR + u];
+    }
+    return epi ? sq_fix_tile(c, ldc, mr, nr, i0, j0, s) : 0;
+}
+
+/* Packs rows r0..r0+w-1 (w <= width, the rest zero) of M (ld), columns p0..p0+kc-1, as (kc, width). */
+static void sq_pack(const float *M, int64_t ld, int64_t r0, int64_t w, int64_t width, int64_t p0, int64_t kc,
+                    float *restrict dst)
+{
+    for (int64_t u = 0; u < width; u++) {
+        if (u < w) {
+            const float *src = M + (r0 + u) * ld + p0;
+            for (int64_t k = 0; k < kc; k++)
+                dst[k * width + u] = src[k];
+        } else {
+            for (int64_t k = 0; k < kc; k++)
+                dst[k * width + u] = 0.0f;
+        }
+    }
+}
+
+static int64_t sq_min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* C (n, P; ldc) = A (n, K; lda) B (P, K; ldb)^T, then the screen s (NULL: none).  Returns the
+ * recomputed entries, or -1 when scratch memory could not be allocated. */
+static int64_t sq_gemm(const float *A, int64_t lda, const float *B, int64_t ldb, float *C, int64_t ldc, int64_t n,
+                       int64_t P, int64_t K, const sq_screen *s, int nthreads)
+{
+    if (n <= 0 || P <= 0)
+        return 0;
+    if (K <= 0) {
+        for (int64_t i = 0; i < n; i++)
+            memset(C + i * ldc, 0, (size_t)P * sizeof(float));
+        return 0;
+    }
+    const int64_t kcm = sq_min64(K, SQ_KC);
+    const int64_t Pr = (P + SQ_NR - 1) / SQ_NR * SQ_NR;
+    int64_t ncm = SQ_NC_BYTES / (int64_t)(kcm * sizeof(float)) / SQ_NR * SQ_NR;
+    ncm = ncm < SQ_NR ? SQ_NR : ncm;
+    const int64_t nblocks = (Pr + ncm - 1) / ncm; /* even column blocks */
+    const int64_t nc = ((Pr + nblocks - 1) / nblocks + SQ_NR - 1) / SQ_NR * SQ_NR;
+    if (nthreads < 1)
+        nthreads = 1;
+    float *Bp = NULL, *Ap = NULL;
+    if (posix_memalign((void **)&Bp, 64, (size_t)(nc * kcm) * sizeof(float)))
+        return -1;
+    if (posix_memalign((void **)&Ap, 64, (size_t)(nthreads * SQ_MC * kcm) * sizeof(float))) {
+        free(Bp);
+        return -1;
+    }
+    const int64_t nib = (n + SQ_MC - 1) / SQ_MC;
+    int64_t hits = 0;
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1) reduction(+ : hits)
+    {
+        float *ap = Ap + (int64_t)omp_get_thread_num() * SQ_MC * kcm;
+        for (int64_t jc = 0; jc < P; jc += nc) {
+            const int64_t ncb = sq_min64(nc, P - jc);
+            for (int64_t pc = 0; pc < K; pc += kcm) {
+                const int64_t kc = sq_min64(kcm, K - pc);
+                const int acc = pc > 0, last = pc + kc == K;
+#pragma omp for schedule(static)
+                for (int64_t jp = 0; jp < (ncb + SQ_NR - 1) / SQ_NR; jp++)
+                    sq_pack(B, ldb, jc + jp * SQ_NR, sq_min64(SQ_NR, ncb - jp * SQ_NR), SQ_NR, pc, kc,
+                            Bp + jp * SQ_NR * kc);
+                /* work items: a row block and a segment of the column block (segments only when
+                 * there are too few row blocks for the threads) */
+                const int64_t panels = (ncb + SQ_NR - 1) / SQ_NR;
+                const int64_t segs = sq_min64(panels, nib >= 4 * nthreads ? 1 : (4 * nthreads + nib - 1) / nib);
+                const int64_t seg = (panels + segs - 1) / segs * SQ_NR;
+#pragma omp for schedule(dynamic, 1)
+                for (int64_t w = 0; w < nib * segs; w++) {
+                    const int64_t ib = w / segs, j0 = (w % segs) * seg, j1 = sq_min64(ncb, j0 + seg);
+                    const int64_t ic = ib * SQ_MC, mc = sq_min64(SQ_MC, n - ic);
+                    for (int64_t ip = 0; ip < mc; ip += SQ_MR)
+                        sq_pack(A, lda, ic + ip, sq_min64(SQ_MR, mc - ip), SQ_MR, pc, kc, ap + ip * kc);
+                    for (int64_t jr = j0; jr < j1; jr += SQ_NR)
+                        for (int64_t ip = 0; ip < mc; ip += SQ_MR)
+                            hits += sq_tile(kc, ap + ip * kc, Bp + jr * kc, C + (ic + ip) * ldc + jc + jr, ldc,
+                                            sq_min64(SQ_MR, mc - ip), sq_min64(SQ_NR, ncb - jr), acc, last, ic + ip,
+                                            jc + jr, s);
+                }
+            }
+        }
+    }
+    free(Ap);
+    free(Bp);
+    return hits;
+}
+
+/* C (n, P; ldc) = A (n, K; lda) B (P, K; ldb)^T; 0, or -1 when scratch memory could not be allocated. */
+SQ_EXPORT int sgemm_nt(const float *A, int64_t lda, const float *B, int64_t ldb, float *C, int64_t ldc, int64_t n,
+                       int64_t P, int64_t K, int nthreads)
+{
+    return sq_gemm(A, lda, B, ldb, C, ldc, n, P, K, NULL, nthreads) < 0 ? -1 : 0;
+}
+
+/* gemm_fixup_f32 fused into the product: d (n, P) = Xa (n, D+2) Ta (P, D+2)^T for the augmented
+ * rows of augment_f32 / prepare_right_f32 (the product over their first D columns, the last two
+ * added in the tile's epilogue with the same bits), each tile screened and fixed while in
+ * registers and cache.  Returns how many entries were recomputed, or -1 (no scratch memory). */
+SQ_EXPORT int64_t gemm_sqdist_f32(const float *Xa, const float *Ta, float *d, int64_t n, int64_t P, int64_t D,
+                                  const float *nx, const float *nt, const float *tnt, double tau, const float *X,
+                                  const float *T, int nthreads)
+{
+    float *tiu = (float *)malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+    float *tup = (float *)malloc((size_t)(P > 0 ? P : 1) * sizeof(float));
+    int64_t hits = -1;
+    if (tiu && tup) {
+        for (int64_t i = 0; i < n; i++)
+            tiu[i] = up_f32(tau * (double)nx[i]);
+        screen_cols_f32(tnt, tup, P);
+        const sq_screen s = {tiu, nx, nt, tup, tnt, X, T, tau, D};
+        hits = sq_gemm(Xa, D + 2, Ta, D + 2, d, P, n, P, D, &s, nthreads);
+    }
+    free(tiu);
+    free(tup);
+    return hits;
+}
+
+#else /* not x86-64 with GCC: no kernels (sq_gemm_supported says so; sqdist uses torch.mm) */
+
+SQ_EXPORT int sq_gemm_supported(void) { return 0; }
+
+SQ_EXPORT int sgemm_nt(const float *A, int64_t lda, const float *B, int64_t ldb, float *C, int64_t ldc, int64_t n,
+                       int64_t P, int64_t K, int nthreads)
+{
+    return -2;
+}
+
+SQ_EXPORT int64_t gemm_sqdist_f32(const float *Xa, const float *Ta, float *d, int64_t n, int64_t P, int64_t D,
+                                  const float *nx, const float *nt, const float *tnt, double tau, const float *X,
+                                  const float *T, int nthreads)
+{
+    return -2;
+}
+#endif
