@@ -133,6 +133,26 @@ def test_sqdist_on_the_fused_path_meets_the_contract(monkeypatch):
     assert torch.allclose(d, d_mm, rtol=1e-5, atol=0)
 
 
+def test_a_nan_row_hides_no_close_pair_in_its_tile(monkeypatch):
+    """A row with NaN (or an infinite norm) shares its register tile with rows that have exact
+    duplicates in T: the tile's screen still flags those (exact zeros), the bad rows come out
+    as the direct formula's NaN / inf, and the other entries meet the contract."""
+    monkeypatch.setenv("SQDIST_CPU_KERNELS", "c")
+    g = torch.Generator().manual_seed(9)
+    T = torch.randn(64, 40, generator=g) + 10
+    X = torch.randn(48, 40, generator=g) + 10
+    X[:2] = T[:2]  # rows 0..5 are one 6-row tile: duplicates only before the NaN row, so
+    X[2, 7] = float("nan")  # a NaN carried into the tile's column minimum would hide them
+    X[9] = T[9]
+    X[10] = 3e19  # 4 |x|^2 overflows: an unsafe row after row 9's duplicate
+    d = sqdist.sqdist(X, T)
+    assert [float(d[i, i]) for i in (0, 1, 9)] == [0.0] * 3
+    assert bool(torch.isnan(d[2]).all()) and bool(torch.isinf(d[10]).all())
+    ok = torch.tensor([i not in (2, 10) for i in range(48)])
+    ref = ((X[ok].double()[:, None, :] - T.double()[None, :, :]) ** 2).sum(-1)
+    assert bool(((d[ok].double() - ref).abs() <= 1e-4 * ref + 1e-300).all())
+
+
 def test_thin_products_take_torch_mm(monkeypatch):
     """Fewer than 8 rows or 32 columns pad the register tiles: torch.mm there (measured)."""
     monkeypatch.setenv("SQDIST_CPU_KERNELS", "c")

@@ -45,6 +45,7 @@ SQ_EXPORT int sq_gemm_supported(void)
  * (fix_row_f32). */
 typedef struct {
     const float *tiu; /* (n,) up(tau * nx[i]) */
+    const float *tim; /* (ceil(n / 6),) the largest tiu of each 6 rows */
     const float *nx;  /* (n,) */
     const float *nt;  /* (P,) */
     const float *tup; /* (P,) up(tnt[j]) */
@@ -96,17 +97,22 @@ __attribute__((target("avx2,fma"))) static int sq_kernel(int64_t kc, const float
         b += SQ_NR;
     }
     int flagged = 0;
-    if (en) { /* the epilogue (ex, ei: this tile's 6 nx and tiu; en, eu: its 16 nt and tup) */
+    if (en) { /* the epilogue (ex: this tile's 6 nx, ei: the largest of their tiu; en, eu: its 16 nt and tup) */
         const __m256 n0 = _mm256_loadu_ps(en), n1 = _mm256_loadu_ps(en + 8);
         const __m256 u0 = _mm256_loadu_ps(eu), u1 = _mm256_loadu_ps(eu + 8);
-        __m256 m = _mm256_setzero_ps(), x, t;
+        /* the screen: each column's smallest entry over the tile's rows (min(v, mn) returns mn
+         * when v is NaN, so a NaN entry -- only in rows or columns with unsafe norms, which are
+         * overwritten later -- never hides another row's) against one threshold row, the
+         * largest of the rows' tiu (*ei) plus tup; a flagged tile takes the exact per-row
+         * screen in sq_fix_tile */
+        const __m256 t = _mm256_broadcast_ss(ei);
+        __m256 m0 = _mm256_set1_ps(INFINITY), m1 = m0, x;
 #define SQ_EPI(r, v0, v1)                                                                                              \
     x = _mm256_broadcast_ss(ex + r);                                                                                   \
     v0 = _mm256_add_ps(_mm256_add_ps(v0, x), n0);                                                                      \
     v1 = _mm256_add_ps(_mm256_add_ps(v1, x), n1);                                                                      \
-    t = _mm256_broadcast_ss(ei + r);                                                                                   \
-    m = _mm256_or_ps(m, _mm256_cmp_ps(v0, _mm256_add_ps(t, u0), _CMP_LT_OQ));                                         \
-    m = _mm256_or_ps(m, _mm256_cmp_ps(v1, _mm256_add_ps(t, u1), _CMP_LT_OQ));
+    m0 = _mm256_min_ps(v0, m0);                                                                                        \
+    m1 = _mm256_min_ps(v1, m1);
         SQ_EPI(0, c00, c01)
         SQ_EPI(1, c10, c11)
         SQ_EPI(2, c20, c21)
@@ -114,6 +120,8 @@ __attribute__((target("avx2,fma"))) static int sq_kernel(int64_t kc, const float
         SQ_EPI(4, c40, c41)
         SQ_EPI(5, c50, c51)
 #undef SQ_EPI
+        const __m256 m = _mm256_or_ps(_mm256_cmp_ps(m0, _mm256_add_ps(t, u0), _CMP_LT_OQ),
+                                      _mm256_cmp_ps(m1, _mm256_add_ps(t, u1), _CMP_LT_OQ));
         flagged = _mm256_movemask_ps(m);
     }
     _mm256_storeu_ps(c + 0 * ldc, c00), _mm256_storeu_ps(c + 0 * ldc + 8, c01);
@@ -150,7 +158,7 @@ static int64_t sq_tile(int64_t kc, const float *a, const float *b, float *c, int
 {
     const int epi = last && s;
     if (mr == SQ_MR && nr == SQ_NR) {
-        const int flagged = epi ? sq_kernel(kc, a, b, c, ldc, acc, s->nt + j0, s->tup + j0, s->nx + i0, s->tiu + i0)
+        const int flagged = epi ? sq_kernel(kc, a, b, c, ldc, acc, s->nt + j0, s->tup + j0, s->nx + i0, s->tim + i0 / SQ_MR)
                                 : sq_kernel(kc, a, b, c, ldc, acc, NULL, NULL, NULL, NULL);
         return flagged ? sq_fix_tile(c, ldc, mr, nr, i0, j0, s) : 0;
     }
@@ -267,16 +275,23 @@ SQ_EXPORT int64_t gemm_sqdist_f32(const float *Xa, const float *Ta, float *d, in
                                   const float *T, int nthreads)
 {
     float *tiu = (float *)malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+    float *tim = (float *)malloc((size_t)(n > 0 ? (n + SQ_MR - 1) / SQ_MR : 1) * sizeof(float));
     float *tup = (float *)malloc((size_t)(P > 0 ? P : 1) * sizeof(float));
     int64_t hits = -1;
-    if (tiu && tup) {
-        for (int64_t i = 0; i < n; i++)
+    if (tiu && tim && tup) {
+        for (int64_t i = 0; i < n; i++) {
             tiu[i] = up_f32(tau * (double)nx[i]);
+            if (i % SQ_MR == 0)
+                tim[i / SQ_MR] = -INFINITY;
+            if (tiu[i] > tim[i / SQ_MR]) /* NaN skipped: such rows are overwritten later (unsafe norms) */
+                tim[i / SQ_MR] = tiu[i];
+        }
         screen_cols_f32(tnt, tup, P);
-        const sq_screen s = {tiu, nx, nt, tup, tnt, X, T, tau, D};
+        const sq_screen s = {tiu, tim, nx, nt, tup, tnt, X, T, tau, D};
         hits = sq_gemm(Xa, D + 2, Ta, D + 2, d, P, n, P, D, &s, nthreads);
     }
     free(tiu);
+    free(tim);
     free(tup);
     return hits;
 }
