@@ -56,6 +56,9 @@ typedef struct {
     int64_t D;
 } sq_screen;
 
+/* M(row, its two accumulators) for each of the tile's six rows. */
+#define SQ_ROWS(M) M(0, c00, c01) M(1, c10, c11) M(2, c20, c21) M(3, c30, c31) M(4, c40, c41) M(5, c50, c51)
+
 /* The 6 x 16 register tile: c (6 rows, stride ldc) = [c +] a (kc, 6) . b (kc, 16). */
 __attribute__((target("avx2,fma"))) static int sq_kernel(int64_t kc, const float *restrict a,
                                                          const float *restrict b, float *restrict c, int64_t ldc,
@@ -75,24 +78,13 @@ __attribute__((target("avx2,fma"))) static int sq_kernel(int64_t kc, const float
     }
     for (int64_t k = 0; k < kc; k++) {
         const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8); /* (16,) */
-        __m256 t = _mm256_broadcast_ss(a + 0);
-        c00 = _mm256_fmadd_ps(t, b0, c00);
-        c01 = _mm256_fmadd_ps(t, b1, c01);
-        t = _mm256_broadcast_ss(a + 1);
-        c10 = _mm256_fmadd_ps(t, b0, c10);
-        c11 = _mm256_fmadd_ps(t, b1, c11);
-        t = _mm256_broadcast_ss(a + 2);
-        c20 = _mm256_fmadd_ps(t, b0, c20);
-        c21 = _mm256_fmadd_ps(t, b1, c21);
-        t = _mm256_broadcast_ss(a + 3);
-        c30 = _mm256_fmadd_ps(t, b0, c30);
-        c31 = _mm256_fmadd_ps(t, b1, c31);
-        t = _mm256_broadcast_ss(a + 4);
-        c40 = _mm256_fmadd_ps(t, b0, c40);
-        c41 = _mm256_fmadd_ps(t, b1, c41);
-        t = _mm256_broadcast_ss(a + 5);
-        c50 = _mm256_fmadd_ps(t, b0, c50);
-        c51 = _mm256_fmadd_ps(t, b1, c51);
+        __m256 t;
+#define SQ_ROW(r, v0, v1)                                                                                              \
+    t = _mm256_broadcast_ss(a + r);                                                                                    \
+    v0 = _mm256_fmadd_ps(t, b0, v0);                                                                                   \
+    v1 = _mm256_fmadd_ps(t, b1, v1);
+        SQ_ROWS(SQ_ROW)
+#undef SQ_ROW
         a += SQ_MR;
         b += SQ_NR;
     }
@@ -113,12 +105,7 @@ __attribute__((target("avx2,fma"))) static int sq_kernel(int64_t kc, const float
     v1 = _mm256_add_ps(_mm256_add_ps(v1, x), n1);                                                                      \
     m0 = _mm256_min_ps(v0, m0);                                                                                        \
     m1 = _mm256_min_ps(v1, m1);
-        SQ_EPI(0, c00, c01)
-        SQ_EPI(1, c10, c11)
-        SQ_EPI(2, c20, c21)
-        SQ_EPI(3, c30, c31)
-        SQ_EPI(4, c40, c41)
-        SQ_EPI(5, c50, c51)
+        SQ_ROWS(SQ_EPI)
 #undef SQ_EPI
         const __m256 m = _mm256_or_ps(_mm256_cmp_ps(m0, _mm256_add_ps(t, u0), _CMP_LT_OQ),
                                       _mm256_cmp_ps(m1, _mm256_add_ps(t, u1), _CMP_LT_OQ));
