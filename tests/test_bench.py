@@ -138,9 +138,9 @@ def test_sqdist_label_names_the_engine_that_ran(monkeypatch, choice):
         from sqdist import _cpu_nb
 
         _spy(monkeypatch, _cpu_nb, ran, "numba")
-    res = bench.run_bench("16x12x3,8x6x40", methods="sqdist", **TINY)
+    res = bench.run_bench("16x12x3,8x6x1100", methods="sqdist", **TINY)
     small, wide = res.rows
-    assert wide.label == "sqdist (PyTorch)"  # 40 features: the exact product path, never a compiled direct kernel
+    assert wide.label == "sqdist (PyTorch)"  # 1100 features: the exact product path, never a compiled direct kernel
     if ran["c"]:
         assert small.label == "sqdist (compiled C kernel)" and not ran["numba"]
     elif ran["numba"]:

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import sqdist
-from sqdist import _ckernels, _cpu_kernels
+from sqdist import _ckernels, _cpu_kernels, _cpu_product
 
 pytestmark = pytest.mark.skipif(_ckernels.library() is None,
                                 reason="C kernels not built or not on torch's OpenMP runtime (see setup.py)")
@@ -473,8 +473,8 @@ def test_nearest_fused_path_equals_the_matrix_min(dtype, monkeypatch):
     T[5] = T[3]  # a duplicated target: the first index wins
     X[:4] = T[:4]
     calls = []
-    real = _cpu_kernels.gemm_min
-    monkeypatch.setattr(_cpu_kernels, "gemm_min", lambda *a: calls.append(a[0].shape) or real(*a))
+    real = _cpu_product.gemm_min
+    monkeypatch.setattr(_cpu_product, "gemm_min", lambda *a: calls.append(a[0].shape) or real(*a))
     monkeypatch.setattr(_dense, "_NEAREST_SUB_BYTES", 128 * 260 * X.element_size())  # 128-row sub-blocks
     dist, idx = sqdist.nearest(X, T)
     assert calls and all(s[0] <= 128 for s in calls) and len(calls) == 6
@@ -487,15 +487,16 @@ def test_nearest_fused_path_equals_the_matrix_min(dtype, monkeypatch):
 
 
 def test_nearest_fused_path_leaves_unsafe_rows_to_the_general_path(monkeypatch):
-    X = torch.randn(300, 40)
+    X = torch.randn(700, 40)  # 700 x 200 x 40 > 2^22 multiply-adds: the product path
     T = torch.randn(200, 40)
     X[7, 3] = float("nan")
     X[9] = 1e20  # |x - c|^2 overflows: the direct formula
-    calls = []
-    real = _cpu_kernels.gemm_min
-    monkeypatch.setattr(_cpu_kernels, "gemm_min", lambda *a: calls.append(1) or real(*a))
+    calls, general = [], []
+    real, real_rows = _cpu_product.gemm_min, _cpu_product.gemm_distances
+    monkeypatch.setattr(_cpu_product, "gemm_min", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(_cpu_product, "gemm_distances", lambda *a: general.append(1) or real_rows(*a))
     dist, idx = sqdist.nearest(X, T)
-    assert not calls  # the general path served this block
+    assert not calls and general  # the general product path served this block
     full = sqdist.sqdist(X, T)
     v, i = full.min(1)
     assert torch.equal(idx[:, 0], i) and torch.allclose(dist[:, 0], v, rtol=0, atol=0, equal_nan=True)

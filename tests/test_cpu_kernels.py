@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 pytest.importorskip("numba")
 
 import sqdist  # noqa: E402
+from sqdist import _ckernels as _ck  # noqa: E402
 from sqdist import _cpu_kernels as ck  # noqa: E402
+from sqdist import _cpu_product as cp  # noqa: E402
 from sqdist._backend import resolve_method  # noqa: E402
 from sqdist._dense import prepare  # noqa: E402
 from sqdist._step import max_shift  # noqa: E402
@@ -221,12 +223,15 @@ def test_gemm_fixup_path_accuracy(D, offset):
     T = torch.randn(300, D, generator=g) + offset
     T[:10] = X[:10]
     T[10] = X[11] + 1e-3  # a close pair
-    assert resolve_method("auto", X, T, "torch") == "gemm"
-    d = sqdist.sqdist(X, T)
+    # "auto" takes the product path for problems beyond 2^22 multiply-adds (smaller ones: the direct kernel)
+    assert resolve_method("auto", torch.empty(2000, D), torch.empty(3000, D), "torch") == "gemm"
+    small = X.shape[0] * T.shape[0] * D <= 2**22 and ck.kernels() is _ck
+    assert resolve_method("auto", X, T, "torch") == ("_direct" if small else "gemm")
+    d = sqdist.sqdist(X, T, method="gemm")
     ref = ref64(X, T)
     _assert_contract(d, ref)
     # float64 stays float64-accurate
-    d64 = sqdist.sqdist(X.double(), T.double())
+    d64 = sqdist.sqdist(X.double(), T.double(), method="gemm")
     assert torch.allclose(d64, ref, rtol=1e-10, atol=1e-9)
 
 
@@ -252,9 +257,9 @@ def test_gemm_fixup_recomputes_close_pairs():
     T[:, 0] += 1e-3
     d = torch.empty(20, 20)
     prep = prepare(T, torch.float32)
-    Xa, nx, bad = ck.augment(X, prep.c)
+    Xa, nx, bad = cp.augment(X, prep.c)
     ck.product_nt(Xa, prep.Ta, d)
-    n = ck.gemm_fixup(d, nx, prep.nt * prep.tau, prep.tau, X, prep.T)
+    n = cp.gemm_fixup(d, nx, prep.nt * prep.tau, prep.tau, X, prep.T)
     assert bad == 0 and n >= 20  # at least the diagonal
     assert torch.allclose(d.diagonal().double(), ref64(X, T).diagonal(), rtol=1e-3)
 

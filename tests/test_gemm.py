@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sqdist
-from sqdist import _ckernels, _cpu_kernels
+from sqdist import _ckernels, _cpu_kernels, _cpu_product
 from sqdist._dense import prepare
 
 pytestmark = pytest.mark.skipif(not (_ckernels.library() is not None and _ckernels.gemm_supported()),
@@ -96,7 +96,7 @@ def test_fused_epilogue_equals_product_then_fixup(n, P, D, offset):
     if n > k and P > k:
         X[k] = T[k] + 1e-3  # a close pair
     prep = prepare(T, torch.float32)
-    Xa, nx, bad = _cpu_kernels.augment(X, prep.c)
+    Xa, nx, bad = _cpu_product.augment(X, prep.c)
     assert bad == 0
     tnt = prep.nt * prep.tau
     fused = torch.full((n, P), float("nan"))
@@ -104,7 +104,7 @@ def test_fused_epilogue_equals_product_then_fixup(n, P, D, offset):
                                prep.tau, X.numpy(), T.numpy())
     split = torch.empty(n, P)
     _ckernels.sgemm_nt(Xa.numpy(), prep.Ta.numpy(), split.numpy())
-    c2 = _cpu_kernels.gemm_fixup(split, nx, tnt, prep.tau, X, T)
+    c2 = _cpu_product.gemm_fixup(split, nx, tnt, prep.tau, X, T)
     assert c1 == c2 and c1 >= k
     assert torch.equal(fused, split)
     assert fused[torch.arange(k), torch.arange(k)].tolist() == [0.0] * k

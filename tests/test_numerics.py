@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sqdist import _cpu_kernels
+from sqdist import _cpu_kernels, _cpu_product
 from sqdist._numerics import (
     assign_margin,
     centre,
@@ -98,7 +98,7 @@ def test_prepare_right_structure_and_compiled_equal(dtype):
     ref = centre(T)
     assert torch.equal(p.c, ref)
     if _cpu_kernels.available():
-        q = _cpu_kernels.prepare_right(T)
+        q = _cpu_product.prepare_right(T)
         assert q.bad_cols.tolist() == [4, 9] and q.tau == p.tau
         torch.testing.assert_close(q.c, p.c, rtol=1e-12 if dtype == torch.float64 else 1e-6, atol=0)
         ok = torch.ones(50, dtype=torch.bool)

@@ -66,9 +66,10 @@ def resolve_method(method: str, X: torch.Tensor, T: torch.Tensor, backend: str) 
     """Check ``method`` and turn "auto" into a concrete distance-matrix path.
 
     "auto" is "gemm" (the exact product path), except on the CPU for small D
-    (float32/float64, compiled kernels available) where the direct-formula
+    or small problems (float32/float64, compiled kernels available; N * P * D
+    up to 2^22 at D up to 1024 with the C kernels) where the direct-formula
     kernel ("_direct", internal) is both exact by construction and faster than
-    any matrix product (see docs/performance.md) -- with autograd too, so that
+    the product path (see docs/performance.md) -- with autograd too, so that
     the recorded forward has the bits of the call without it.
     """
     check_choice(method, "method", METHODS)
@@ -83,7 +84,7 @@ def resolve_method(method: str, X: torch.Tensor, T: torch.Tensor, backend: str) 
     if (
         backend == "torch"
         and device.type == "cpu"
-        and _cpu_kernels.sqdist_small_wins(common_dtype(X, T), X.shape[-1])
+        and _cpu_kernels.sqdist_small_wins(common_dtype(X, T), X.shape[-1], X.shape[-2] * T.shape[-2] * X.shape[-1])
     ):
         return "_direct"
     return "gemm"

@@ -33,20 +33,12 @@ Fast paths
       row blocks, then one compiled pass.
 ``sqdist_small`` -- the direct-formula distance matrix for small ``D`` (faster
     than any product there, exact, never negative).
-``gemm_fixup`` -- one pass over a gemm block replacing the threshold tensor,
-    mask and ``nonzero`` of the torch path by a test + direct recomputation
-    (C: each row screened in its dtype first, the exact float64 test only where
-    the screen flags it).
-``gemm_min`` -- ``gemm_fixup`` and every row's minimum and first index in the
-    same pass (``sqdist.nearest`` on the product path, no ``min`` pass).
-``prepare_right`` / ``augment`` / ``gemm_distances`` -- the distance matrix's
-    product path: two compiled passes and the product of the augmented rows
-    (the same values as the torch path up to the product's rounding).
-``product_nt`` -- every matrix product here: ``A @ B.T`` on torch's thread
-    pool, by the C kernels' own packed float32 product where it measured faster
-    than torch's BLAS (AVX2 + FMA CPUs that torch runs at AVX2, see
-    :func:`own_gemm`), else ``torch.mm``; with the own product the distance
-    matrix's fix-up runs inside the product's register tiles (no second pass).
+``product_nt`` -- every matrix product of the compiled paths: ``A @ B.T`` on
+    torch's thread pool, by the C kernels' own packed float32 product where it
+    measured faster than torch's BLAS (AVX2 + FMA CPUs that torch runs at AVX2,
+    see :func:`own_gemm`), else ``torch.mm``.
+The distance matrix's product path (the augmented rows, the fix-up) is
+:mod:`sqdist._cpu_product`.
 
 Determinism: row groups are fixed from the shape alone and combined in order
 (see :mod:`sqdist._cpu_nb`), so results are bit-identical for any thread count.
@@ -64,7 +56,7 @@ import torch
 
 from . import _ckernels
 from ._errors import SqdistError
-from ._numerics import RightOperand, assign_margin, tau
+from ._numerics import assign_margin
 
 __all__ = [
     "available",
@@ -73,13 +65,8 @@ __all__ = [
     "assign_accumulate",
     "sqdist_small",
     "sqdist_small_wins",
-    "prepare_right",
-    "augment",
     "own_gemm",
     "product_nt",
-    "gemm_distances",
-    "gemm_fixup",
-    "gemm_min",
     "numpy_view",
     "update_assign_step",
     "nearest_small",
@@ -102,6 +89,11 @@ _ASSIGN_DIRECT_MAX_KD = 768
 # (0.73 / 0.89 / 0.62; at D = 28 0.83 / 0.97 / 0.67, too close), in float64 up to D = 16
 # (0.72 / 0.96 / 0.79; at D = 20 0.95 / 1.02 / 0.82); numba's row kernel up to D = 16.
 _SQDIST_DIRECT_MAX_D = {"c": {torch.float32: 24, torch.float64: 16}, "numba": {torch.float32: 16, torch.float64: 16}}
+# Small problems (N * P * D up to 2^22) take the C direct kernel at any D up to 1024: its fixed cost
+# is a third of the product path's (measured table: docs/performance.md, "Small-D distance matrix");
+# its sum of D positive terms is within D u of exact (6.1e-5 in float32 at D = 1024: the contract).
+_SQDIST_DIRECT_MAX_WORK = 1 << 22
+_SQDIST_DIRECT_SMALL_MAX_D = 1024
 # rows per group of the direct assign kernel (groups are fixed by N only)
 _GROUP_ROWS = 16384
 # bytes of the direct kernel's per-chunk buffers (half of a 48 KiB L1d)
@@ -569,12 +561,16 @@ def _assign_gemm_transposed(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Te
     return labels_t, mind_t, sums, counts, inertia
 
 
-def sqdist_small_wins(dtype: torch.dtype, d: int) -> bool:
-    """Whether :func:`sqdist_small` is the fastest exact CPU path for ``d`` features of ``dtype``."""
+def sqdist_small_wins(dtype: torch.dtype, d: int, work: int | None = None) -> bool:
+    """Whether :func:`sqdist_small` is the fastest exact CPU path for ``d`` features of ``dtype``
+    (``work``: the problem's N * P * d multiply-adds, when known)."""
     k = kernels()
     if k is None or dtype not in (torch.float32, torch.float64):
         return False
-    return 1 <= d <= _SQDIST_DIRECT_MAX_D["c" if k is _ckernels else "numba"][dtype]
+    kind = "c" if k is _ckernels else "numba"
+    if 1 <= d <= _SQDIST_DIRECT_MAX_D[kind][dtype]:
+        return True
+    return kind == "c" and work is not None and work <= _SQDIST_DIRECT_MAX_WORK and d <= _SQDIST_DIRECT_SMALL_MAX_D
 
 
 def sqdist_small(X: torch.Tensor, T: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -598,30 +594,6 @@ def nearest_small(X: torch.Tensor, T: torch.Tensor, dmin: torch.Tensor, imin: to
     kernels().nearest_direct(_np(X), _np(T), _direct_chunk(X.shape[1]), imin.numpy(), dmin.numpy())
 
 
-def augment(X: torch.Tensor, c: torch.Tensor):
-    """Centred, augmented rows ``[X - c, ||X - c||^2, 1]`` (n, D+2), the norms (n,)
-    and the number of non-finite rows, in one compiled pass."""
-    n, D = X.shape
-    Xa = torch.empty((n, D + 2), dtype=X.dtype)  # (n, D+2)
-    nx = torch.empty(n, dtype=X.dtype)  # (n,)
-    bad = kernels().augment(_np(X), _np(c), Xa.numpy(), nx.numpy())
-    return Xa, nx, int(bad)
-
-
-def prepare_right(T: torch.Tensor) -> RightOperand:
-    """:class:`~sqdist._numerics.RightOperand` of ``T`` (P, D) (CPU, float32/float64, no
-    autograd) in one compiled call instead of ~10 small torch ops."""
-    T = T.detach()
-    P, D = T.shape
-    c = torch.empty(D, dtype=T.dtype)  # (D,)
-    Ta = torch.empty((P, D + 2), dtype=T.dtype)  # (P, D+2)
-    nt = torch.empty(P, dtype=T.dtype)  # (P,)
-    finite = np.empty(P, dtype=np.bool_)
-    nf = kernels().prepare_right(_np(T), c.numpy(), Ta.numpy(), nt.numpy(), finite)
-    bad = torch.from_numpy(np.flatnonzero(~finite)) if nf < P else torch.empty(0, dtype=torch.int64)
-    return RightOperand(T, c, Ta, nt, tau(T.dtype, D), bad)
-
-
 @functools.cache
 def _own_gemm_cpu() -> bool:
     """Whether this CPU takes the C kernels' own float32 product: AVX2 and FMA, and torch's
@@ -633,10 +605,8 @@ def _own_gemm_cpu() -> bool:
     return _ckernels.gemm_supported() and torch.backends.cpu.get_cpu_capability() == "AVX2"
 
 
-# fewest rows / columns of a product for the own kernel (6 x 16 register tiles: a thinner product
-# pads them): 2-core AVX2 EPYC, sqdist(X, T) at D = 128, us own / torch.mm, 2 threads (1 thread):
-# (1, 4096) 2537 / 2364 (2785 / 2491), (4096, 1) 2363 / 2285 (2359 / 1763), (8, 4096) 2105 / 2464
-# (3124 / 3276), (4096, 8) 1611 / 1577 (2458 / 2295), (4096, 32) 2062 / 2173 (2881 / 2927)
+# fewest rows / columns of a product for the own kernel (thinner ones pad its 6 x 16 tiles and
+# measured slower than torch.mm: docs/performance.md, "The own float32 product")
 _OWN_GEMM_MIN_ROWS = 8
 _OWN_GEMM_MIN_COLS = 32
 
@@ -660,36 +630,3 @@ def product_nt(A: torch.Tensor, B: torch.Tensor, out: torch.Tensor | None = None
         _ckernels.sgemm_nt(A.numpy(), B.numpy(), out.numpy())
         return out
     return torch.mm(A, B.T) if out is None else torch.mm(A, B.T, out=out)
-
-
-def gemm_distances(Xa: torch.Tensor, nx: torch.Tensor, Xb: torch.Tensor, prep: RightOperand,
-                   out: torch.Tensor | None) -> torch.Tensor:
-    """The distance block of the augmented rows ``Xa`` (n, D+2) (:func:`augment`; ``nx`` (n,) their
-    norms, ``Xb`` (n, D) the rows themselves) against ``prep``: ``Xa @ prep.Ta.T`` with
-    :func:`gemm_fixup` applied, into ``out`` (contiguous) when given.  With :func:`own_gemm` the
-    fix-up runs in the product's register tiles while they are in cache (one pass instead of a
-    product and a second read of the whole block)."""
-    tnt = prep.nt * prep.tau  # (P,)
-    if own_gemm(Xa.dtype, Xa.shape[0], prep.Ta.shape[0]) and Xb.shape[1] >= 1:
-        d = out if out is not None else torch.empty((Xa.shape[0], prep.Ta.shape[0]), dtype=Xa.dtype)  # (n, P)
-        _ckernels.gemm_sqdist(Xa.numpy(), prep.Ta.numpy(), d.numpy(), nx.numpy(), prep.nt.numpy(), tnt.numpy(),
-                              prep.tau, _np(Xb), _np(prep.T))
-        return d
-    d = product_nt(Xa, prep.Ta, out)  # (n, P)
-    gemm_fixup(d, nx, tnt, prep.tau, Xb, prep.T)
-    return d
-
-
-def gemm_fixup(d: torch.Tensor, nx: torch.Tensor, tnt: torch.Tensor, tau: float, X: torch.Tensor, T: torch.Tensor) -> int:
-    """Recompute, in place, the entries of a gemm block ``d`` (n, P) that are
-    below ``tau * nx[i] + tnt[j]`` (``tnt = tau * nt``); returns how many were recomputed."""
-    return int(kernels().gemm_fixup(d.numpy(), _np(nx), _np(tnt), float(tau), _np(X), _np(T)))
-
-
-def gemm_min(d: torch.Tensor, nx: torch.Tensor, tnt: torch.Tensor, tau: float, X: torch.Tensor, T: torch.Tensor,
-             dmin: torch.Tensor, imin: torch.Tensor) -> int:
-    """:func:`gemm_fixup` of a gemm block ``d`` (n, P), then every row's smallest entry into
-    ``dmin`` (n,) and the index of its first occurrence into ``imin`` (n,, int64) -- the
-    values of ``d.min(1)`` without a second pass over the block; returns gemm_fixup's count."""
-    return int(kernels().gemm_min(d.numpy(), _np(nx), _np(tnt), float(tau), _np(X), _np(T), dmin.numpy(),
-                                  imin.numpy()))

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import _autograd, _chunking, _cpu_kernels
+from . import _autograd, _chunking, _cpu_kernels, _cpu_product
 from ._backend import differentiable, resolve_method, triton_kernels
 from ._numerics import RightOperand, direct_rows, prepare_right, unsafe_norms
 from ._validation import SqdistError, as_tensor, check_pair, common_dtype, compute_dtype, describe, to_output
@@ -51,7 +51,7 @@ def prepare(T: torch.Tensor, cdtype: torch.dtype) -> RightOperand:
     if _compiled(T, cdtype):
         # one compiled call instead of ~10 small torch ops (each a thread
         # barrier: milliseconds apiece on a loaded machine)
-        return _cpu_kernels.prepare_right(T.to(cdtype))
+        return _cpu_product.prepare_right(T.to(cdtype))
     return prepare_right(T, cdtype)
 
 
@@ -65,8 +65,8 @@ def gemm_rows(Xb: torch.Tensor, prep: RightOperand, out: torch.Tensor | None, bu
         # entry is tested against its threshold (inside the product's tiles,
         # or in ONE pass after it) and the few close pairs recomputed directly
         # (replacing clamp + threshold tensor + mask + nonzero + gather/scatter).
-        Xa, nx, nbad = _cpu_kernels.augment(Xb, prep.c)  # (n, D+2), (n,)
-        d = _cpu_kernels.gemm_distances(Xa, nx, Xb, prep, out if out is not None and out.is_contiguous() else None)
+        Xa, nx, nbad = _cpu_product.augment(Xb, prep.c)  # (n, D+2), (n,)
+        d = _cpu_product.gemm_distances(Xa, nx, Xb, prep, out if out is not None and out.is_contiguous() else None)
         return _fix_unsafe(d, Xb, nx, prep, False) if (nbad or prep.bad_cols.numel()) else d
     Xc = Xb - prep.c  # (n, D)
     nx = (Xc * Xc).sum(1)  # (n,)
@@ -278,7 +278,7 @@ def _nearest_fused(Xb: torch.Tensor, prep: RightOperand, dist: torch.Tensor, idx
     ``gemm_rows(Xb).min(1)``.  Returns False (nothing written) for rows or columns with unsafe
     norms, which take the general path."""
     Xb = Xb.detach().to(prep.T.dtype)
-    Xa, nx, nbad = _cpu_kernels.augment(Xb, prep.c)  # (n, D+2), (n,)
+    Xa, nx, nbad = _cpu_product.augment(Xb, prep.c)  # (n, D+2), (n,)
     if nbad or prep.bad_cols.numel():
         return False
     n, P = Xb.shape[0], prep.T.shape[0]
@@ -290,7 +290,7 @@ def _nearest_fused(Xb: torch.Tensor, prep: RightOperand, dist: torch.Tensor, idx
     for s in range(0, n, rows):
         e = min(n, s + rows)
         g = _cpu_kernels.product_nt(Xa[s:e], prep.Ta, buf[: (e - s) * P].view(e - s, P))  # (r, P)
-        _cpu_kernels.gemm_min(g, nx[s:e], tnt, prep.tau, Xb[s:e], prep.T, dmin[s:e], imin[s:e])
+        _cpu_product.gemm_min(g, nx[s:e], tnt, prep.tau, Xb[s:e], prep.T, dmin[s:e], imin[s:e])
     dist[:, 0] = dmin
     idx[:, 0] = imin
     return True

@@ -155,7 +155,7 @@ class RightOperand:
     norms; ``tau`` the recompute threshold (:func:`tau`); ``bad_cols`` the rows
     of ``T`` with unsafe norms (:func:`unsafe_norms`), which take the direct
     formula.  Built by :func:`prepare_right` (torch) or
-    ``sqdist._cpu_kernels.prepare_right`` (one compiled pass, same values).
+    ``sqdist._cpu_product.prepare_right`` (one compiled pass, same values).
     """
 
     T: torch.Tensor

@@ -216,15 +216,16 @@ def _check_memory(grid: list[tuple[int, int, int]]) -> None:
 def sqdist_engine(X: torch.Tensor, T: torch.Tensor) -> str:
     """The engine that ``sqdist.sqdist(X, T)`` (default settings) dispatches to for these tensors.
 
-    ``"compiled C kernel"`` or ``"compiled numba kernel"`` (CPU, small D: the
-    direct-formula kernel of :mod:`sqdist._cpu_kernels`, C when built, else numba),
+    ``"compiled C kernel"`` or ``"compiled numba kernel"`` (CPU, small D or, with the C
+    kernels, small problems: the direct-formula kernel of :mod:`sqdist._cpu_kernels`, C
+    when built, else numba),
     ``"Triton"`` (CUDA tensors, Triton installed) or ``"PyTorch"`` (the exact
     matrix-product path).
 
     Examples
     --------
     >>> import torch
-    >>> sqdist_engine(torch.zeros(4, 300), torch.zeros(3, 300))  # many features: the product path
+    >>> sqdist_engine(torch.zeros(4, 2000), torch.zeros(3, 2000))  # many features: the product path
     'PyTorch'
     """
     backend = resolve_backend("auto", X.device)
