@@ -16,6 +16,7 @@ import torch
 
 import sqdist
 from sqdist import _ckernels, _cpu_kernels, _cpu_product
+from sqdist._backend import resolve_method
 
 pytestmark = pytest.mark.skipif(_ckernels.library() is None,
                                 reason="C kernels not built or not on torch's OpenMP runtime (see setup.py)")
@@ -149,6 +150,34 @@ def test_sqdist_and_nearest_meet_the_accuracy_contract(N, P, D, offset, dtype, u
     assert torch.allclose(d, dn, rtol=1e-5, atol=0)
     if D <= 16:  # the direct kernels: the same bits
         assert torch.equal(d, dn)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("N,P,D", [(64, 40, 64), (30, 20, 300), (8, 4, 1024), (256, 10, 64)])
+def test_small_problems_take_the_direct_kernel_at_any_d(N, P, D, dtype, use):
+    """Up to 2^22 multiply-adds and D <= 1024 "auto" is the direct kernel: within the contract
+    against float64 far from the origin (its sum of D positive terms is within D u), exact zeros
+    for identical rows, NaN / inf as IEEE says, and nearest on the same values."""
+    use("c")
+    g = torch.Generator().manual_seed(N + D)
+    X = (torch.randn(N, D, generator=g, dtype=torch.float64) + 1e3).to(dtype)
+    T = (torch.randn(P, D, generator=g, dtype=torch.float64) + 1e3).to(dtype)
+    T[:3] = X[:3]
+    X[3, 1] = float("nan")
+    X[4, 0] = float("inf")
+    assert resolve_method("auto", X, T, "torch") == "_direct"
+    wide = torch.empty(2, 1025, dtype=dtype)
+    assert resolve_method("auto", wide, wide, "torch") == "gemm"  # D beyond 1024: the product path
+    d = sqdist.sqdist(X, T)
+    ref, _ = brute(X, T)
+    ok = torch.ones(N, dtype=torch.bool)
+    ok[3:5] = False
+    assert bool((d[ok] >= 0).all()) and d[torch.arange(3), torch.arange(3)].tolist() == [0.0] * 3
+    assert bool(((d[ok].double() - ref[ok]).abs() <= 1e-4 * ref[ok] + 1e-300).all())
+    assert bool(torch.isnan(d[3]).all()) and bool(torch.isinf(d[4]).all())
+    dist, idx = sqdist.nearest(X[ok], T)
+    v, i = d[ok].min(1)
+    assert torch.equal(dist[:, 0], v) and torch.equal(idx[:, 0], i)
 
 
 def test_nonfinite_rows_propagate_like_the_numba_path(use):
