@@ -166,3 +166,30 @@ def test_thin_products_take_torch_mm(monkeypatch):
     A, B = torch.randn(5, 40), torch.randn(64, 40)
     assert torch.allclose(_cpu_kernels.product_nt(A, B), A @ B.T)  # 5 rows: torch.mm, not the stub
     assert calls == []
+
+
+def test_wide_matrices_take_the_own_product_from_16_features(monkeypatch):
+    """With the own product the distance matrix against a wide T (P >= 1024) takes the product
+    path from D = 16 (measured faster); nearest, narrow T, float64 and CPUs without the own
+    product keep the direct kernel up to D = 24 (float32) / 16 (float64)."""
+    from sqdist._backend import resolve_method
+
+    monkeypatch.setenv("SQDIST_CPU_KERNELS", "c")
+    monkeypatch.setattr(_cpu_kernels, "_own_gemm_cpu", lambda: True)
+    X, T = torch.empty(4096, 16), torch.empty(4096, 16)
+    assert resolve_method("auto", X, T, "torch") == "gemm"
+    assert resolve_method("auto", X, T, "torch", matrix=False) == "_direct"
+    assert resolve_method("auto", X[:, :15], T[:, :15], "torch") == "_direct"
+    assert resolve_method("auto", torch.empty(10**5, 24), torch.empty(256, 24), "torch") == "_direct"  # narrow T
+    assert resolve_method("auto", X.double(), T.double(), "torch") == "_direct"
+    monkeypatch.setattr(_cpu_kernels, "_own_gemm_cpu", lambda: False)
+    assert resolve_method("auto", X, T, "torch") == "_direct"
+    monkeypatch.setattr(_cpu_kernels, "_own_gemm_cpu", lambda: True)
+    g = torch.Generator().manual_seed(4)
+    Xr = torch.randn(1100, 20, generator=g) + 50
+    Tr = torch.randn(1030, 20, generator=g) + 50
+    Tr[:5] = Xr[:5]
+    d = sqdist.sqdist(Xr, Tr)  # the product path: the contract holds
+    ref = ((Xr.double()[:, None, :] - Tr.double()[None, :, :]) ** 2).sum(-1)
+    assert d[torch.arange(5), torch.arange(5)].tolist() == [0.0] * 5 and bool((d >= 0).all())
+    assert bool(((d.double() - ref).abs() <= 1e-4 * ref + 1e-300).all())

@@ -62,7 +62,7 @@ def differentiable(*tensors: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
-def resolve_method(method: str, X: torch.Tensor, T: torch.Tensor, backend: str) -> str:
+def resolve_method(method: str, X: torch.Tensor, T: torch.Tensor, backend: str, *, matrix: bool = True) -> str:
     """Check ``method`` and turn "auto" into a concrete distance-matrix path.
 
     "auto" is "gemm" (the exact product path), except on the CPU for small D
@@ -70,7 +70,9 @@ def resolve_method(method: str, X: torch.Tensor, T: torch.Tensor, backend: str) 
     up to 2^22 at D up to 1024 with the C kernels) where the direct-formula
     kernel ("_direct", internal) is both exact by construction and faster than
     the product path (see docs/performance.md) -- with autograd too, so that
-    the recorded forward has the bits of the call without it.
+    the recorded forward has the bits of the call without it.  ``matrix=False``
+    asks for :func:`sqdist.nearest`'s path (its direct pass writes no matrix,
+    so it keeps the direct formula where the matrix takes the product).
     """
     check_choice(method, "method", METHODS)
     device = X.device
@@ -84,7 +86,7 @@ def resolve_method(method: str, X: torch.Tensor, T: torch.Tensor, backend: str) 
     if (
         backend == "torch"
         and device.type == "cpu"
-        and _cpu_kernels.sqdist_small_wins(common_dtype(X, T), X.shape[-1], X.shape[-2] * T.shape[-2] * X.shape[-1])
+        and _cpu_kernels.sqdist_small_wins(common_dtype(X, T), X.shape[-1], X.shape[-2], T.shape[-2], matrix=matrix)
     ):
         return "_direct"
     return "gemm"

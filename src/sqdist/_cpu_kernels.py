@@ -94,6 +94,12 @@ _SQDIST_DIRECT_MAX_D = {"c": {torch.float32: 24, torch.float64: 16}, "numba": {t
 # its sum of D positive terms is within D u of exact (6.1e-5 in float32 at D = 1024: the contract).
 _SQDIST_DIRECT_MAX_WORK = 1 << 22
 _SQDIST_DIRECT_SMALL_MAX_D = 1024
+# With the own float32 product and a wide T the product path wins the matrix from D = 16: ms direct
+# / product into a reused result, 2 threads, (4096, 4096) D = 12 12.8 / 12.0, 16 17.0 / 13.8, 24 25.2
+# / 17.3; (4096, 1024) 16 4.50 / 4.46, 24 6.39 / 5.32; but (1e5, 64) 24 9.1 / 12.6, (1e5, 256) 24 36.5 /
+# 39.3.  nearest's direct pass writes no matrix and keeps up to D = 16 (16 23.9 / 25.3 at 4096 x 4096).
+_OWN_GEMM_WIDE_P = 1024
+_OWN_GEMM_DIRECT_MAX_D = 15
 # rows per group of the direct assign kernel (groups are fixed by N only)
 _GROUP_ROWS = 16384
 # bytes of the direct kernel's per-chunk buffers (half of a 48 KiB L1d)
@@ -561,16 +567,19 @@ def _assign_gemm_transposed(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Te
     return labels_t, mind_t, sums, counts, inertia
 
 
-def sqdist_small_wins(dtype: torch.dtype, d: int, work: int | None = None) -> bool:
-    """Whether :func:`sqdist_small` is the fastest exact CPU path for ``d`` features of ``dtype``
-    (``work``: the problem's N * P * d multiply-adds, when known)."""
+def sqdist_small_wins(dtype: torch.dtype, d: int, n: int, P: int, *, matrix: bool = True) -> bool:
+    """Whether the direct formula (:func:`sqdist_small`, or :func:`nearest_small` when not
+    ``matrix``) is the fastest exact CPU path for an (n, P) problem with ``d`` features of ``dtype``."""
     k = kernels()
-    if k is None or dtype not in (torch.float32, torch.float64):
+    if k is None or dtype not in (torch.float32, torch.float64) or d < 1:
         return False
     kind = "c" if k is _ckernels else "numba"
-    if 1 <= d <= _SQDIST_DIRECT_MAX_D[kind][dtype]:
+    if kind == "c" and n * P * d <= _SQDIST_DIRECT_MAX_WORK and d <= _SQDIST_DIRECT_SMALL_MAX_D:
         return True
-    return kind == "c" and work is not None and work <= _SQDIST_DIRECT_MAX_WORK and d <= _SQDIST_DIRECT_SMALL_MAX_D
+    limit = _SQDIST_DIRECT_MAX_D[kind][dtype]
+    if matrix and P >= _OWN_GEMM_WIDE_P and own_gemm(dtype, n, P):
+        limit = min(limit, _OWN_GEMM_DIRECT_MAX_D)
+    return d <= limit
 
 
 def sqdist_small(X: torch.Tensor, T: torch.Tensor, out: torch.Tensor) -> torch.Tensor:

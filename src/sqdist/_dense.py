@@ -241,7 +241,7 @@ def nearest_rows(X: torch.Tensor, T: torch.Tensor, k: int, backend: str, budget:
     chunk = _chunking.rows_per_chunk(N, P * item + bytes_per_row("gemm", P, D, item), budget, what="nearest")
     # small D on the CPU: the compiled direct formula (exact, so exact ties
     # really tie and go to the smallest index); else the exact product path
-    direct = backend == "torch" and not differentiable(X, T) and resolve_method("auto", X, T, backend) == "_direct"
+    direct = backend == "torch" and not differentiable(X, T) and resolve_method("auto", X, T, backend, matrix=False) == "_direct"
     Td = T.detach().to(cdtype) if direct else None
     prep = None if direct else prepare(T, cdtype)
     fused = not direct and k == 1 and not differentiable(X) and _compiled(prep.T, cdtype)

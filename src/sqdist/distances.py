@@ -51,10 +51,11 @@ def sqdist(
         ``||x||^2 + ||t||^2 - 2 x.t`` through one matrix product, made exact
         by centring and recomputing close pairs (see the module docstring);
         ``"auto"`` -- the fastest exact path: on the CPU for few features
-        (float32 up to 24 with the C kernels built at install, otherwise up
-        to 16), or with the C kernels for small problems (N * P * D up to
-        2^22, D up to 1024), a compiled direct-formula kernel, otherwise
-        ``"gemm"``.
+        (float32 up to 24 with the C kernels built at install -- up to 15
+        against 1024 or more rows of T where their own float32 product
+        runs --, otherwise up to 16), or with the C kernels for small
+        problems (N * P * D up to 2^22, D up to 1024), a compiled
+        direct-formula kernel, otherwise ``"gemm"``.
     out : ndarray or Tensor of shape (..., N, P), optional
         Buffer to write the result into (same dtype and device as the result).
         It may not share memory with ``X`` or ``T`` (``SqdistError``).
