@@ -122,7 +122,11 @@ def test_sqdist_on_the_fused_path_meets_the_contract(monkeypatch):
     T = torch.randn(300, 96, generator=g, dtype=torch.float64) + 1e3
     T[:10] = X[:10]
     ref = ((X[:, None, :] - T[None, :, :]) ** 2).sum(-1)  # (500, 300)
+    fused = []
+    real = _ckernels.gemm_sqdist
+    monkeypatch.setattr(_ckernels, "gemm_sqdist", lambda *a: fused.append(1) or real(*a))
     d = sqdist.sqdist(X.float(), T.float())
+    assert len(fused) == (1 if _cpu_kernels.own_gemm(torch.float32, 500, 300) else 0)  # the path under test ran
     X32, T32 = X.float().double(), T.float().double()
     ref32 = ((X32[:, None, :] - T32[None, :, :]) ** 2).sum(-1)  # the float32 inputs' exact distances
     assert bool((d >= 0).all())

@@ -2,9 +2,10 @@
  * with its cancellation screen fused into each register tile (included once by _ckernels.c,
  * after the float32 kernels whose screen thresholds and direct fix-up it reuses).
  *
- * Why our own product: on the 2-core AVX2 EPYC (Zen 1) torch's MKL sgemm ran at 32 GFLOP/s on
- * one thread and 55-61 on two (4096 x 4096 x 128..256), OpenBLAS at 33-36 / 64-70; the packed
- * 6 x 16 tiles below at 36 / 71-74.  Fusing the screen into the tiles also removes the second
+ * Why our own product: on the 2-core AVX2 EPYC (Zen 1), at 4096 x 4096 x 128 and 16384 x 1024 x
+ * 256 into a reused result (medians of 7 interleaved calls), these tiles ran at 32-34 GFLOP/s on
+ * one thread and 62-64 on two, torch's MKL sgemm at 29-30 / 55 (OpenBLAS, measured apart: 33-36
+ * / 64-70).  Fusing the screen into the tiles also removes the second
  * pass over the result (4.1 ms of reading at 4096 x 4096).  AVX-512 machines keep torch.mm
  * (this kernel uses half their vector width); sqdist._cpu_kernels decides.
  *

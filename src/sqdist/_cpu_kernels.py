@@ -608,9 +608,9 @@ def _own_gemm_cpu() -> bool:
     """Whether this CPU takes the C kernels' own float32 product: AVX2 and FMA, and torch's
     kernels dispatched at AVX2 (on AVX-512, torch's BLAS has twice the vector width of ours).
 
-    Measured on the 2-core AVX2 EPYC (Zen 1), 2 threads, ms into a reused result, own / torch.mm:
-    4096 x 4096 x 130 65 / 72, 16384 x 1024 x 258 121 / 143, 1024 x 20000 x 129 87 / 91; one
-    thread 36 against 32 GFLOP/s (scratch/gemm, docs/performance.md)."""
+    Measured on the 2-core AVX2 EPYC (Zen 1), ms into a reused result, own / torch.mm, medians of
+    7 interleaved calls: 4096 x 4096 x 128 68.7 / 77.7 (1 thread 134 / 150), 16384 x 1024 x 256
+    134 / 157 (1 thread 253 / 282); more in docs/performance.md, "The own float32 product"."""
     return _ckernels.gemm_supported() and torch.backends.cpu.get_cpu_capability() == "AVX2"
 
 
