@@ -89,8 +89,16 @@ def test_assign_matches_float64_and_numba(n, D, K, offset, dtype, monkeypatch):
             assert torch.allclose(mind, nm, rtol=4 * D * eps, atol=0)
 
 
-@pytest.mark.parametrize("D,path", [(2, "_assign_direct"), (12, "_assign_fused"), (130, "_assign_gemm_transposed")])
+@pytest.mark.parametrize("D,path", [(2, "_assign_direct"), (12, "_assign_fused"), (130, "_assign_gemm_transposed"),
+                                    (130, "_assign_own_gemm")])
 def test_ties_go_to_the_smallest_index_and_identical_rows_give_zero(D, path, monkeypatch):
+    if path == "_assign_own_gemm":  # every call on the own product's tiles, however small
+        if not _ckernels.gemm_supported():
+            pytest.skip("the own product needs AVX2 + FMA")
+        monkeypatch.setattr(_cpu_kernels, "_OWN_GEMM_MIN_ROWS", 1)
+        monkeypatch.setattr(_cpu_kernels, "_OWN_GEMM_MIN_COLS", 1)
+    elif path == "_assign_gemm_transposed":
+        monkeypatch.setattr(_cpu_kernels, "_OWN_ASSIGN_MAX_D", 0)
     calls = []
     real = getattr(_cpu_kernels, path)
     monkeypatch.setattr(_cpu_kernels, path, lambda *a: calls.append(1) or real(*a))

@@ -35,7 +35,7 @@
 #define SQ_EXPORT __attribute__((visibility("default")))
 
 /* Bumped whenever an exported signature changes; the loader refuses a library of another version. */
-#define SQ_ABI 9
+#define SQ_ABI 10
 
 SQ_EXPORT int sq_abi(void) { return SQ_ABI; }
 

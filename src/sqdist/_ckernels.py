@@ -66,10 +66,11 @@ __all__ = [
     "gemm_supported",
     "sgemm_nt",
     "gemm_sqdist",
+    "assign_accumulate_gemm",
 ]
 
 # must equal SQ_ABI in _ckernels.c (a stale build of an older source is refused)
-ABI = 9
+ABI = 10
 # row passes over at least this many elements (augment, prepare_right) run on the pool: 2-core EPYC,
 # 4096 x 128 float32 augment 1.8 ms serial (quiet), a thread hand-over ~0.02 ms quiet, milliseconds loaded
 _PARALLEL_ROWS_WORK = 1 << 18
@@ -93,6 +94,7 @@ _SIGNATURES_F32 = {
     "sq_gemm_supported": (_I, []),
     "sgemm_nt": (_I, [_P, _N, _P, _N, _P, _N, _N, _N, _N, _I]),
     "gemm_sqdist_f32": (_N, [_P, _P, _P, _N, _N, _N, _P, _P, _P, _D, _P, _P, _I]),
+    "assign_gemm_f32": (_I, [_P, _N, _P, _P, _P, _N, _N, _D, _D, _N, _P, _P, _N, _P, _P, _P, _P, _P, _I]),
 }
 
 
@@ -353,3 +355,14 @@ def gemm_sqdist(Xa, Ta, d, nx, nt, tnt, tau, X, T) -> int:
                                         float(tau), _p(X), _p(T), _threads()))
     _check(cnt)
     return cnt
+
+
+def assign_accumulate_gemm(X, m, A, C, ncmax, gamma, nb, sub, sublast, labels, mind, psums, pcounts, pinert) -> None:
+    """:func:`argmin_accumulate_gemm_t` over all of X (n, D) float32 at once, its products computed in
+    the own product's register tiles and folded at once into each row's running (min, second min,
+    index), never stored (``_ckernels_gemm.h``; D + 1 <= 384): ``A`` (K, D+1) = ``[-2 c_c, |c_c|^2]``,
+    ``m`` (D,) the centring vector; subgroup s takes rows ``sub[s]:sub[s+1]`` of every block of
+    ``nb`` rows (``sublast`` for a short last block), the transposed path's order: its bits."""
+    _check(library().assign_gemm_f32(_p(X), X.shape[0], _p(m), _p(A), _p(C), C.shape[0], X.shape[1], float(ncmax),
+                                     float(gamma), nb, _p(sub), _p(sublast), sub.shape[0] - 1, _p(labels), _p(mind),
+                                     _p(psums), _p(pcounts), _p(pinert), _threads()))

@@ -284,6 +284,193 @@ SQ_EXPORT int64_t gemm_sqdist_f32(const float *Xa, const float *Ta, float *d, in
     return hits;
 }
 
+/* ---------------------------------------------------------------------- */
+/* the k-means assignment on these tiles: products folded, never stored    */
+/* ---------------------------------------------------------------------- */
+
+/* Packs rows r0..r0+w-1 (w <= SQ_MR, the rest zero) of X (n, D) centred on m, with the augmented
+ * 1, as (D+1, SQ_MR): the transposed path's left factor [x - m, 1] (plain IEEE subtractions, the
+ * same bits). */
+static void sq_pack_centred(const float *X, int64_t D, const float *m, int64_t r0, int64_t w, float *restrict dst)
+{
+    for (int64_t u = 0; u < SQ_MR; u++) {
+        if (u < w) {
+            const float *x = X + (r0 + u) * D;
+            for (int64_t k = 0; k < D; k++)
+                dst[k * SQ_MR + u] = x[k] - m[k];
+            dst[D * SQ_MR + u] = 1.0f;
+        } else {
+            for (int64_t k = 0; k <= D; k++)
+                dst[k * SQ_MR + u] = 0.0f;
+        }
+    }
+}
+
+/* Folds a finished tile t (6 x 16, stride 16; rows < mr and columns < nr valid, column u is centre
+ * j0 + u) into its rows' running state, per column lane: the smallest sa, the second smallest
+ * with multiplicity sb, the index of the first smallest sx (min2_step's operations: maxps / minps
+ * are exactly "v > a ? v : a" / "b < hi ? b : hi" / "v < a ? v : a"), and sn, lanes that saw a NaN. */
+__attribute__((target("avx2,fma"))) static void sq_fold(const float *restrict t, int64_t mr, int64_t nr, int32_t j0,
+                                                       float *restrict sa, float *restrict sb, int32_t *restrict sx,
+                                                       int32_t *restrict sn)
+{
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256 inf = _mm256_set1_ps(INFINITY);
+    for (int h = 0; h < 2; h++) {
+        const __m256i idx = _mm256_add_epi32(lane, _mm256_set1_epi32(j0 + 8 * h));
+        /* padded columns (past K) read +inf: never the smallest, never the second */
+        const __m256 valid = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((int32_t)nr - 8 * h), lane));
+        for (int64_t r = 0; r < mr; r++) {
+            const int64_t o = r * SQ_NR + 8 * h;
+            const __m256 v = _mm256_blendv_ps(inf, _mm256_loadu_ps(t + o), valid);
+            const __m256 a = _mm256_loadu_ps(sa + o);
+            const __m256 lt = _mm256_cmp_ps(v, a, _CMP_LT_OQ);
+            _mm256_storeu_ps(sb + o, _mm256_min_ps(_mm256_loadu_ps(sb + o), _mm256_max_ps(v, a)));
+            _mm256_storeu_ps((float *)(sx + o), _mm256_blendv_ps(_mm256_loadu_ps((const float *)(sx + o)),
+                                                                 _mm256_castsi256_ps(idx), lt));
+            _mm256_storeu_ps(sa + o, _mm256_min_ps(v, a));
+            _mm256_storeu_ps((float *)(sn + o), _mm256_or_ps(_mm256_loadu_ps((const float *)(sn + o)),
+                                                             _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+        }
+    }
+}
+
+/* One row's 16 lanes into (smallest, second smallest with multiplicity, index of the first
+ * smallest), the values and index the sequential scan over the centres in order (col_min2)
+ * gives; *bad when a product was NaN (that scan's result would depend on where). */
+static void sq_merge(const float *sa, const float *sb, const int32_t *sx, const int32_t *sn, float *m1, float *m2,
+                     int32_t *ix, uint8_t *bad)
+{
+    int w = 0, nan = sn[0] != 0;
+    for (int l = 1; l < SQ_NR; l++) {
+        if (sa[l] < sa[w] || (sa[l] == sa[w] && sx[l] < sx[w]))
+            w = l;
+        nan |= sn[l] != 0;
+    }
+    float s = sb[w];
+    for (int l = 0; l < SQ_NR; l++)
+        if (l != w && sa[l] < s)
+            s = sa[l];
+    *m1 = sa[w];
+    *m2 = s;
+    *ix = sx[w];
+    *bad = (uint8_t)nan;
+}
+
+/* The products of one centred row xa (D+1,) with every centre, from the packed panels Bp: the
+ * tiles' chains of fused multiply-adds, the same bits; e (K,). */
+__attribute__((target("avx2,fma"))) static void sq_row_products(const float *restrict xa, const float *restrict Bp,
+                                                               int64_t K, int64_t kc, float *restrict e)
+{
+    float buf[SQ_NR] __attribute__((aligned(32)));
+    for (int64_t j0 = 0; j0 < K; j0 += SQ_NR) {
+        const float *b = Bp + j0 * kc;
+        __m256 c0 = _mm256_setzero_ps(), c1 = c0;
+        for (int64_t k = 0; k < kc; k++) {
+            const __m256 t = _mm256_broadcast_ss(xa + k);
+            c0 = _mm256_fmadd_ps(t, _mm256_load_ps(b + k * SQ_NR), c0);
+            c1 = _mm256_fmadd_ps(t, _mm256_load_ps(b + k * SQ_NR + 8), c1);
+        }
+        _mm256_store_ps(buf, c0);
+        _mm256_store_ps(buf + 8, c1);
+        for (int64_t u = 0; u < SQ_NR && j0 + u < K; u++)
+            e[j0 + u] = buf[u];
+    }
+}
+
+/* The k-means assignment with the transposed path's products (argmin_gemm_t_f32) computed here in
+ * register tiles and folded at once, never stored: X (n, D) rows, m (D,) the centring vector,
+ * A (K, D+1) = [-2 c_c, |c_c|^2], C (K, D) the centres, D + 1 <= SQ_KC.  Phase 1 (any thread,
+ * row blocks): each row's (smallest, second, index) of the products; phase 2: argmin_gemm_t's
+ * decision, near-tie re-check and accumulation, subgroup s taking rows sub[s]:sub[s+1] of every
+ * block of nb rows (sublast for a short last block) in block order: its bits, for every
+ * thread count.  0, or -1 when scratch memory could not be allocated. */
+SQ_EXPORT int assign_gemm_f32(const float *X, int64_t n, const float *m, const float *A, const float *C, int64_t K,
+                              int64_t D, double ncmax, double gamma, int64_t nb, const int64_t *sub,
+                              const int64_t *sublast, int64_t S, int64_t *labels, float *mind, double *psums,
+                              int64_t *pcounts, double *pinert, int nthreads)
+{
+    if (n <= 0 || K <= 0)
+        return 0;
+    if (nthreads < 1)
+        nthreads = 1;
+    const int64_t kc = D + 1, panels = (K + SQ_NR - 1) / SQ_NR, nib = (n + SQ_MC - 1) / SQ_MC;
+    const int64_t srows = (SQ_MC + SQ_MR - 1) / SQ_MR * SQ_MR; /* state rows of a block */
+    /* per thread: the packed block, one tile, the state, a row's products and its centred row */
+    const int64_t per = (SQ_MC * kc + SQ_MR * SQ_NR + 4 * srows * SQ_NR + K + kc + 15) / 16 * 16;
+    float *Bp = NULL, *work = NULL, *m1 = (float *)malloc((size_t)n * sizeof(float));
+    float *m2 = (float *)malloc((size_t)n * sizeof(float));
+    int32_t *ix = (int32_t *)malloc((size_t)n * sizeof(int32_t));
+    uint8_t *bad = (uint8_t *)malloc((size_t)n);
+    int err = !m1 || !m2 || !ix || !bad;
+    err = err || posix_memalign((void **)&Bp, 64, (size_t)(panels * SQ_NR * kc) * sizeof(float));
+    err = err || posix_memalign((void **)&work, 64, (size_t)(nthreads * per) * sizeof(float));
+    if (!err) {
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+        {
+            float *ap = work + (int64_t)omp_get_thread_num() * per; /* 64-byte aligned: per is a multiple of 16 */
+            float *tile = ap + SQ_MC * kc, *sa = tile + SQ_MR * SQ_NR, *sb = sa + srows * SQ_NR;
+            int32_t *sx = (int32_t *)(sb + srows * SQ_NR), *sn = sx + srows * SQ_NR;
+            float *e = (float *)(sn + srows * SQ_NR), *xa = e + K;
+#pragma omp for schedule(static)
+            for (int64_t jp = 0; jp < panels; jp++)
+                sq_pack(A, kc, jp * SQ_NR, sq_min64(SQ_NR, K - jp * SQ_NR), SQ_NR, 0, kc, Bp + jp * SQ_NR * kc);
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t ib = 0; ib < nib; ib++) {
+                const int64_t ic = ib * SQ_MC, mc = sq_min64(SQ_MC, n - ic);
+                for (int64_t ip = 0; ip < mc; ip += SQ_MR)
+                    sq_pack_centred(X, D, m, ic + ip, sq_min64(SQ_MR, mc - ip), ap + ip * kc);
+                for (int64_t q = 0; q < srows * SQ_NR; q++) {
+                    sa[q] = sb[q] = INFINITY;
+                    sx[q] = (int32_t)(q % SQ_NR);
+                    sn[q] = 0;
+                }
+                for (int64_t jp = 0; jp < panels; jp++) /* a panel of centres stays in L1 over the rows */
+                    for (int64_t ip = 0; ip < mc; ip += SQ_MR) {
+                        sq_kernel(kc, ap + ip * kc, Bp + jp * SQ_NR * kc, tile, SQ_NR, 0, NULL, NULL, NULL, NULL);
+                        sq_fold(tile, sq_min64(SQ_MR, mc - ip), sq_min64(SQ_NR, K - jp * SQ_NR), (int32_t)(jp * SQ_NR),
+                                sa + ip * SQ_NR, sb + ip * SQ_NR, sx + ip * SQ_NR, sn + ip * SQ_NR);
+                    }
+                for (int64_t r = 0; r < mc; r++)
+                    sq_merge(sa + r * SQ_NR, sb + r * SQ_NR, sx + r * SQ_NR, sn + r * SQ_NR, m1 + ic + r, m2 + ic + r,
+                             ix + ic + r, bad + ic + r);
+            }
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t s = 0; s < S; s++) {
+                for (int64_t b0 = 0; b0 < n; b0 += nb) {
+                    const int64_t *sb_ = n - b0 < nb ? sublast : sub;
+                    double acc = 0.0;
+                    for (int64_t xi = b0 + sb_[s]; xi < b0 + sb_[s + 1]; xi++) {
+                        const float *x = X + xi * D;
+                        const double lim = (double)m1[xi] + 2.0 * gamma * (centred_norm_f32(x, m, D) + ncmax);
+                        double best;
+                        int64_t bk;
+                        if (!bad[xi] && (double)m2[xi] > lim) { /* one candidate (almost every row) */
+                            bk = ix[xi];
+                            best = dist_row_f32(x, C + bk * D, D);
+                        } else { /* the row's products again (the same bits), argmin_gemm_t's re-check */
+                            for (int64_t k = 0; k < D; k++)
+                                xa[k] = x[k] - m[k];
+                            xa[D] = 1.0f;
+                            sq_row_products(xa, Bp, K, kc, e);
+                            bk = near_tie_f32(x, C, K, D, bad[xi] ? NAN : lim, e, 1, NULL, NULL, 0, &best);
+                        }
+                        acc += take_f32(x, D, bk, best, labels + xi, mind + xi, pcounts + s * K, psums + s * K * D);
+                    }
+                    pinert[s] += acc;
+                }
+            }
+        }
+    }
+    free(m1);
+    free(m2);
+    free(ix);
+    free(bad);
+    free(Bp);
+    free(work);
+    return err ? -1 : 0;
+}
+
 #else /* not x86-64 with GCC: no kernels (sq_gemm_supported says so; sqdist uses torch.mm) */
 
 SQ_EXPORT int sq_gemm_supported(void) { return 0; }
@@ -297,6 +484,14 @@ SQ_EXPORT int sgemm_nt(const float *A, int64_t lda, const float *B, int64_t ldb,
 SQ_EXPORT int64_t gemm_sqdist_f32(const float *Xa, const float *Ta, float *d, int64_t n, int64_t P, int64_t D,
                                   const float *nx, const float *nt, const float *tnt, double tau, const float *X,
                                   const float *T, int nthreads)
+{
+    return -2;
+}
+
+SQ_EXPORT int assign_gemm_f32(const float *X, int64_t n, const float *m, const float *A, const float *C, int64_t K,
+                              int64_t D, double ncmax, double gamma, int64_t nb, const int64_t *sub,
+                              const int64_t *sublast, int64_t S, int64_t *labels, float *mind, double *psums,
+                              int64_t *pcounts, double *pinert, int nthreads)
 {
     return -2;
 }

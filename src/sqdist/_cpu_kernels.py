@@ -134,6 +134,9 @@ _C_SUBGROUP_ROWS = 2048
 # 141 / 114 / 99; 2 threads: 43.7 / 184 / 36.1, 36.8 / 108 / 37.5, 23.4 / 66.3 / 20.0,
 # 172 / 208 / 142 (one parallel region against two per block)
 _C_FUSED_MAX_D = 64
+# beyond, up to one k block of the own product (D + 1 <= 384), the assignment folds the own
+# product's tiles at once instead of storing (K, r) blocks of products (_assign_own_gemm)
+_OWN_ASSIGN_MAX_D = 384
 # chunked large-D path: bytes of one thread's (chunk, K) product block (stays
 # in L2), rows per group (fixed by N), cap on the groups' float64 partial sums
 _CHUNK_BYTES = 1 << 20
@@ -434,6 +437,8 @@ def _assign_gemm(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_
     if kernels() is _ckernels:
         if X.shape[1] <= _C_FUSED_MAX_D:
             return _assign_fused(X, C, labels_t, mind_t, budget)
+        if X.shape[1] < _OWN_ASSIGN_MAX_D and own_gemm(X.dtype, X.shape[0], C.shape[0]):
+            return _assign_own_gemm(X, C, labels_t, mind_t, budget)
         return _assign_gemm_transposed(X, C, labels_t, mind_t, budget)
     limit = _one_thread_blas()
     if limit is not None:  # numba: per-thread products through SciPy's BLAS
@@ -503,7 +508,7 @@ def _assign_gemm_blocks(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor
         r = e - s
         np.subtract(Xn[s:e], mn, out=xbuf[:r, :D])  # (r, D) centred rows
         g = _matmul(xbuf[:r], Ca, gbuf[:r])  # (r, K)
-        sub = np.linspace(0, r, _SUBGROUPS + 1).round().astype(np.int64)
+        sub = _subgroups(r, _SUBGROUPS)
         kern(g, Xn[s:e], mn, Cn, ncmax, gamma, sub, labels[s:e], mind[s:e], psums, pcounts, pinert)
     sums, counts, inertia = _combine(psums, pcounts, pinert)
     return labels_t, mind_t, sums, counts, inertia
@@ -543,8 +548,7 @@ def _assign_gemm_transposed(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Te
     Xn = _np(X)
     Cn, mn, Ca, ncmax, gamma = _gemm_prep(X, C)  # Ca (D+1, K)
     CaT = torch.from_numpy(np.ascontiguousarray(Ca.T))  # (K, D+1)
-    nb = max(1, min(n, min(C_BLOCK_BYTES, budget // 2) // max(1, (K + D + 1) * Xn.itemsize)))
-    S = max(1, min(_group_cap(K, D, budget), -(-nb // _C_SUBGROUP_ROWS)))
+    nb, S = _t_blocks(n, K, D, Xn.itemsize, budget)
     labels, mind = labels_t.numpy(), mind_t.numpy()
     psums = np.zeros((S, K, D), dtype=np.float64)
     pcounts = np.zeros((S, K), dtype=np.int64)
@@ -559,10 +563,42 @@ def _assign_gemm_transposed(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Te
         e = min(n, s + nb)
         r = e - s
         g = product_nt(CaT, xt[:r], gflat[: K * r].view(K, r))  # (K, r)
-        sub = np.linspace(0, r, S + 1).round().astype(np.int64)
+        sub = _subgroups(r, S)
         # the C pass also centres the next block's rows into xbuf (its products are done)
         _ckernels.argmin_accumulate_gemm_t(g.numpy(), Xn[s:e], mn, Cn, ncmax, gamma, sub, labels[s:e], mind[s:e],
                                            psums, pcounts, pinert, Xn[e : min(n, e + nb)], xbuf)
+    sums, counts, inertia = _combine(psums, pcounts, pinert)
+    return labels_t, mind_t, sums, counts, inertia
+
+
+def _t_blocks(n: int, K: int, D: int, item: int, budget: int) -> tuple[int, int]:
+    """Rows per block of the transposed path and subgroups per block (fixed by the shape and budget)."""
+    nb = max(1, min(n, min(C_BLOCK_BYTES, budget // 2) // max(1, (K + D + 1) * item)))
+    return nb, max(1, min(_group_cap(K, D, budget), -(-nb // _C_SUBGROUP_ROWS)))
+
+
+def _subgroups(r: int, S: int) -> np.ndarray:
+    """Subgroup boundaries (S+1,) of a block of r rows."""
+    return np.linspace(0, r, S + 1).round().astype(np.int64)
+
+
+def _assign_own_gemm(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor, budget: int):
+    """The transposed path's assignment with its products in the own product's register tiles,
+    folded at once into each row's running (min, second min, index) and never stored (see
+    :func:`sqdist._ckernels.assign_accumulate_gemm`): the same products, decisions and
+    subgroup order, hence the same bits, without writing and re-reading a (K, n) block per
+    pass.  float32, :func:`own_gemm`, D + 1 <= 384 (one k block)."""
+    n, D = X.shape
+    K = C.shape[0]
+    Xn = _np(X)
+    Cn, mn, Ca, ncmax, gamma = _gemm_prep(X, C)  # Ca (D+1, K)
+    nb, S = _t_blocks(n, K, D, Xn.itemsize, budget)
+    psums = np.zeros((S, K, D), dtype=np.float64)
+    pcounts = np.zeros((S, K), dtype=np.int64)
+    pinert = np.zeros(S, dtype=np.float64)
+    _ckernels.assign_accumulate_gemm(Xn, mn, np.ascontiguousarray(Ca.T), Cn, ncmax, gamma, nb, _subgroups(nb, S),
+                                     _subgroups(n - (n - 1) // nb * nb, S), labels_t.numpy(), mind_t.numpy(), psums,
+                                     pcounts, pinert)
     sums, counts, inertia = _combine(psums, pcounts, pinert)
     return labels_t, mind_t, sums, counts, inertia
 
