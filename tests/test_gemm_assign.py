@@ -2,7 +2,8 @@
 ``_ckernels_gemm.h``): bit for bit the transposed path's labels, distances, sums, counts and
 inertia (the same products, decisions and subgroup order, without the stored (K, r) blocks)
 on any thread count, sqdist's accuracy contract against float64, overflowing products decided
-by the direct formula, and the dispatch that sends large-D float32 problems there."""
+by the direct formula, and the dispatch that sends float32 problems there (beyond 64 features,
+and the large ones up to 64)."""
 
 from __future__ import annotations
 
@@ -45,10 +46,11 @@ def data(n: int, D: int, K: int, seed: int, offset: float = 0.0):
     return X, C
 
 
-# (n, D, K, budget): tile edges in rows (n % 6, n % 96) and centres (K % 16), the widest single
+# (n, D, K, budget): tile edges in points (n % 16, n % 128) and centres (K % 6), the widest single
 # k block (D + 1 = 384), several blocks of rows with a short last one and several subgroups
 SHAPES = [(97, 130, 33, 64 << 20), (3000, 65, 37, 64 << 20), (777, 383, 50, 64 << 20),
-          (20000, 100, 300, 1 << 20), (5001, 128, 1024, 4 << 20), (40000, 70, 40, 64 << 20)]
+          (20000, 100, 300, 1 << 20), (5001, 128, 1024, 4 << 20), (40000, 70, 40, 64 << 20),
+          (30000, 16, 300, 64 << 20), (5000, 5, 64, 64 << 20)]  # the small-D problems it takes from the fused step
 
 
 @pytest.mark.parametrize("n,D,K,budget", SHAPES)
@@ -66,7 +68,7 @@ def test_equals_the_transposed_path_bit_for_bit_on_any_thread_count(n, D, K, bud
 
 
 @settings(max_examples=30, deadline=None)
-@given(n=st.integers(32, 400), D=st.integers(65, 200), K=st.integers(8, 90), dup=st.booleans(),
+@given(n=st.integers(32, 400), D=st.integers(1, 200), K=st.integers(8, 90), dup=st.booleans(),
        seed=st.integers(0, 2**31 - 1))
 def test_equals_the_transposed_path_property(n, D, K, dup, seed):
     rng = np.random.default_rng(seed)
@@ -121,7 +123,9 @@ def spy(monkeypatch):
     (2000, 65, 64, torch.float32, "_assign_own_gemm"), (2000, 383, 32, torch.float32, "_assign_own_gemm"),
     (2000, 384, 64, torch.float32, "_assign_gemm_transposed"),  # beyond one k block
     (2000, 128, 31, torch.float32, "_assign_gemm_transposed"),  # fewer centres than a product's columns
-    (2000, 128, 64, torch.float64, "_assign_gemm_transposed"), (2000, 64, 64, torch.float32, "_assign_fused")])
+    (2000, 128, 64, torch.float64, "_assign_gemm_transposed"),
+    (2000, 64, 64, torch.float32, "_assign_fused"),  # up to 64 features, small problems keep the fused step
+    (20000, 32, 64, torch.float32, "_assign_own_gemm"), (20000, 32, 64, torch.float64, "_assign_fused")])
 def test_dispatch(n, D, K, dtype, path, monkeypatch):
     calls = spy(monkeypatch)
     X, C = data(n, D, K, seed=1)
@@ -152,21 +156,32 @@ def test_products_that_misrank_two_close_centres_defer_to_the_direct_formula():
         assert_same_bits((labels, mind, *_), run("_assign_gemm_transposed", X, C))
 
 
-def test_a_nan_product_hides_no_centre():
-    """NaN products (here the kernel's input: one centre's |c_c|^2 entry) send the row to the
-    direct formula over every centre, wherever the NaN falls among the lanes."""
+def test_nan_products_take_the_transposed_paths_decisions():
+    """NaN products (here the kernels' input: one centre's |c_c|^2 entry, at the first centre, inside
+    a panel and in the last one) meet the same running (min, second, index), hence the same
+    decisions, as the transposed path's scan over the centres in order."""
     X, C = data(500, 80, 40, seed=5)
     Xn, Cn = X.numpy(), C.numpy()
     m = C.mean(0)
     Cc = C - m
     A = torch.cat([-2.0 * Cc, (Cc * Cc).sum(1, keepdim=True)], dim=1).contiguous().numpy()  # (K, D+1)
-    d = ((X.double()[:, None, :] - C.double()[None, :, :]) ** 2).sum(-1)
-    for k in (0, 7, 21):
+    xa = np.ascontiguousarray(torch.cat([X - m, torch.ones(500, 1)], dim=1).numpy())  # (n, D+1)
+    ncmax, gamma, sub = float((Cc * Cc).sum(1).max()), 1e-4, np.array([0, 500], np.int64)
+    for k in (0, 7, 39):
         Ak = A.copy()
         Ak[k, -1] = np.nan
-        labels, mind = np.full(500, -1, np.int64), np.zeros(500, np.float32)
-        psums, pcounts, pinert = np.zeros((1, 40, 80)), np.zeros((1, 40), np.int64), np.zeros(1)
-        sub = np.array([0, 500], np.int64)
-        _ckernels.assign_accumulate_gemm(Xn, m.numpy(), Ak, Cn, float((Cc * Cc).sum(1).max()),
-                                         0.0, 500, sub, sub, labels, mind, psums, pcounts, pinert)
-        assert np.array_equal(labels, d.argmin(1).numpy())  # gamma 0: only the NaN forces the re-check
+        outs = []
+        for path in ("own", "transposed"):
+            labels, mind = np.full(500, -1, np.int64), np.zeros(500, np.float32)
+            psums, pcounts, pinert = np.zeros((1, 40, 80)), np.zeros((1, 40), np.int64), np.zeros(1)
+            if path == "own":
+                _ckernels.assign_accumulate_gemm(Xn, m.numpy(), Ak, Cn, ncmax, gamma, 500, sub, sub, labels, mind,
+                                                 psums, pcounts, pinert)
+            else:
+                GT = np.empty((40, 500), np.float32)
+                _ckernels.sgemm_nt(Ak, xa, GT)  # (K, n) transposed products
+                _ckernels.argmin_accumulate_gemm_t(GT, Xn, m.numpy(), Cn, ncmax, gamma, sub, labels, mind, psums,
+                                                   pcounts, pinert, Xn[:0], np.empty((0, 81), np.float32))
+            outs.append((labels, mind.view(np.int32), psums, pcounts, pinert))
+        for a, b in zip(*outs):
+            assert np.array_equal(a, b)

@@ -60,6 +60,24 @@ typedef struct {
 /* M(row, its two accumulators) for each of the tile's six rows. */
 #define SQ_ROWS(M) M(0, c00, c01) M(1, c10, c11) M(2, c20, c21) M(3, c30, c31) M(4, c40, c41) M(5, c50, c51)
 
+/* The tile's k loop: the accumulators c00..c51 += a (kc, 6) . b (kc, 16), one fused multiply-add
+ * per entry and k, in k order. */
+#define SQ_ROW(r, v0, v1)                                                                                              \
+    t = _mm256_broadcast_ss(a_ + r);                                                                                   \
+    v0 = _mm256_fmadd_ps(t, b0, v0);                                                                                   \
+    v1 = _mm256_fmadd_ps(t, b1, v1);
+#define SQ_KLOOP(kc, a, b)                                                                                             \
+    {                                                                                                                  \
+        const float *a_ = (a), *b_ = (b);                                                                              \
+        for (int64_t k = 0; k < (kc); k++) {                                                                           \
+            const __m256 b0 = _mm256_load_ps(b_), b1 = _mm256_load_ps(b_ + 8); /* (16,) */                             \
+            __m256 t;                                                                                                  \
+            SQ_ROWS(SQ_ROW)                                                                                            \
+            a_ += SQ_MR;                                                                                               \
+            b_ += SQ_NR;                                                                                               \
+        }                                                                                                              \
+    }
+
 /* The 6 x 16 register tile: c (6 rows, stride ldc) = [c +] a (kc, 6) . b (kc, 16). */
 __attribute__((target("avx2,fma"))) static int sq_kernel(int64_t kc, const float *restrict a,
                                                          const float *restrict b, float *restrict c, int64_t ldc,
@@ -77,18 +95,7 @@ __attribute__((target("avx2,fma"))) static int sq_kernel(int64_t kc, const float
     } else {
         c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
     }
-    for (int64_t k = 0; k < kc; k++) {
-        const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8); /* (16,) */
-        __m256 t;
-#define SQ_ROW(r, v0, v1)                                                                                              \
-    t = _mm256_broadcast_ss(a + r);                                                                                    \
-    v0 = _mm256_fmadd_ps(t, b0, v0);                                                                                   \
-    v1 = _mm256_fmadd_ps(t, b1, v1);
-        SQ_ROWS(SQ_ROW)
-#undef SQ_ROW
-        a += SQ_MR;
-        b += SQ_NR;
-    }
+    SQ_KLOOP(kc, a, b)
     int flagged = 0;
     if (en) { /* the epilogue (ex: this tile's 6 nx, ei: the largest of their tiu; en, eu: its 16 nt and tup) */
         const __m256 n0 = _mm256_loadu_ps(en), n1 = _mm256_loadu_ps(en + 8);
@@ -288,103 +295,104 @@ SQ_EXPORT int64_t gemm_sqdist_f32(const float *Xa, const float *Ta, float *d, in
 /* the k-means assignment on these tiles: products folded, never stored    */
 /* ---------------------------------------------------------------------- */
 
-/* Packs rows r0..r0+w-1 (w <= SQ_MR, the rest zero) of X (n, D) centred on m, with the augmented
- * 1, as (D+1, SQ_MR): the transposed path's left factor [x - m, 1] (plain IEEE subtractions, the
- * same bits). */
+/* Points per block of the assignment (panels of 16, packed per thread; with a block of SQ_MC
+ * centres both stay in L2). */
+#define SQ_PB 128
+
+/* Packs rows r0..r0+w-1 (w <= SQ_NR, the rest zero) of X (n, D) centred on m, with the augmented
+ * 1, as (D+1, SQ_NR): the transposed path's right factor [x - m, 1] (plain IEEE subtractions,
+ * the same bits). */
 static void sq_pack_centred(const float *X, int64_t D, const float *m, int64_t r0, int64_t w, float *restrict dst)
 {
-    for (int64_t u = 0; u < SQ_MR; u++) {
+    for (int64_t u = 0; u < SQ_NR; u++) {
         if (u < w) {
             const float *x = X + (r0 + u) * D;
             for (int64_t k = 0; k < D; k++)
-                dst[k * SQ_MR + u] = x[k] - m[k];
-            dst[D * SQ_MR + u] = 1.0f;
+                dst[k * SQ_NR + u] = x[k] - m[k];
+            dst[D * SQ_NR + u] = 1.0f;
         } else {
             for (int64_t k = 0; k <= D; k++)
-                dst[k * SQ_MR + u] = 0.0f;
+                dst[k * SQ_NR + u] = 0.0f;
         }
     }
 }
 
-/* Folds a finished tile t (6 x 16, stride 16; rows < mr and columns < nr valid, column u is centre
- * j0 + u) into its rows' running state, per column lane: the smallest sa, the second smallest
- * with multiplicity sb, the index of the first smallest sx (min2_step's operations: maxps / minps
- * are exactly "v > a ? v : a" / "b < hi ? b : hi" / "v < a ? v : a"), and sn, lanes that saw a NaN. */
-__attribute__((target("avx2,fma"))) static void sq_fold(const float *restrict t, int64_t mr, int64_t nr, int32_t j0,
-                                                       float *restrict sa, float *restrict sb, int32_t *restrict sx,
-                                                       int32_t *restrict sn)
-{
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256 inf = _mm256_set1_ps(INFINITY);
-    for (int h = 0; h < 2; h++) {
-        const __m256i idx = _mm256_add_epi32(lane, _mm256_set1_epi32(j0 + 8 * h));
-        /* padded columns (past K) read +inf: never the smallest, never the second */
-        const __m256 valid = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((int32_t)nr - 8 * h), lane));
-        for (int64_t r = 0; r < mr; r++) {
-            const int64_t o = r * SQ_NR + 8 * h;
-            const __m256 v = _mm256_blendv_ps(inf, _mm256_loadu_ps(t + o), valid);
-            const __m256 a = _mm256_loadu_ps(sa + o);
-            const __m256 lt = _mm256_cmp_ps(v, a, _CMP_LT_OQ);
-            _mm256_storeu_ps(sb + o, _mm256_min_ps(_mm256_loadu_ps(sb + o), _mm256_max_ps(v, a)));
-            _mm256_storeu_ps((float *)(sx + o), _mm256_blendv_ps(_mm256_loadu_ps((const float *)(sx + o)),
-                                                                 _mm256_castsi256_ps(idx), lt));
-            _mm256_storeu_ps(sa + o, _mm256_min_ps(v, a));
-            _mm256_storeu_ps((float *)(sn + o), _mm256_or_ps(_mm256_loadu_ps((const float *)(sn + o)),
-                                                             _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
-        }
+/* One centre's products v (16 points, two halves) into the points' running (smallest a, second
+ * smallest with multiplicity b, index x of the first smallest): col_min2's min2_step, exactly
+ * (maxps / minps / a blend are "v > a ? v : a", "b < hi ? b : hi", "v < a ? k : x", "v < a ? v : a"). */
+#define SQ_MIN2(v0, v1, kk)                                                                                            \
+    {                                                                                                                  \
+        const __m256 k_ = _mm256_castsi256_ps(_mm256_set1_epi32((int32_t)(kk)));                                       \
+        const __m256 l0 = _mm256_cmp_ps(v0, a0, _CMP_LT_OQ), l1 = _mm256_cmp_ps(v1, a1, _CMP_LT_OQ);                    \
+        b0 = _mm256_min_ps(b0, _mm256_max_ps(v0, a0));                                                                 \
+        b1 = _mm256_min_ps(b1, _mm256_max_ps(v1, a1));                                                                 \
+        x0 = _mm256_blendv_ps(x0, k_, l0);                                                                             \
+        x1 = _mm256_blendv_ps(x1, k_, l1);                                                                             \
+        a0 = _mm256_min_ps(v0, a0);                                                                                    \
+        a1 = _mm256_min_ps(v1, a1);                                                                                    \
     }
+
+/* A tile of the transposed products (centres k0..k0+nk-1 of the packed a, nk <= 6, against the 16
+ * points of b) folded at once, in centre order, into the points' state st = (a[16], b[16],
+ * x[16]); first: the first centre starts it as col_min2 does (a = its product, b = inf, x = 0). */
+__attribute__((target("avx2,fma"))) static void sq_kernel_min2(int64_t kc, const float *restrict a,
+                                                              const float *restrict b, int64_t k0, int64_t nk,
+                                                              int first, float *restrict st)
+{
+    __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
+    SQ_KLOOP(kc, a, b)
+    __m256 a0, a1, b0, b1, x0, x1;
+    if (first) {
+        a0 = c00, a1 = c01;
+        b0 = b1 = _mm256_set1_ps(INFINITY);
+        x0 = x1 = _mm256_setzero_ps(); /* index 0 */
+    } else {
+        a0 = _mm256_loadu_ps(st), a1 = _mm256_loadu_ps(st + 8);
+        b0 = _mm256_loadu_ps(st + 16), b1 = _mm256_loadu_ps(st + 24);
+        x0 = _mm256_loadu_ps(st + 32), x1 = _mm256_loadu_ps(st + 40);
+        SQ_MIN2(c00, c01, k0)
+    }
+    if (nk > 1)
+        SQ_MIN2(c10, c11, k0 + 1)
+    if (nk > 2)
+        SQ_MIN2(c20, c21, k0 + 2)
+    if (nk > 3)
+        SQ_MIN2(c30, c31, k0 + 3)
+    if (nk > 4)
+        SQ_MIN2(c40, c41, k0 + 4)
+    if (nk > 5)
+        SQ_MIN2(c50, c51, k0 + 5)
+    _mm256_storeu_ps(st, a0), _mm256_storeu_ps(st + 8, a1);
+    _mm256_storeu_ps(st + 16, b0), _mm256_storeu_ps(st + 24, b1);
+    _mm256_storeu_ps(st + 32, x0), _mm256_storeu_ps(st + 40, x1);
 }
 
-/* One row's 16 lanes into (smallest, second smallest with multiplicity, index of the first
- * smallest), the values and index the sequential scan over the centres in order (col_min2)
- * gives; *bad when a product was NaN (that scan's result would depend on where). */
-static void sq_merge(const float *sa, const float *sb, const int32_t *sx, const int32_t *sn, float *m1, float *m2,
-                     int32_t *ix, uint8_t *bad)
-{
-    int w = 0, nan = sn[0] != 0;
-    for (int l = 1; l < SQ_NR; l++) {
-        if (sa[l] < sa[w] || (sa[l] == sa[w] && sx[l] < sx[w]))
-            w = l;
-        nan |= sn[l] != 0;
-    }
-    float s = sb[w];
-    for (int l = 0; l < SQ_NR; l++)
-        if (l != w && sa[l] < s)
-            s = sa[l];
-    *m1 = sa[w];
-    *m2 = s;
-    *ix = sx[w];
-    *bad = (uint8_t)nan;
-}
-
-/* The products of one centred row xa (D+1,) with every centre, from the packed panels Bp: the
- * tiles' chains of fused multiply-adds, the same bits; e (K,). */
-__attribute__((target("avx2,fma"))) static void sq_row_products(const float *restrict xa, const float *restrict Bp,
+/* The products of one centred row xa (D+1,) with every centre, from the packed centre panels Ap
+ * (6 per panel, padded by 8 floats): the tiles' chains of fused multiply-adds, the same bits; e (K,). */
+__attribute__((target("avx2,fma"))) static void sq_row_products(const float *restrict xa, const float *restrict Ap,
                                                                int64_t K, int64_t kc, float *restrict e)
 {
-    float buf[SQ_NR] __attribute__((aligned(32)));
-    for (int64_t j0 = 0; j0 < K; j0 += SQ_NR) {
-        const float *b = Bp + j0 * kc;
-        __m256 c0 = _mm256_setzero_ps(), c1 = c0;
-        for (int64_t k = 0; k < kc; k++) {
-            const __m256 t = _mm256_broadcast_ss(xa + k);
-            c0 = _mm256_fmadd_ps(t, _mm256_load_ps(b + k * SQ_NR), c0);
-            c1 = _mm256_fmadd_ps(t, _mm256_load_ps(b + k * SQ_NR + 8), c1);
-        }
-        _mm256_store_ps(buf, c0);
-        _mm256_store_ps(buf + 8, c1);
-        for (int64_t u = 0; u < SQ_NR && j0 + u < K; u++)
-            e[j0 + u] = buf[u];
+    float buf[8] __attribute__((aligned(32)));
+    for (int64_t k0 = 0; k0 < K; k0 += SQ_MR) {
+        const float *p = Ap + k0 * kc;
+        __m256 c = _mm256_setzero_ps();
+        for (int64_t k = 0; k < kc; k++) /* lanes 6 and 7 read the next panel: not kept */
+            c = _mm256_fmadd_ps(_mm256_broadcast_ss(xa + k), _mm256_loadu_ps(p + k * SQ_MR), c);
+        _mm256_store_ps(buf, c);
+        for (int64_t u = 0; u < SQ_MR && k0 + u < K; u++)
+            e[k0 + u] = buf[u];
     }
 }
 
-/* The k-means assignment with the transposed path's products (argmin_gemm_t_f32) computed here in
- * register tiles and folded at once, never stored: X (n, D) rows, m (D,) the centring vector,
- * A (K, D+1) = [-2 c_c, |c_c|^2], C (K, D) the centres, D + 1 <= SQ_KC.  Phase 1 (any thread,
- * row blocks): each row's (smallest, second, index) of the products; phase 2: argmin_gemm_t's
- * decision, near-tie re-check and accumulation, subgroup s taking rows sub[s]:sub[s+1] of every
- * block of nb rows (sublast for a short last block) in block order: its bits, for every
- * thread count.  0, or -1 when scratch memory could not be allocated. */
+/* The k-means assignment of the transposed path (argmin_gemm_t_f32) with its products computed
+ * here, in the same register tiles (6 centres x 16 points), and folded at once: X (n, D) rows,
+ * m (D,) the centring vector, A (K, D+1) = [-2 c_c, |c_c|^2], C (K, D) the centres, D + 1 <=
+ * SQ_KC.  Phase 1 (any thread, blocks of points): each point's running (min, second, index) over
+ * the centres in order, col_min2's values; phase 2: argmin_gemm_t's decision, near-tie re-check
+ * and accumulation, subgroup s taking rows sub[s]:sub[s+1] of every block of nb rows (sublast for
+ * a short last block) in block order: its bits, on every thread count.  0, or -1 when scratch
+ * memory could not be allocated. */
 SQ_EXPORT int assign_gemm_f32(const float *X, int64_t n, const float *m, const float *A, const float *C, int64_t K,
                               int64_t D, double ncmax, double gamma, int64_t nb, const int64_t *sub,
                               const int64_t *sublast, int64_t S, int64_t *labels, float *mind, double *psums,
@@ -394,66 +402,61 @@ SQ_EXPORT int assign_gemm_f32(const float *X, int64_t n, const float *m, const f
         return 0;
     if (nthreads < 1)
         nthreads = 1;
-    const int64_t kc = D + 1, panels = (K + SQ_NR - 1) / SQ_NR, nib = (n + SQ_MC - 1) / SQ_MC;
-    const int64_t srows = (SQ_MC + SQ_MR - 1) / SQ_MR * SQ_MR; /* state rows of a block */
-    /* per thread: the packed block, one tile, the state, a row's products and its centred row */
-    const int64_t per = (SQ_MC * kc + SQ_MR * SQ_NR + 4 * srows * SQ_NR + K + kc + 15) / 16 * 16;
-    float *Bp = NULL, *work = NULL, *m1 = (float *)malloc((size_t)n * sizeof(float));
+    const int64_t kc = D + 1, cpan = (K + SQ_MR - 1) / SQ_MR, nib = (n + SQ_PB - 1) / SQ_PB;
+    const int64_t cblock = SQ_MC / SQ_MR; /* centre panels per L2 block */
+    /* per thread: the packed points, their state (a, b, x per point), a row's products, its centred row */
+    const int64_t per = (SQ_PB * kc + 3 * SQ_PB + K + kc + 15) / 16 * 16;
+    float *Ap = NULL, *work = NULL, *m1 = (float *)malloc((size_t)n * sizeof(float));
     float *m2 = (float *)malloc((size_t)n * sizeof(float));
     int32_t *ix = (int32_t *)malloc((size_t)n * sizeof(int32_t));
-    uint8_t *bad = (uint8_t *)malloc((size_t)n);
-    int err = !m1 || !m2 || !ix || !bad;
-    err = err || posix_memalign((void **)&Bp, 64, (size_t)(panels * SQ_NR * kc) * sizeof(float));
+    int err = !m1 || !m2 || !ix;
+    err = err || posix_memalign((void **)&Ap, 64, (size_t)(cpan * SQ_MR * kc + 8) * sizeof(float));
     err = err || posix_memalign((void **)&work, 64, (size_t)(nthreads * per) * sizeof(float));
     if (!err) {
+        memset(Ap + cpan * SQ_MR * kc, 0, 8 * sizeof(float));
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
         {
-            float *ap = work + (int64_t)omp_get_thread_num() * per; /* 64-byte aligned: per is a multiple of 16 */
-            float *tile = ap + SQ_MC * kc, *sa = tile + SQ_MR * SQ_NR, *sb = sa + srows * SQ_NR;
-            int32_t *sx = (int32_t *)(sb + srows * SQ_NR), *sn = sx + srows * SQ_NR;
-            float *e = (float *)(sn + srows * SQ_NR), *xa = e + K;
+            float *bp = work + (int64_t)omp_get_thread_num() * per; /* 64-byte aligned: per is a multiple of 16 */
+            float *st = bp + SQ_PB * kc, *e = st + 3 * SQ_PB, *xa = e + K;
 #pragma omp for schedule(static)
-            for (int64_t jp = 0; jp < panels; jp++)
-                sq_pack(A, kc, jp * SQ_NR, sq_min64(SQ_NR, K - jp * SQ_NR), SQ_NR, 0, kc, Bp + jp * SQ_NR * kc);
+            for (int64_t ip = 0; ip < cpan; ip++)
+                sq_pack(A, kc, ip * SQ_MR, sq_min64(SQ_MR, K - ip * SQ_MR), SQ_MR, 0, kc, Ap + ip * SQ_MR * kc);
 #pragma omp for schedule(dynamic, 1)
             for (int64_t ib = 0; ib < nib; ib++) {
-                const int64_t ic = ib * SQ_MC, mc = sq_min64(SQ_MC, n - ic);
-                for (int64_t ip = 0; ip < mc; ip += SQ_MR)
-                    sq_pack_centred(X, D, m, ic + ip, sq_min64(SQ_MR, mc - ip), ap + ip * kc);
-                for (int64_t q = 0; q < srows * SQ_NR; q++) {
-                    sa[q] = sb[q] = INFINITY;
-                    sx[q] = (int32_t)(q % SQ_NR);
-                    sn[q] = 0;
+                const int64_t i0 = ib * SQ_PB, pb = sq_min64(SQ_PB, n - i0), ppan = (pb + SQ_NR - 1) / SQ_NR;
+                for (int64_t jp = 0; jp < ppan; jp++)
+                    sq_pack_centred(X, D, m, i0 + jp * SQ_NR, sq_min64(SQ_NR, pb - jp * SQ_NR), bp + jp * SQ_NR * kc);
+                for (int64_t c0 = 0; c0 < cpan; c0 += cblock) /* a block of centres in L2, a panel of points in L1 */
+                    for (int64_t jp = 0; jp < ppan; jp++)
+                        for (int64_t ip = c0; ip < sq_min64(cpan, c0 + cblock); ip++)
+                            sq_kernel_min2(kc, Ap + ip * SQ_MR * kc, bp + jp * SQ_NR * kc, ip * SQ_MR,
+                                           sq_min64(SQ_MR, K - ip * SQ_MR), ip == 0, st + jp * 3 * SQ_NR);
+                for (int64_t u = 0; u < pb; u++) {
+                    const float *q = st + (u / SQ_NR) * 3 * SQ_NR + u % SQ_NR;
+                    m1[i0 + u] = q[0];
+                    m2[i0 + u] = q[SQ_NR];
+                    memcpy(ix + i0 + u, q + 2 * SQ_NR, sizeof(int32_t));
                 }
-                for (int64_t jp = 0; jp < panels; jp++) /* a panel of centres stays in L1 over the rows */
-                    for (int64_t ip = 0; ip < mc; ip += SQ_MR) {
-                        sq_kernel(kc, ap + ip * kc, Bp + jp * SQ_NR * kc, tile, SQ_NR, 0, NULL, NULL, NULL, NULL);
-                        sq_fold(tile, sq_min64(SQ_MR, mc - ip), sq_min64(SQ_NR, K - jp * SQ_NR), (int32_t)(jp * SQ_NR),
-                                sa + ip * SQ_NR, sb + ip * SQ_NR, sx + ip * SQ_NR, sn + ip * SQ_NR);
-                    }
-                for (int64_t r = 0; r < mc; r++)
-                    sq_merge(sa + r * SQ_NR, sb + r * SQ_NR, sx + r * SQ_NR, sn + r * SQ_NR, m1 + ic + r, m2 + ic + r,
-                             ix + ic + r, bad + ic + r);
             }
 #pragma omp for schedule(dynamic, 1)
             for (int64_t s = 0; s < S; s++) {
                 for (int64_t b0 = 0; b0 < n; b0 += nb) {
-                    const int64_t *sb_ = n - b0 < nb ? sublast : sub;
+                    const int64_t *sb = n - b0 < nb ? sublast : sub;
                     double acc = 0.0;
-                    for (int64_t xi = b0 + sb_[s]; xi < b0 + sb_[s + 1]; xi++) {
+                    for (int64_t xi = b0 + sb[s]; xi < b0 + sb[s + 1]; xi++) {
                         const float *x = X + xi * D;
                         const double lim = (double)m1[xi] + 2.0 * gamma * (centred_norm_f32(x, m, D) + ncmax);
                         double best;
                         int64_t bk;
-                        if (!bad[xi] && (double)m2[xi] > lim) { /* one candidate (almost every row) */
+                        if ((double)m2[xi] > lim) { /* one candidate (almost every row) */
                             bk = ix[xi];
                             best = dist_row_f32(x, C + bk * D, D);
                         } else { /* the row's products again (the same bits), argmin_gemm_t's re-check */
                             for (int64_t k = 0; k < D; k++)
                                 xa[k] = x[k] - m[k];
                             xa[D] = 1.0f;
-                            sq_row_products(xa, Bp, K, kc, e);
-                            bk = near_tie_f32(x, C, K, D, bad[xi] ? NAN : lim, e, 1, NULL, NULL, 0, &best);
+                            sq_row_products(xa, Ap, K, kc, e);
+                            bk = near_tie_f32(x, C, K, D, lim, e, 1, NULL, NULL, 0, &best);
                         }
                         acc += take_f32(x, D, bk, best, labels + xi, mind + xi, pcounts + s * K, psums + s * K * D);
                     }
@@ -465,8 +468,7 @@ SQ_EXPORT int assign_gemm_f32(const float *X, int64_t n, const float *m, const f
     free(m1);
     free(m2);
     free(ix);
-    free(bad);
-    free(Bp);
+    free(Ap);
     free(work);
     return err ? -1 : 0;
 }

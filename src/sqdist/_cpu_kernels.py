@@ -134,9 +134,17 @@ _C_SUBGROUP_ROWS = 2048
 # 141 / 114 / 99; 2 threads: 43.7 / 184 / 36.1, 36.8 / 108 / 37.5, 23.4 / 66.3 / 20.0,
 # 172 / 208 / 142 (one parallel region against two per block)
 _C_FUSED_MAX_D = 64
-# beyond, up to one k block of the own product (D + 1 <= 384), the assignment folds the own
-# product's tiles at once instead of storing (K, r) blocks of products (_assign_own_gemm)
+# Where the own float32 product runs (own_gemm), up to one k block of it (D + 1 <= 384), the
+# assignment folds its tiles at once (_assign_own_gemm): beyond 64 features always, up to 64 from
+# _OWN_ASSIGN_MIN_WORK multiply-adds (below, its ~40-70 us of packing and two parallel phases
+# lose).  2-core AVX2 EPYC, float32, ms (median of 5-7), 2 threads, own / transposed blocks:
+# (1e5, 80, 256) 67.1 / 100.1, (1e5, 96, 1024) 299 / 368, (5e4, 200, 512) 156 / 193, (2e4, 383,
+# 256) 70.2 / 87.9, (4000, 128, 32) 1.9 / 3.3, (1e5, 128, 1024) 380 / 449; own / fused: (2e5, 64,
+# 256) 108 / 121 (1 thread, 1e5 rows: 108 / 114), (1e5, 32, 1024) 107 / 119 (211 / 228), (1e5, 5,
+# 1024) 33.3 / 36.5, (1e4, 12, 100) 1.31 / 1.48, (2000, 40, 50) 0.71 / 0.76 (1 thread 0.87 /
+# 0.79), (1000, 8, 100) 0.44 / 0.40, (300, 64, 32) 0.40 / 0.36.
 _OWN_ASSIGN_MAX_D = 384
+_OWN_ASSIGN_MIN_WORK = 1 << 23
 # chunked large-D path: bytes of one thread's (chunk, K) product block (stays
 # in L2), rows per group (fixed by N), cap on the groups' float64 partial sums
 _CHUNK_BYTES = 1 << 20
@@ -435,10 +443,11 @@ def _chunk_rows(K: int, item: int) -> int:
 
 def _assign_gemm(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind_t: torch.Tensor, budget: int):
     if kernels() is _ckernels:
-        if X.shape[1] <= _C_FUSED_MAX_D:
-            return _assign_fused(X, C, labels_t, mind_t, budget)
-        if X.shape[1] < _OWN_ASSIGN_MAX_D and own_gemm(X.dtype, X.shape[0], C.shape[0]):
+        (n, D), K = X.shape, C.shape[0]
+        if D < _OWN_ASSIGN_MAX_D and own_gemm(X.dtype, n, K) and (D > _C_FUSED_MAX_D or n * K * D >= _OWN_ASSIGN_MIN_WORK):
             return _assign_own_gemm(X, C, labels_t, mind_t, budget)
+        if D <= _C_FUSED_MAX_D:
+            return _assign_fused(X, C, labels_t, mind_t, budget)
         return _assign_gemm_transposed(X, C, labels_t, mind_t, budget)
     limit = _one_thread_blas()
     if limit is not None:  # numba: per-thread products through SciPy's BLAS
