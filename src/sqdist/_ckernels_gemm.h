@@ -388,11 +388,11 @@ __attribute__((target("avx2,fma"))) static void sq_row_products(const float *res
 /* The k-means assignment of the transposed path (argmin_gemm_t_f32) with its products computed
  * here, in the same register tiles (6 centres x 16 points), and folded at once: X (n, D) rows,
  * m (D,) the centring vector, A (K, D+1) = [-2 c_c, |c_c|^2], C (K, D) the centres, D + 1 <=
- * SQ_KC.  Phase 1 (any thread, blocks of points): each point's running (min, second, index) over
+ * SQ_KC.  Per block of nb rows (the transposed path's blocks, in order; scratch memory O(nb +
+ * K D)), phase 1 (any thread, blocks of points): each point's running (min, second, index) over
  * the centres in order, col_min2's values; phase 2: argmin_gemm_t's decision, near-tie re-check
- * and accumulation, subgroup s taking rows sub[s]:sub[s+1] of every block of nb rows (sublast for
- * a short last block) in block order: its bits, on every thread count.  0, or -1 when scratch
- * memory could not be allocated. */
+ * and accumulation, subgroup s taking rows sub[s]:sub[s+1] of the block (sublast for a short last
+ * block): its bits, on every thread count.  0, or -1 when scratch memory could not be allocated. */
 SQ_EXPORT int assign_gemm_f32(const float *X, int64_t n, const float *m, const float *A, const float *C, int64_t K,
                               int64_t D, double ncmax, double gamma, int64_t nb, const int64_t *sub,
                               const int64_t *sublast, int64_t S, int64_t *labels, float *mind, double *psums,
@@ -402,13 +402,14 @@ SQ_EXPORT int assign_gemm_f32(const float *X, int64_t n, const float *m, const f
         return 0;
     if (nthreads < 1)
         nthreads = 1;
-    const int64_t kc = D + 1, cpan = (K + SQ_MR - 1) / SQ_MR, nib = (n + SQ_PB - 1) / SQ_PB;
+    nb = sq_min64(nb, n);
+    const int64_t kc = D + 1, cpan = (K + SQ_MR - 1) / SQ_MR;
     const int64_t cblock = SQ_MC / SQ_MR; /* centre panels per L2 block */
     /* per thread: the packed points, their state (a, b, x per point), a row's products, its centred row */
     const int64_t per = (SQ_PB * kc + 3 * SQ_PB + K + kc + 15) / 16 * 16;
-    float *Ap = NULL, *work = NULL, *m1 = (float *)malloc((size_t)n * sizeof(float));
-    float *m2 = (float *)malloc((size_t)n * sizeof(float));
-    int32_t *ix = (int32_t *)malloc((size_t)n * sizeof(int32_t));
+    float *Ap = NULL, *work = NULL, *m1 = (float *)malloc((size_t)nb * sizeof(float)); /* one block's (min, */
+    float *m2 = (float *)malloc((size_t)nb * sizeof(float));                          /* second, index) */
+    int32_t *ix = (int32_t *)malloc((size_t)nb * sizeof(int32_t));
     int err = !m1 || !m2 || !ix;
     err = err || posix_memalign((void **)&Ap, 64, (size_t)(cpan * SQ_MR * kc + 8) * sizeof(float));
     err = err || posix_memalign((void **)&work, 64, (size_t)(nthreads * per) * sizeof(float));
@@ -421,35 +422,38 @@ SQ_EXPORT int assign_gemm_f32(const float *X, int64_t n, const float *m, const f
 #pragma omp for schedule(static)
             for (int64_t ip = 0; ip < cpan; ip++)
                 sq_pack(A, kc, ip * SQ_MR, sq_min64(SQ_MR, K - ip * SQ_MR), SQ_MR, 0, kc, Ap + ip * SQ_MR * kc);
+            for (int64_t b0 = 0; b0 < n; b0 += nb) { /* the transposed path's blocks, in order */
+                const int64_t r = sq_min64(nb, n - b0), nib = (r + SQ_PB - 1) / SQ_PB;
+                const int64_t *sb = r < nb ? sublast : sub;
 #pragma omp for schedule(dynamic, 1)
-            for (int64_t ib = 0; ib < nib; ib++) {
-                const int64_t i0 = ib * SQ_PB, pb = sq_min64(SQ_PB, n - i0), ppan = (pb + SQ_NR - 1) / SQ_NR;
-                for (int64_t jp = 0; jp < ppan; jp++)
-                    sq_pack_centred(X, D, m, i0 + jp * SQ_NR, sq_min64(SQ_NR, pb - jp * SQ_NR), bp + jp * SQ_NR * kc);
-                for (int64_t c0 = 0; c0 < cpan; c0 += cblock) /* a block of centres in L2, a panel of points in L1 */
+                for (int64_t ib = 0; ib < nib; ib++) { /* phase 1: any thread, blocks of points */
+                    const int64_t i0 = ib * SQ_PB, pb = sq_min64(SQ_PB, r - i0), ppan = (pb + SQ_NR - 1) / SQ_NR;
                     for (int64_t jp = 0; jp < ppan; jp++)
-                        for (int64_t ip = c0; ip < sq_min64(cpan, c0 + cblock); ip++)
-                            sq_kernel_min2(kc, Ap + ip * SQ_MR * kc, bp + jp * SQ_NR * kc, ip * SQ_MR,
-                                           sq_min64(SQ_MR, K - ip * SQ_MR), ip == 0, st + jp * 3 * SQ_NR);
-                for (int64_t u = 0; u < pb; u++) {
-                    const float *q = st + (u / SQ_NR) * 3 * SQ_NR + u % SQ_NR;
-                    m1[i0 + u] = q[0];
-                    m2[i0 + u] = q[SQ_NR];
-                    memcpy(ix + i0 + u, q + 2 * SQ_NR, sizeof(int32_t));
+                        sq_pack_centred(X, D, m, b0 + i0 + jp * SQ_NR, sq_min64(SQ_NR, pb - jp * SQ_NR),
+                                        bp + jp * SQ_NR * kc);
+                    for (int64_t c0 = 0; c0 < cpan; c0 += cblock) /* a block of centres in L2, points' panel in L1 */
+                        for (int64_t jp = 0; jp < ppan; jp++)
+                            for (int64_t ip = c0; ip < sq_min64(cpan, c0 + cblock); ip++)
+                                sq_kernel_min2(kc, Ap + ip * SQ_MR * kc, bp + jp * SQ_NR * kc, ip * SQ_MR,
+                                               sq_min64(SQ_MR, K - ip * SQ_MR), ip == 0, st + jp * 3 * SQ_NR);
+                    for (int64_t u = 0; u < pb; u++) {
+                        const float *q = st + (u / SQ_NR) * 3 * SQ_NR + u % SQ_NR;
+                        m1[i0 + u] = q[0];
+                        m2[i0 + u] = q[SQ_NR];
+                        memcpy(ix + i0 + u, q + 2 * SQ_NR, sizeof(int32_t));
+                    }
                 }
-            }
 #pragma omp for schedule(dynamic, 1)
-            for (int64_t s = 0; s < S; s++) {
-                for (int64_t b0 = 0; b0 < n; b0 += nb) {
-                    const int64_t *sb = n - b0 < nb ? sublast : sub;
+                for (int64_t s = 0; s < S; s++) { /* phase 2: subgroup s of this block */
                     double acc = 0.0;
-                    for (int64_t xi = b0 + sb[s]; xi < b0 + sb[s + 1]; xi++) {
+                    for (int64_t i = sb[s]; i < sb[s + 1]; i++) {
+                        const int64_t xi = b0 + i;
                         const float *x = X + xi * D;
-                        const double lim = (double)m1[xi] + 2.0 * gamma * (centred_norm_f32(x, m, D) + ncmax);
+                        const double lim = (double)m1[i] + 2.0 * gamma * (centred_norm_f32(x, m, D) + ncmax);
                         double best;
                         int64_t bk;
-                        if ((double)m2[xi] > lim) { /* one candidate (almost every row) */
-                            bk = ix[xi];
+                        if ((double)m2[i] > lim) { /* one candidate (almost every row) */
+                            bk = ix[i];
                             best = dist_row_f32(x, C + bk * D, D);
                         } else { /* the row's products again (the same bits), argmin_gemm_t's re-check */
                             for (int64_t k = 0; k < D; k++)

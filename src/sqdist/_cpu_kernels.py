@@ -30,7 +30,12 @@ Fast paths
       chunk is hot, the direct-formula re-check of near ties (so the labels
       and distances are those of the direct formula) and the float64
       accumulation.  Without SciPy or threadpoolctl: torch.mm on large
-      row blocks, then one compiled pass.
+      row blocks, then one compiled pass.  The C kernels: up to 64 features
+      a fused step computes the products of each cache-resident chunk
+      itself; where their own float32 product runs, its register tiles
+      (6 centres x 16 rows) are folded at once into the rows' running
+      (min, second min, index) instead (:func:`_assign_own_gemm`: beyond 64
+      features, and large problems up to 64); else transposed row blocks.
 ``sqdist_small`` -- the direct-formula distance matrix for small ``D`` (faster
     than any product there, exact, never negative).
 ``product_nt`` -- every matrix product of the compiled paths: ``A @ B.T`` on
