@@ -24,6 +24,13 @@ HAS_NUMBA = importlib.util.find_spec("numba") is not None
 SRC = os.path.join(os.path.dirname(__file__), "..", "src")
 
 
+@pytest.fixture(autouse=True)
+def c_kernels(monkeypatch):
+    """The C kernels, whatever SQDIST_CPU_KERNELS the developer set (tests that compare with
+    another implementation set it themselves)."""
+    monkeypatch.setenv("SQDIST_CPU_KERNELS", "c")
+
+
 @pytest.fixture
 def use(monkeypatch):
     """Force a kernel implementation: use("c"), use("numba"), use("torch")."""
@@ -408,12 +415,12 @@ def test_nearest_direct_equals_the_matrix_row_minimum(dtype, monkeypatch):
         tie_rows += int(((full == v[:, None]).sum(1) > 1).sum())
         outs = []
         for threads in (1, 2):
-            monkeypatch.setattr(_ckernels, "_threads", lambda t=threads: t)
-            monkeypatch.setattr(_ckernels, "_PARALLEL_ROWS_WORK", 0)  # every size in parallel
-            dmin, imin = torch.empty(n, dtype=Xt.dtype), torch.empty(n, dtype=torch.int64)
-            _cpu_kernels.nearest_small(Xt, Tt, dmin, imin)
-            outs.append((dmin, imin))
-            monkeypatch.undo()
+            with monkeypatch.context() as mp:
+                mp.setattr(_ckernels, "_threads", lambda t=threads: t)
+                mp.setattr(_ckernels, "_PARALLEL_ROWS_WORK", 0)  # every size in parallel
+                dmin, imin = torch.empty(n, dtype=Xt.dtype), torch.empty(n, dtype=torch.int64)
+                _cpu_kernels.nearest_small(Xt, Tt, dmin, imin)
+                outs.append((dmin, imin))
         if HAS_NUMBA:
             from sqdist import _cpu_nb
             labels, mind = np.empty(n, np.int64), np.empty(n, dtype)

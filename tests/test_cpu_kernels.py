@@ -24,6 +24,13 @@ from sqdist._dense import prepare  # noqa: E402
 from sqdist._step import max_shift  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def compiled_kernels(monkeypatch):
+    """The compiled kernels sqdist picks by default, whatever SQDIST_CPU_KERNELS the developer set
+    (tests that need one implementation set it themselves)."""
+    monkeypatch.delenv("SQDIST_CPU_KERNELS", raising=False)
+
+
 def brute(X: torch.Tensor, C: torch.Tensor):
     """float64 brute force: labels (first index on ties), distances, sums, counts, inertia."""
     d = ((X.double()[:, None, :] - C.double()[None, :, :]) ** 2).sum(-1)  # (n, K)
