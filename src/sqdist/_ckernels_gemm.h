@@ -1,6 +1,8 @@
-/* float32 products C = A B^T on AVX2 + FMA, on torch's pool, and the distance matrix's product
- * with its cancellation screen fused into each register tile (included once by _ckernels.c,
- * after the float32 kernels whose screen thresholds and direct fix-up it reuses).
+/* float32 products C = A B^T on AVX2 + FMA, on torch's pool; the distance matrix's product
+ * with its cancellation screen fused into each register tile; and the k-means assignment, whose
+ * tiles are folded into each point's running (min, second min, index) instead of stored
+ * (included once by _ckernels.c, after the float32 kernels whose screen thresholds, direct
+ * fix-up, near-tie re-check and accumulation it reuses).
  *
  * Why our own product: on the 2-core AVX2 EPYC (Zen 1), at 4096 x 4096 x 128 and 16384 x 1024 x
  * 256 into a reused result (medians of 7 interleaved calls), these tiles ran at 32-34 GFLOP/s on
