@@ -397,13 +397,16 @@ def _assign_direct(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, min
     bounds = _groups(n, _GROUP_ROWS, _group_cap(K, D, budget))
     G = bounds.shape[0] - 1
     labels, mind = labels_t.numpy(), mind_t.numpy()
-    psums = np.zeros((G, K, D), dtype=np.float64)
-    pcounts = np.zeros((G, K), dtype=np.int64)
-    pinert = np.zeros(G, dtype=np.float64)
+    psums, pcounts, pinert = _partials(G, K, D)
     kern = kernels().assign_accumulate_direct if G > 1 else kernels().assign_accumulate_direct_serial
     kern(Xn, Cn, bounds, _direct_chunk(D), labels, mind, psums, pcounts, pinert)
     sums, counts, inertia = _combine(psums, pcounts, pinert)
     return labels_t, mind_t, sums, counts, inertia
+
+
+def _partials(G: int, K: int, D: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Zeroed float64 sums (G, K, D), counts (G, K) and inertias (G,) of G row groups."""
+    return np.zeros((G, K, D), dtype=np.float64), np.zeros((G, K), dtype=np.int64), np.zeros(G, dtype=np.float64)
 
 
 def _combine(psums: np.ndarray, pcounts: np.ndarray, pinert: np.ndarray):
@@ -482,9 +485,7 @@ def _assign_gemm_chunked(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tenso
     Cn, mn, Ca, ncmax, gamma = _gemm_prep(X, C)
     bounds = _groups(n, _GEMM_GROUP_ROWS, _group_cap(K, D, budget))
     G = bounds.shape[0] - 1
-    psums = np.zeros((G, K, D), dtype=np.float64)
-    pcounts = np.zeros((G, K), dtype=np.int64)
-    pinert = np.zeros(G, dtype=np.float64)
+    psums, pcounts, pinert = _partials(G, K, D)
     # per-thread (chunk, K + D + 1) buffers: at most a quarter of the budget for 2 threads
     chunk = max(1, min(_chunk_rows(K, Xn.itemsize), budget // (8 * (K + D + 1) * Xn.itemsize)))
     # every product covers a whole chunk (numba's np.dot needs contiguous
@@ -510,9 +511,7 @@ def _assign_gemm_blocks(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor
     item = Xn.itemsize
     nb = max(1, min(n, min(BLOCK_BYTES, budget // 2) // max(1, (K + D + 1) * item)))
     labels, mind = labels_t.numpy(), mind_t.numpy()
-    psums = np.zeros((_SUBGROUPS, K, D), dtype=np.float64)
-    pcounts = np.zeros((_SUBGROUPS, K), dtype=np.int64)
-    pinert = np.zeros(_SUBGROUPS, dtype=np.float64)
+    psums, pcounts, pinert = _partials(_SUBGROUPS, K, D)
     gbuf = np.empty((nb, K), dtype=Xn.dtype)  # (nb, K) products, reused
     xbuf = np.empty((nb, D + 1), dtype=Xn.dtype)  # (nb, D+1) rows [x_c, 1], reused
     xbuf[:, D] = 1
@@ -539,9 +538,7 @@ def _assign_fused(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, mind
     Cn, mn, Ca, ncmax, gamma = _gemm_prep(X, C)  # Ca (D+1, K)
     bounds = _groups(n, _GEMM_GROUP_ROWS, _group_cap(K, D, budget))
     G = bounds.shape[0] - 1
-    psums = np.zeros((G, K, D), dtype=np.float64)
-    pcounts = np.zeros((G, K), dtype=np.int64)
-    pinert = np.zeros(G, dtype=np.float64)
+    psums, pcounts, pinert = _partials(G, K, D)
     _ckernels.assign_accumulate_fused(Xn, mn, np.ascontiguousarray(Ca.T), Cn, ncmax, gamma, bounds, labels_t.numpy(),
                                       mind_t.numpy(), psums, pcounts, pinert)
     sums, counts, inertia = _combine(psums, pcounts, pinert)
@@ -564,9 +561,7 @@ def _assign_gemm_transposed(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Te
     CaT = torch.from_numpy(np.ascontiguousarray(Ca.T))  # (K, D+1)
     nb, S = _t_blocks(n, K, D, Xn.itemsize, budget)
     labels, mind = labels_t.numpy(), mind_t.numpy()
-    psums = np.zeros((S, K, D), dtype=np.float64)
-    pcounts = np.zeros((S, K), dtype=np.int64)
-    pinert = np.zeros(S, dtype=np.float64)
+    psums, pcounts, pinert = _partials(S, K, D)
     gflat = torch.empty(K * nb, dtype=X.dtype)  # (K, r) transposed products of a block, reused
     xbuf = np.empty((nb, D + 1), dtype=Xn.dtype)  # (nb, D+1) rows [x_c, 1], reused
     xbuf[:, D] = 1
@@ -607,9 +602,7 @@ def _assign_own_gemm(X: torch.Tensor, C: torch.Tensor, labels_t: torch.Tensor, m
     Xn = _np(X)
     Cn, mn, Ca, ncmax, gamma = _gemm_prep(X, C)  # Ca (D+1, K)
     nb, S = _t_blocks(n, K, D, Xn.itemsize, budget)
-    psums = np.zeros((S, K, D), dtype=np.float64)
-    pcounts = np.zeros((S, K), dtype=np.int64)
-    pinert = np.zeros(S, dtype=np.float64)
+    psums, pcounts, pinert = _partials(S, K, D)
     _ckernels.assign_accumulate_gemm(Xn, mn, np.ascontiguousarray(Ca.T), Cn, ncmax, gamma, nb, _subgroups(nb, S),
                                      _subgroups(n - (n - 1) // nb * nb, S), labels_t.numpy(), mind_t.numpy(), psums,
                                      pcounts, pinert)
