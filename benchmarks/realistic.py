@@ -31,7 +31,12 @@ Sections (``--sections``, all by default):
     modes: fits back to back ("alone"), and each fit right after the user's
     training step ``torch.relu(B @ W) + B`` with B (8192, 256), W (256, 256)
     ("after torch work"; the step is not timed, its threads' after-effects
-    are).  Then repeated ``predict`` of all N rows by the fitted models
+    are).  The "alone" rounds also time one-iteration fits, for the cost of
+    one more iteration: the median over rounds of (``--iters``-iteration fit
+    - one-iteration fit) / (``--iters`` - 1), which leaves out what a fit
+    costs besides its iterations (sqdist and scikit-learn assign once more
+    than they iterate, for the labels of the returned centres; FAISS does
+    not).  Then repeated ``predict`` of all N rows by the fitted models
     (FAISS: ``index.search(X, 1)``), after the user's step as well.
 ``alloc``
     Fresh results back to back: five 64 MiB float32 (4096, 4096) results in a
@@ -70,7 +75,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 sys.path.insert(0, os.path.dirname(__file__))
 
 import sqdist  # noqa: E402
-from _common import cpu_line, interleaved, pin_threads, table, write_json  # noqa: E402
+from _common import cpu_line, interleaved, interleaved_runs, median, pin_threads, stats, table, write_json  # noqa: E402
 from sqdist import _cpu_kernels  # noqa: E402
 
 DIST_SHAPES = [(4096, 4096, 2), (4096, 1024, 16), (4096, 4096, 128), (16384, 1024, 256)]
@@ -198,8 +203,18 @@ def fitters(X: np.ndarray, C0: np.ndarray, iters: int) -> dict:
     return {"sqdist.KMeans": ours, "sklearn": sk, "faiss": fa}
 
 
+def marginal(times: dict, peers: list[str], iters: int) -> dict:
+    """Seconds per extra Lloyd iteration of each peer: the median over rounds of (its
+    ``iters``-iteration fit - its one-iteration fit) / (iters - 1), the two fits timed in the same
+    round.  What a fit costs beyond its iterations (validation, initial copies, and the final
+    assignment that gives the labels of the returned centres: sqdist and scikit-learn assign
+    ``max_iter + 1`` times, FAISS ``max_iter`` times and returns no labels) cancels out."""
+    return {k: median([(a - b) / (iters - 1) for a, b in zip(times[k], times[f"{k} (1 iteration)"])])
+            for k in peers}
+
+
 def run_kmeans(shapes, args, out: dict) -> None:
-    rows, prow = [], []
+    rows, prow, mrow = [], [], []
     user = user_layer(KM_BATCH, KM_HIDDEN, seed=2)
     for N, D, K in shapes:
         X, C0 = blobs_or_cloud(N, D, K)
@@ -208,12 +223,26 @@ def run_kmeans(shapes, args, out: dict) -> None:
         n_it = {k: v[1] for k, v in models.items()}
         key = f"{N}x{D}x{K}"
         out[key] = {"iters": n_it}
+        # "alone" also times one-iteration fits in the same rounds, for the cost per extra iteration
+        one = {f"{k} (1 iteration)": f for k, f in fitters(X, C0, 1).items()} if args.iters > 1 else {}
         for mode, before in (("alone", None), ("after torch work", user)):
-            res = interleaved(fit, args.rounds, warmup=0, budget_s=args.budget, before=before, min_s=args.min_seconds)
+            fns = fit | one if mode == "alone" else fit
+            times = interleaved_runs(fns, args.rounds, warmup=0, budget_s=args.budget, before=before,
+                                     min_s=args.min_seconds)
+            res = stats({k: times[k] for k in fit})
             per = {k: {s: v[s] / max(1, n_it[k]) for s in ("median", "min")} | {"rounds": v["rounds"]} for k, v in res.items()}
             rm, rmin, best = ratio_rows(per, "sqdist.KMeans", ["sklearn", "faiss"])
             out[key][mode] = {"seconds_per_iter": per, "ratio_median": rm, "ratio_min": rmin, "best_peer": best}
             rows.append([key, mode] + [fmt(per[k]) for k in fit] + [f"{rm:.2f}x", f"{rmin:.2f}x"])
+            if mode == "alone" and one and all(n_it[k] == args.iters for k in fit):
+                m = marginal(times, list(fit), args.iters)
+                mb = min(("sklearn", "faiss"), key=m.get)
+                fixed = {k: median(times[f"{k} (1 iteration)"]) - m[k] for k in fit}
+                out[key]["per extra iteration"] = {"seconds": m, "fixed_seconds": fixed, "one_iteration": stats(
+                    {k: times[f"{k} (1 iteration)"] for k in fit}), "ratio_median": m["sqdist.KMeans"] / m[mb],
+                    "best_peer": mb}
+                mrow.append([key] + [f"{m[k] * 1e3:.1f}" for k in fit] + [f"{fixed[k] * 1e3:.1f}" for k in fit]
+                            + [f"{m['sqdist.KMeans'] / m[mb]:.2f}x"])
         Xt = torch.from_numpy(X)
         pred = {"sqdist.KMeans": lambda m=models["sqdist.KMeans"][0]: m.predict(Xt),
                 "sklearn": lambda m=models["sklearn"][0]: m.predict(X),
@@ -226,6 +255,12 @@ def run_kmeans(shapes, args, out: dict) -> None:
     if rows:
         print(f"\n[kmeans] ms per Lloyd iteration (fit / its iterations, {args.iters} at most), median (min)")
         print(table(rows, ["N x D x K", "mode", "sqdist.KMeans", "sklearn", "faiss", "sqdist/best median", "by min"]))
+    if mrow:
+        print(f"\n[kmeans] alone: ms per extra iteration (median over rounds of ({args.iters}-iteration fit - "
+              f"1-iteration fit) / {args.iters - 1}), and the rest of a fit (ms)")
+        print(table(mrow, ["N x D x K", "sqdist.KMeans", "sklearn", "faiss", "rest: sqdist", "sklearn", "faiss",
+                           "sqdist/best per extra iteration"]))
+    if prow:
         print("\n[kmeans predict] ms per predict of all N rows, each after the user's torch step, median (min)")
         print(table(prow, ["N x D x K", "sqdist.KMeans", "sklearn", "faiss", "sqdist/best median", "by min"]))
 
