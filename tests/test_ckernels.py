@@ -90,7 +90,7 @@ def test_assign_matches_float64_and_numba(n, D, K, offset, dtype, monkeypatch):
     if HAS_NUMBA:
         nl, nm, ns, nc, ni = assign("numba", X, C, monkeypatch)
         assert torch.equal(labels, nl) and torch.equal(counts, nc)
-        if D <= 4 or K * D <= 768:  # the direct kernel: the same additions in the same order
+        if _cpu_kernels._direct_assign(D, K):  # the direct kernel: the same additions in the same order
             assert torch.equal(mind, nm) and torch.equal(sums, ns) and inertia == ni
         else:  # product path: direct-formula distances, float64 squares added in another order
             assert torch.allclose(mind, nm, rtol=4 * D * eps, atol=0)

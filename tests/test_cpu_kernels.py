@@ -360,19 +360,21 @@ def test_chunked_gemm_path_overflowing_products_follow_the_direct_formula():
     assert bool(torch.isinf(mind[torch.isinf(direct).all(1)]).all())
 
 
-@pytest.mark.parametrize("n,D,K", [(1000, 3, 40), (1300, 16, 48), (700, 30, 20), (20000, 2, 9)])
-def test_direct_kernel_is_the_sequential_float32_formula_bit_for_bit(n, D, K):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n,D,K", [(1000, 3, 40), (1300, 16, 32), (700, 30, 17), (20000, 2, 9), (4099, 3, 300), (257, 1, 5)])
+def test_direct_kernel_is_the_sequential_formula_bit_for_bit(n, D, K, dtype):
     """The chunked, transposed direct kernel computes sum_j (x_j - c_kj)^2 with
-    the features added in order, in float32, smallest index on ties: the same
-    bits as the element-wise torch formula evaluated in that order (ragged
-    chunks, several row groups, duplicated centres for exact ties)."""
+    the features added in order, in the input's precision, smallest index on ties:
+    the same bits as the element-wise torch formula evaluated in that order (ragged
+    chunks -- rows in register-held vectors and the leftover rows --, several row
+    groups, duplicated centres for exact ties)."""
     g = torch.Generator().manual_seed(n * D + K)
-    X = torch.randn(n, D, generator=g) * 10 + 300
+    X = (torch.randn(n, D, generator=g) * 10 + 300).to(dtype)
     C = X[torch.randperm(n, generator=g)[:K]].clone()
     C[K // 2] = C[0]  # an exact tie: centre 0 must win
-    assert D <= ck._ASSIGN_DIRECT_ALWAYS_D or D * K <= ck._ASSIGN_DIRECT_MAX_KD  # the direct kernel runs
+    assert ck._direct_assign(D, K)  # the direct kernel runs
     labels, mind, sums, counts, _ = ck.assign_accumulate(X, C)
-    d = (X[:, None, 0] - C[None, :, 0]) ** 2  # (n, K) float32, feature 0
+    d = (X[:, None, 0] - C[None, :, 0]) ** 2  # (n, K), feature 0
     for j in range(1, D):
         d = d + (X[:, None, j] - C[None, :, j]) ** 2  # features added in order
     ref_m, ref_l = d.min(1)  # first index of the minimum

@@ -78,16 +78,21 @@ __all__ = [
     "assign_labels",
 ]
 
-# Where the direct formula beats a product in the k-means assignment (measured on a
-# 2-core AMD EPYC, float32, N = 1e5, both kernels in their element-wise form, ms
-# direct / gemm: D=2 K=1024 8.0/15.2, D=4 K=1024 12.4/13.5, D=4 K=256 4.8/5.6,
-# D=6 K=256 4.6/4.9, D=8 K=64 2.0/2.7, D=8 K=128 3.6/3.1, D=16 K=32 2.6/2.7,
-# D=16 K=48 2.7/2.9, D=16 K=64 4.1/3.1, D=24 K=32 3.9/4.2, D=32 K=32 5.7/5.0,
-# D=48 K=16 6.0/4.5; N=1e6 D=2 K=8 3.1/6.1; see docs/performance.md): up to
-# 4 features always, otherwise few centres times features.
-_ASSIGN_DIRECT_ALWAYS_D = 4
+# Where the direct formula beats a product in the k-means assignment, by shape (D, K) only, so that
+# every rank of a distributed fit takes the same path.  Measured on a 2-core AVX2 EPYC, float32, 2
+# threads, the direct kernel with its register-held (min, index) against the product paths (the own
+# product's tiles from 32 centres), time direct / product at N = 1e5 (N = 2e4): D=2 K=1024 0.80
+# (0.66), D=3 K=256 0.85 (0.68), D=3 K=1024 1.03 (0.85), D=4 K=128 0.80 (0.67), D=4 K=256 0.98
+# (0.78), D=6 K=64 0.77 (0.62), D=8 K=64 0.91 (0.71), D=8 K=128 1.10 (0.88), D=12 K=32 0.76
+# (0.65), D=12 K=64 1.03 (0.85), D=16 K=32 0.91 (0.77), D=16 K=48 1.17 (0.87), D=24 K=16 0.90
+# (0.69), D=32 K=8 0.84 (0.58), D=32 K=24 1.29 (0.91); N=1e6 D=2 K=8 6.4 / 15.4 ms: up to 3 features
+# always, otherwise up to 512 centres times features (768 and 4 features always before the
+# register-held minimum and the own product's assignment, which moved both sides).
+_ASSIGN_DIRECT_ALWAYS_D = 3
 _ASSIGN_DIRECT_MAX_D = 32
-_ASSIGN_DIRECT_MAX_KD = 768
+_ASSIGN_DIRECT_MAX_KD = 512
+# most features of the one-call iteration (update_assign_step)
+_STEP_MAX_D = 4
 # Most features for which the direct distance matrix beats the product path (gemm + fix-up),
 # 2-core AVX2 EPYC, 2 threads, direct / product time, medians of 11 interleaved calls at
 # 4096 x 1024, 4096 x 4096 and 1e5 x 64: the C kernel's register tiles in float32 up to D = 24
@@ -358,9 +363,10 @@ def numpy_view(t: torch.Tensor) -> np.ndarray:
 def update_assign_step(X: torch.Tensor, C: torch.Tensor) -> Any:
     """One Lloyd iteration of a small problem in one compiled call, for data X (n, D) and
     centres like C (K, D) -- or None when it does not serve them.  It serves the direct
-    kernel's one-group case (``n <= 16384``, ``D <= 4``), where its bits equal the separate
-    steps'; the kernels and the row chunk are resolved here, once per fit (a fit's iterations
-    then pay only the call; see :func:`sqdist._cpu_nb.update_assign_direct`).
+    kernel's one-group case (``n <= 16384``) up to ``D = 4``, where its bits equal the separate
+    steps' (beyond, torch's row sum of the squared moves takes another order); the kernels and
+    the row chunk are resolved here, once per fit (a fit's iterations then pay only the call;
+    see :func:`sqdist._cpu_nb.update_assign_direct`).
 
     ``step(X, C, sums, counts, labels, mind)``: the new centres from ``sums``
     (K, D) / ``counts`` (K,) (every count > 0), the largest centre move and the
@@ -373,7 +379,8 @@ def update_assign_step(X: torch.Tensor, C: torch.Tensor) -> Any:
     and :func:`assign_accumulate` give one after the other, in new arrays.
     """
     k = kernels()
-    if k is None or not (_shapes_ok(X, C) and X.shape[0] <= _GROUP_ROWS and X.shape[1] <= _ASSIGN_DIRECT_ALWAYS_D):
+    n, D = X.shape
+    if k is None or not (_shapes_ok(X, C) and n <= _GROUP_ROWS and D <= _STEP_MAX_D and _direct_assign(D, C.shape[0])):
         return None
     return k.update_assign_bound(_direct_chunk(X.shape[1]))
 
