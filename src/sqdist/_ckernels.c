@@ -34,6 +34,17 @@
 #endif
 #define SQ_EXPORT __attribute__((visibility("default")))
 
+/* Pins a floating-point value to a register at this point of a loop (an empty asm that
+ * reads and writes it): the compiler cannot move the computation of the value out of the
+ * loop around it.  Nothing where the register class is not known. */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define SQ_KEEP(v) __asm__ volatile("" : "+x"(v))
+#elif defined(__GNUC__) && defined(__aarch64__)
+#define SQ_KEEP(v) __asm__ volatile("" : "+w"(v))
+#else
+#define SQ_KEEP(v) ((void)0)
+#endif
+
 /* Bumped whenever an exported signature changes; the loader refuses a library of another version. */
 #define SQ_ABI 10
 

@@ -153,6 +153,28 @@ static inline __attribute__((always_inline)) void FN(chunk_argmin)(const REAL *r
     }
 }
 
+/* The r rows x (r, D) join clusters ix at distances m1: take's counts, float64 sums and
+ * inertia, the same additions in the same order.  SQ_KEEP keeps the inertia's chain of
+ * dependent additions in this loop, where it overlaps the sums' memory updates: GCC would
+ * otherwise split it into a loop of its own, which then runs at the adder's latency (1e6 x 2 x
+ * 8 float32, one thread of a 2-core AVX2 EPYC: the whole assignment 10.8 -> 8.5 ms). */
+static inline __attribute__((always_inline)) double FN(accumulate)(const REAL *restrict x, const int64_t D, int64_t r,
+                                                                   const REAL *restrict m1, const IDX *restrict ix,
+                                                                   int64_t *restrict pcounts, double *restrict psums,
+                                                                   double acc)
+{
+    for (int64_t i = 0; i < r; i++) {
+        const int64_t bk = ix[i];
+        pcounts[bk] += 1;
+        double *ps = psums + bk * D;
+        for (int64_t j = 0; j < D; j++)
+            ps[j] += x[i * D + j];
+        acc += (double)m1[i];
+        SQ_KEEP(acc);
+    }
+    return acc;
+}
+
 /* Rows lo:hi of the direct assign + accumulate; returns their float64 inertia.
  * chunk rows at a time are transposed into xt (D, chunk); every loop then runs
  * element-wise over the chunk's rows (vectorised): the distance to centre k
@@ -167,8 +189,17 @@ SQ_CLONES static double FN(assign_rows)(const REAL *restrict X, const REAL *rest
         const int64_t r = hi - s < chunk ? hi - s : chunk;
         FN(transpose_rows)(X, D, s, r, chunk, xt);
         FN(chunk_argmin)(xt, C, D, K, r, chunk, d, m1, ix, 0);
-        for (int64_t i = 0; i < r; i++)
-            acc += FN(take)(X + (s + i) * D, D, ix[i], (double)m1[i], labels + s + i, mind + s + i, pcounts, psums);
+        for (int64_t i = 0; i < r; i++) {
+            labels[s + i] = ix[i];
+            mind[s + i] = m1[i];
+        }
+        const REAL *x = X + s * D;
+        switch (D) { /* the feature loop unrolled for the fewest features */
+        case 1: acc = FN(accumulate)(x, 1, r, m1, ix, pcounts, psums, acc); break;
+        case 2: acc = FN(accumulate)(x, 2, r, m1, ix, pcounts, psums, acc); break;
+        case 3: acc = FN(accumulate)(x, 3, r, m1, ix, pcounts, psums, acc); break;
+        default: acc = FN(accumulate)(x, D, r, m1, ix, pcounts, psums, acc);
+        }
     }
     return acc;
 }
