@@ -17,12 +17,13 @@ The environment variable ``SQDIST_CPU_KERNELS`` (``auto``, the default;
 Fast paths
 ----------
 ``assign_accumulate`` (one Lloyd step without the centre division)
-    * small ``D`` (up to 4 features, or K * D <= 768): one pass over X, a
+    * small ``D`` (up to 3 features, or K * D <= 512): one pass over X, a
       few hundred rows at a time transposed into an L1-sized block, computes
       the direct distances to every centre and keeps the running
-      (min, argmin) element-wise over the rows (vectorised), then adds each
-      row to its cluster's float64 sum -- no N x K matrix, no ``index_add_``
-      pass, no temporaries beyond O(K * D + chunk * D) per row group.
+      (min, argmin) of each vector of rows in registers (the C kernels), then
+      adds each row to its cluster's float64 sum -- no N x K matrix, no
+      ``index_add_`` pass, no temporaries beyond O(K * D + chunk * D) per row
+      group.
     * larger ``D``: as scikit-learn, every thread takes fixed row groups
       and walks them in cache-sized chunks: a single-threaded BLAS product
       per chunk, written transposed (centres x rows) so that the argmin is
