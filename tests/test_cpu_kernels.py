@@ -373,7 +373,7 @@ def test_direct_kernel_is_the_sequential_formula_bit_for_bit(n, D, K, dtype):
     C = X[torch.randperm(n, generator=g)[:K]].clone()
     C[K // 2] = C[0]  # an exact tie: centre 0 must win
     assert ck._direct_assign(D, K)  # the direct kernel runs
-    labels, mind, sums, counts, _ = ck.assign_accumulate(X, C)
+    labels, mind, sums, counts, inertia = ck.assign_accumulate(X, C)
     d = (X[:, None, 0] - C[None, :, 0]) ** 2  # (n, K), feature 0
     for j in range(1, D):
         d = d + (X[:, None, j] - C[None, :, j]) ** 2  # features added in order
@@ -381,6 +381,20 @@ def test_direct_kernel_is_the_sequential_formula_bit_for_bit(n, D, K, dtype):
     assert torch.equal(labels, ref_l) and torch.equal(mind, ref_m)
     assert not bool((labels == K // 2).any())
     assert torch.equal(counts, torch.bincount(ref_l, minlength=K))
+    # float64 sums and inertia: row by row in row order within each fixed row group, the
+    # groups then added in group order
+    bounds = ck._groups(n, ck._GROUP_ROWS, ck._group_cap(K, D, ck.BLOCK_BYTES))
+    Xd, ld, md = X.double().numpy(), ref_l.numpy(), ref_m.double().numpy()
+    ref_sums, ref_inertia = None, None
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        gs = np.zeros((K, D))
+        np.add.at(gs, ld[lo:hi], Xd[lo:hi])  # unbuffered: one row after the other
+        gi = 0.0
+        for v in md[lo:hi]:
+            gi += float(v)
+        ref_sums = gs if ref_sums is None else ref_sums + gs
+        ref_inertia = gi if ref_inertia is None else ref_inertia + gi
+    assert np.array_equal(sums.numpy(), ref_sums) and inertia == ref_inertia
 
 
 @settings(max_examples=30, deadline=None)

@@ -383,7 +383,7 @@ def update_assign_step(X: torch.Tensor, C: torch.Tensor) -> Any:
     n, D = X.shape
     if k is None or not (_shapes_ok(X, C) and n <= _GROUP_ROWS and D <= _STEP_MAX_D and _direct_assign(D, C.shape[0])):
         return None
-    return k.update_assign_bound(_direct_chunk(X.shape[1]))
+    return k.update_assign_bound(_direct_chunk(D))
 
 
 def _group_cap(K: int, D: int, budget: int) -> int:
